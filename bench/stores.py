@@ -1,0 +1,92 @@
+"""Balance store throughput: credits/s and CPU microseconds per credit.
+
+    .venv/bin/python bench/stores.py [--n 50000] [--concurrency 50] [--stores sqlite,memory]
+
+Each of ``concurrency`` tasks credits in a loop (with an idempotency key per credit, as
+the receiver does) over 1000 account keys until ``n`` credits are acknowledged. CPU is
+``time.process_time()`` for the whole process (event loop + writer thread), so it is
+the real cost of a credit. Redis and PostgreSQL run against the local services
+(``--stores redis,postgres``); their server-side CPU is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import tempfile
+import time
+import uuid
+
+from ilp_receiver.stores import BalanceStore, open_store
+
+
+async def run(store: BalanceStore, n: int, concurrency: int, idempotency: bool) -> None:
+    counter = itertools.count()
+    tag = uuid.uuid4().hex[:8]
+
+    async def worker() -> None:
+        while (i := next(counter)) < n:
+            key = f"acct-{i % 1000}"
+            await store.credit(key, 1000, idempotency_key=f"{tag}-{i}" if idempotency else None)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def bench(url: str, n: int, concurrency: int, idempotency: bool, prefix: str | None) -> str:
+    store = open_store(url, prefix=prefix)
+    async with store:
+        await run(store, min(n, 2000), concurrency, idempotency)  # warm up
+        wall, cpu = time.perf_counter(), time.process_time()
+        await run(store, n, concurrency, idempotency)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return (
+        f"{n / wall:>10,.0f} credits/s  {cpu / n * 1e6:>7.1f} µs CPU/credit"
+        f"  (n={n}, concurrency={concurrency}, idempotency keys={idempotency})"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--stores", default="memory,sqlite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tag = uuid.uuid4().hex[:8]
+        urls = {
+            "memory": ("memory:", None),
+            "sqlite": (os.path.join(tmp, "bench.db"), None),
+            "redis": ("redis://127.0.0.1:6379/15", f"bench{tag}:"),
+            "postgres": ("postgresql://127.0.0.1:5432/test", f"bench{tag}_"),
+        }
+        for name in args.stores.split(","):
+            url, prefix = urls[name]
+            for idempotency in (True, False):
+                line = await bench(url, args.n, args.concurrency, idempotency, prefix)
+                print(f"{name:<9}{line}", flush=True)
+            await cleanup(name, url, prefix)
+
+
+async def cleanup(name: str, url: str, prefix: str | None) -> None:
+    """Drop the Redis keys / PostgreSQL tables a run created."""
+    if name == "redis" and prefix:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+        await client.aclose()
+    elif name == "postgres" and prefix:
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(url)
+        for table in ("balances", "idempotency", "meta"):
+            await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+        await conn.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

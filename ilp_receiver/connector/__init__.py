@@ -1,0 +1,1 @@
+"""The bundled minimal connector: routing tables, CCP route broadcasting, forwarding."""

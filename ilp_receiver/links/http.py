@@ -1,0 +1,946 @@
+"""ILP over HTTP, HTTP-OER-SYNC and HTTP-OER-ASYNC links (spec ``04-http-transports.md``
+sections A, B and C; open questions 18 and 19).
+
+Both links play both roles at once: they POST our Prepares to the peer with an aiohttp
+client (one keep-alive session) and run a small aiohttp server for the peer's POSTs.
+
+:class:`HttpSyncLink` — ILP over HTTP (RFC 35 draft 1, ilp-plugin-http 1.6.1) and
+HTTP-OER-SYNC (rfcs PR 382):
+
+* outgoing: ``POST <peer URL>`` (or ``<peer URL>/ilp/<uuid4>`` with ``request_ids``) with
+  ``Content-Type: application/ilp+octet-stream``, ``Authorization: Bearer <token>``,
+  ``ILP-Destination`` and optionally ``ILP-Peer-Name``; the 200 body is the Fulfill or
+  Reject. Every ILP answer, Rejects included, is a 200; other statuses and transport
+  failures raise :class:`~ilp_receiver.errors.LinkError` subclasses (see "Errors").
+* incoming: ``POST <listen path>`` and ``POST <listen path>ilp/<request-id>``; a repeat of
+  a ``/ilp/<request-id>`` POST with the same body gets the cached answer without running
+  the handler again ("the responder must then return the same result without
+  re-executing").
+
+:class:`HttpAsyncLink` — HTTP-OER-ASYNC (rfcs PR 382): a Prepare is ``POST
+<peer base>/ilp/<uuid4>``, answered 200 on receipt and repeated until 200; the Fulfill or
+Reject comes back as the peer's own POST to our ``/ilp/<same id>``, also retried until 200.
+
+Server rules shared by both (section A): ``GET`` answers ``200 OK`` (health check); the
+bearer token is compared in constant time, with or without the ``Bearer `` prefix
+("the server strips an optional ``Bearer`` prefix before checking. Accept both."), bad
+credentials get ``401`` with a JSON body; any ``Content-Type`` is accepted ("Receivers
+should accept both and not insist on either"); bodies over 32767 bytes get ``413``; a
+body that is not an ILP Prepare is an ILP-level error: ``200`` carrying an ``F01``
+Reject (sync) or an ``F01`` Reject POSTed back (async).
+:func:`make_http_oer_handler` / :func:`add_http_oer_routes` mount the incoming side in
+another aiohttp application (the bundled connector) instead of the link's own server.
+
+URL forms (:func:`parse_http_url`, used by :func:`~ilp_receiver.links.factory.open_link`
+and ``ilp-receiver receive --uplink URL``)::
+
+    http+oer://[NAME:]TOKEN@HOST:PORT/PATH?listen=[LHOST:]LPORT[&option=value...]
+    https+oer://...                       same, peer reached over https
+    http+oer-async://[NAME:]TOKEN@HOST:PORT/BASE?listen=[LHOST:]LPORT[&...]
+    https+oer-async://...
+
+* ``http+oer`` is ILP over HTTP / HTTP-OER-SYNC: Prepares are POSTed to
+  ``http://HOST:PORT/PATH`` (``/`` when empty); ``http+oer-async`` is HTTP-OER-ASYNC,
+  POSTing to ``http://HOST:PORT/BASE/ilp/<request-id>``.
+* ``TOKEN`` (percent-encoded) is sent as ``Authorization: Bearer TOKEN``; the optional
+  ``NAME`` is sent as ``ILP-Peer-Name``.
+* ``listen`` is where our server listens for the peer's POSTs (host ``127.0.0.1`` when
+  only a port is given; ``[::1]:7772`` for IPv6; port ``0`` picks a free one). Without it
+  the link only sends.
+* options: ``incoming_token`` (the token the peer must present to us; default: ``TOKEN``,
+  as with the JS connector's ``--http-account``), ``listen_path`` (default ``/``),
+  ``bearer=0`` (send the raw token without ``Bearer``, ilp-plugin-http's legacy form),
+  ``destination_header=0`` (omit ``ILP-Destination``), and for ``http+oer`` only
+  ``request_ids=1`` (POST to ``PATH/ilp/<uuid4>`` and repeat on transport failures, the
+  PR 382 HTTP-OER-SYNC form). Unknown options are refused.
+
+The JS connector's ``--http-account myrecv,7771,http://127.0.0.1:7772/,secret`` POSTs to
+us at ``http://127.0.0.1:7772/`` with ``Bearer secret`` and takes our POSTs at
+``http://127.0.0.1:7771/``; the matching uplink is
+``http+oer://secret@127.0.0.1:7771/?listen=127.0.0.1:7772``.
+
+Errors raised by ``send`` (the caller turns them into Rejects for its own upstream; RFC 35
+suggests ``T00`` for 5xx, a connection refused maps naturally to ``T01`` Peer
+Unreachable): :class:`~ilp_receiver.errors.LinkClosedError` (connection refused or lost,
+link stopped), :class:`~ilp_receiver.errors.LinkTimeoutError` (no answer by the Prepare's
+expiry; ``R00`` upstream), :class:`~ilp_receiver.errors.AuthenticationError` (401/403),
+:class:`HttpStatusError` (any other non-200 status), and
+:class:`~ilp_receiver.errors.RemoteProtocolError` for a 200 whose body is not an ILP
+Fulfill/Reject (as the BTP link does for a broken reply).
+
+Choices where the texts are silent (open question 18): request ids are UUID4 strings;
+the sync form repeats only in the ``/ilp/<request-id>`` variant (a plain ILP-over-HTTP POST
+is not idempotent, so a lost answer is a :class:`~ilp_receiver.errors.LinkClosedError`);
+a refused connection on the first attempt fails at once (nothing was delivered), later
+failures are retried with capped exponential backoff until the Prepare expires; request
+ids are remembered for ``cache_ttl`` seconds (bounded by ``cache_size``); a reused id with
+a different body gets an ``F00`` Reject (sync) or ``409`` (async); a Fulfill/Reject POST
+for an unknown id is answered 200 and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from ..codec.http_oer import (
+    AUTHORIZATION_HEADER,
+    HEALTH_CHECK_BODY,
+    HTTP_OER_ILP_PATH,
+    ILP_DESTINATION_HEADER,
+    ILP_OVER_HTTP_CONTENT_TYPE,
+    ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE,
+    ILP_PEER_NAME_HEADER,
+    MAX_BODY_SIZE,
+    SERVER_CLOSED_BODY,
+    UNAUTHORIZED_BODY,
+    authorization_header,
+    bearer_token,
+)
+from ..codec.ilp import (
+    IlpPacketType,
+    IlpPrepare,
+    IlpReject,
+    IlpReply,
+    decode_prepare,
+    decode_reply,
+    encode_packet,
+)
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    LinkClosedError,
+    LinkError,
+    LinkTimeoutError,
+    RemoteProtocolError,
+)
+from .base import Link
+
+__all__ = [
+    "HttpAsyncLink",
+    "HttpLink",
+    "HttpLinkUrl",
+    "HttpStatusError",
+    "HttpSyncLink",
+    "add_http_oer_routes",
+    "make_http_oer_handler",
+    "parse_http_url",
+]
+
+log = logging.getLogger(__name__)
+
+#: URL schemes understood by :func:`parse_http_url`: scheme -> (transport, async?).
+SCHEMES: Final = {
+    "http+oer": ("http", False),
+    "https+oer": ("https", False),
+    "http+oer-async": ("http", True),
+    "https+oer-async": ("https", True),
+}
+#: Request ids we accept in ``/ilp/<request-id>`` (UUIDs and other URL-safe strings).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: How long an answer to a malformed async Prepare is retried (it has no expiry).
+_MALFORMED_REPLY_LIFETIME = 30.0
+#: First bytes of an OER Fulfill or Reject (an async POST carrying an answer).
+_REPLY_TYPES: Final = (bytes([IlpPacketType.FULFILL]), bytes([IlpPacketType.REJECT]))
+#: Node's http server closes idle keep-alive connections after 5 s; stay below that so a
+#: pooled connection is not reused just as the peer closes it.
+_CLIENT_KEEPALIVE = 3.0
+_UNAUTHORIZED_JSON: Final = {
+    "error": "Unauthorized",
+    "message": UNAUTHORIZED_BODY.decode(),
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_V = TypeVar("_V")
+
+
+class HttpStatusError(LinkError):
+    """The peer answered an ILP-over-HTTP POST with a status other than 200.
+
+    "Non-200 statuses mean the HTTP exchange itself failed"; ``status`` is that status.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- URL --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLinkUrl:
+    """A parsed ``http+oer://`` / ``http+oer-async://`` uplink URL (see the module doc)."""
+
+    asynchronous: bool
+    peer_url: str
+    token: str
+    incoming_token: str
+    peer_name: str | None
+    listen_host: str
+    listen_port: int | None
+    listen_path: str
+    bearer: bool
+    send_destination: bool
+    request_ids: bool
+
+    def __repr__(self) -> str:  # never show the tokens
+        return (
+            f"HttpLinkUrl(asynchronous={self.asynchronous}, peer_url={self.peer_url!r}, "
+            f"token='***', incoming_token='***', peer_name={self.peer_name!r}, "
+            f"listen={self.listen_host}:{self.listen_port}, listen_path={self.listen_path!r})"
+        )
+
+    def link_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`HttpSyncLink` / :class:`HttpAsyncLink`."""
+        options: dict[str, Any] = {
+            "token": self.token,
+            "incoming_token": self.incoming_token,
+            "peer_name": self.peer_name,
+            "listen_host": self.listen_host,
+            "listen_port": self.listen_port,
+            "listen_path": self.listen_path,
+            "bearer": self.bearer,
+            "send_destination": self.send_destination,
+        }
+        if not self.asynchronous:
+            options["request_ids"] = self.request_ids
+        return options
+
+
+_BOOLS: Final = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _flag(name: str, value: str) -> bool:
+    try:
+        return _BOOLS[value.lower()]
+    except KeyError:
+        raise ConfigError("uplink", f"option {name} must be 1 or 0, got {value!r}") from None
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ConfigError("uplink", f"listen must be [HOST:]PORT, got {value!r}")
+    return host, number
+
+
+def parse_http_url(url: str) -> HttpLinkUrl:
+    """Split an ``http+oer://`` / ``http+oer-async://`` URL into link settings."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            "uplink", f"an HTTP uplink URL starts with one of {', '.join(SCHEMES)}: {url!r}"
+        )
+    transport, asynchronous = SCHEMES[scheme]
+    if not parts.hostname:
+        raise ConfigError("uplink", "the HTTP uplink URL has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("uplink", f"bad port in the HTTP uplink URL: {exc}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if port is None else f"{host}:{port}"
+    peer_url = f"{transport}://{netloc}{parts.path or '/'}"
+    if parts.password is not None:
+        peer_name = unquote(parts.username) if parts.username else None
+        token = unquote(parts.password)
+    else:
+        peer_name = None
+        token = unquote(parts.username) if parts.username else ""
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    known = {"listen", "incoming_token", "listen_path", "bearer", "destination_header"}
+    if not asynchronous:
+        known.add("request_ids")
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigError(
+            "uplink", f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    listen_host, listen_port = "127.0.0.1", None
+    if "listen" in query:
+        listen_host, listen_port = _parse_listen(query["listen"])
+    return HttpLinkUrl(
+        asynchronous=asynchronous,
+        peer_url=peer_url,
+        token=token,
+        incoming_token=query.get("incoming_token", token),
+        peer_name=peer_name,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        listen_path=query.get("listen_path", "/"),
+        bearer=_flag("bearer", query.get("bearer", "1")),
+        send_destination=_flag("destination_header", query.get("destination_header", "1")),
+        request_ids=_flag("request_ids", query.get("request_ids", "0")),
+    )
+
+
+# -- request-id table -------------------------------------------------------------------
+
+
+class _RequestTable(Generic[_V]):
+    """Request id -> value, remembered for ``ttl`` seconds and at most ``size`` entries."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[float, _V]] = OrderedDict()
+
+    def _expire(self) -> None:
+        limit = self._clock() - self._ttl
+        items = self._items
+        while items:
+            key, (born, _) = next(iter(items.items()))
+            if born > limit:
+                break
+            del items[key]
+
+    def get(self, key: str) -> _V | None:
+        self._expire()
+        item = self._items.get(key)
+        return None if item is None else item[1]
+
+    def put(self, key: str, value: _V) -> None:
+        self._expire()
+        self._items[key] = (self._clock(), value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# -- shared base ------------------------------------------------------------------------
+
+
+def _text(status: int, body: bytes | str, **headers: str) -> web.Response:
+    text = body.decode() if isinstance(body, bytes) else body
+    return web.Response(status=status, text=text, headers=headers or None)
+
+
+def _ilp_response(packet: bytes) -> web.Response:
+    return web.Response(body=packet, content_type=ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Retry(Exception):
+    """One POST attempt failed in a way worth repeating (internal)."""
+
+
+class HttpLink(Link):
+    """What :class:`HttpSyncLink` and :class:`HttpAsyncLink` share: settings, the server,
+    token checks, the keep-alive client session and POST retries.
+    """
+
+    _transport_name = "HTTP"
+
+    def __init__(
+        self,
+        peer_url: str | None = None,
+        *,
+        token: str = "",
+        incoming_token: str | None = None,
+        peer_name: str | None = None,
+        listen_host: str = "127.0.0.1",
+        listen_port: int | None = None,
+        listen_path: str = "/",
+        bearer: bool = True,
+        send_destination: bool = True,
+        max_body_size: int = MAX_BODY_SIZE,
+        cache_size: int = 10_000,
+        cache_ttl: float = 120.0,
+        retry_interval: float = 0.1,
+        max_retry_interval: float = 2.0,
+        max_connections: int = 100,
+        shutdown_grace: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.peer_url = peer_url
+        self._token = token
+        incoming = token if incoming_token is None else incoming_token
+        if listen_port is not None and not incoming:
+            raise ConfigError("incoming_token", "a listening HTTP link needs a token for the peer")
+        # an empty incoming token refuses everyone rather than accepting everyone
+        self._incoming_digest = _digest(incoming) if incoming else None
+        self._peer_name = peer_name
+        self._listen_host = listen_host
+        self._listen_port = listen_port
+        if not listen_path.startswith("/"):
+            raise ConfigError("listen_path", f"must start with '/', got {listen_path!r}")
+        self._listen_path = listen_path
+        self._bearer = bearer
+        self._send_destination = send_destination
+        self._max_body = max_body_size
+        self._cache_size = cache_size
+        self._cache_ttl = cache_ttl
+        self._clock = clock
+        self._retry_interval = retry_interval
+        self._max_retry_interval = max_retry_interval
+        self._max_connections = max_connections
+        self._shutdown_grace = shutdown_grace
+        self._http: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound: tuple[str, int] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._stopping = False
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the link is started (HTTP has no connection state of its own)."""
+        return self._started and not self._stopping
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` our server is bound to (after :meth:`start`), else None."""
+        return self._bound
+
+    @property
+    def server_url(self) -> str | None:
+        """The base URL of our server, e.g. ``http://127.0.0.1:7772/`` (after start)."""
+        if self._bound is None:
+            return None
+        host, port = self._bound
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}{self._listen_path}"
+
+    async def start(self) -> None:
+        """Open the client session, start listening (if configured), run connect callbacks."""
+        if self._started:
+            return
+        self._stopping = False
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=_CLIENT_KEEPALIVE
+            ),
+            auto_decompress=False,
+        )
+        try:
+            if self._listen_port is not None:
+                await self._start_server()
+            self._started = True
+            await self._run_connect_callbacks()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_server(self) -> None:
+        app = web.Application(client_max_size=self._max_body + 1)
+        add_http_oer_routes(app.router, self, self._listen_path)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_grace)
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, self._listen_host, self._listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise LinkError(
+                f"cannot listen on {self._listen_host}:{self._listen_port}: {exc}"
+            ) from exc
+        address = runner.addresses[0]
+        self._bound = (str(address[0]), int(address[1]))
+        log.info("%s link listening on %s", self._transport_name, self.server_url)
+
+    async def stop(self) -> None:
+        """Stop the server and the client; in-flight sends fail with LinkClosedError.
+
+        Prepares the peer already handed us get ``shutdown_grace`` seconds to finish.
+        """
+        self._stopping = True
+        self._started = False
+        self._fail_pending()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()  # aborts our in-flight POSTs
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()  # waits up to shutdown_grace for in-flight requests
+        self._bound = None
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self._shutdown_grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _fail_pending(self) -> None:
+        """Subclasses fail their outstanding requests here."""
+
+    def _spawn(self, coro: Awaitable[_V]) -> asyncio.Task[_V]:
+        task: asyncio.Task[_V] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- outgoing ---------------------------------------------------------------------
+
+    def _headers(self, prepare: IlpPrepare | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": ILP_OVER_HTTP_CONTENT_TYPE,
+            AUTHORIZATION_HEADER: authorization_header(self._token, bearer=self._bearer),
+        }
+        if self._peer_name:
+            headers[ILP_PEER_NAME_HEADER] = self._peer_name
+        if prepare is not None and self._send_destination:
+            headers[ILP_DESTINATION_HEADER] = prepare.destination
+        return headers
+
+    def _session(self) -> aiohttp.ClientSession:
+        http = self._http
+        if http is None or not self._started:
+            raise LinkClosedError(f"{self._transport_name} link is not started")
+        if self.peer_url is None:
+            raise LinkClosedError(f"{self._transport_name} link has no peer URL to send to")
+        return http
+
+    async def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        wait: float,
+        *,
+        first: bool,
+        retry: bool,
+    ) -> bytes:
+        """One POST; returns the 200 body.
+
+        Raises :class:`_Retry` for failures that a repeat may cure (only when ``retry``),
+        LinkError subclasses otherwise.
+        """
+        http = self._session()
+        try:
+            async with http.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=wait),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            if self._stopping:
+                raise LinkClosedError("link stopped") from exc
+            if retry and not first:
+                raise _Retry(f"cannot connect: {exc.os_error}") from exc
+            raise LinkClosedError(f"cannot connect to {url}: {exc.os_error}") from exc
+        except TimeoutError as exc:
+            if retry:
+                raise _Retry("attempt timed out") from exc
+            raise LinkTimeoutError(f"no HTTP answer from {url} within {wait:.3f} s") from None
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            # RuntimeError: the session was closed under us by stop().
+            if self._stopping or self._http is None:
+                raise LinkClosedError("link stopped") from exc
+            if retry:
+                raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+            raise LinkClosedError(f"HTTP exchange with {url} failed: {exc}") from exc
+        if status == 200:
+            return payload
+        excerpt = payload[:200].decode("utf-8", "replace")
+        if status in (401, 403):
+            raise AuthenticationError(f"peer refused our token: HTTP {status} {excerpt}")
+        if retry and (status >= 500 or status in (408, 425, 429)):
+            raise _Retry(f"HTTP {status}")
+        raise HttpStatusError(status, f"peer answered HTTP {status}: {excerpt}")
+
+    async def _post_until_ok(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        *,
+        attempt_timeout: float | None,
+        fail_fast: bool = True,
+    ) -> bytes:
+        """Repeat the identical POST until it gets a 200 or ``deadline`` (loop time) passes.
+
+        With ``fail_fast`` a refused connection on the first attempt raises
+        LinkClosedError at once (nothing was delivered); later ones are repeated.
+        """
+        loop = asyncio.get_running_loop()
+        delay = self._retry_interval
+        first = fail_fast
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LinkTimeoutError(f"no 200 from {url} before the deadline")
+            wait = remaining if attempt_timeout is None else min(remaining, attempt_timeout)
+            try:
+                return await self._post(url, body, headers, wait, first=first, retry=True)
+            except _Retry as exc:
+                log.debug("repeating POST to %s: %s", url, exc)
+            first = False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LinkTimeoutError(f"no 200 from {url} before the deadline")
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(self._max_retry_interval, delay * 2)
+
+    # -- incoming ---------------------------------------------------------------------
+
+    def check_authorization(self, value: str) -> bool:
+        """Whether an ``Authorization`` header value carries the incoming token.
+
+        Constant time (SHA-256 digests compared with :func:`hmac.compare_digest`). Without
+        an incoming token nothing is accepted.
+        """
+        expected = self._incoming_digest
+        if expected is None:
+            return False
+        return hmac.compare_digest(_digest(bearer_token(value)), expected)
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        """Answer one HTTP request of the peer (GET health check or POST of a packet)."""
+        if request.method in ("GET", "HEAD"):
+            # "GET on the endpoint returns 200 OK with body OK (health check)"
+            return _text(200, HEALTH_CHECK_BODY)
+        if request.method != "POST":
+            return _text(405, "method not allowed", Allow="GET, HEAD, POST")
+        if not self.check_authorization(request.headers.get(AUTHORIZATION_HEADER, "")):
+            return web.json_response(
+                _UNAUTHORIZED_JSON, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not self.is_connected:
+            return _text(502, SERVER_CLOSED_BODY)
+        request_id = request.match_info.get("request_id")
+        if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+            return _text(400, "invalid request id")
+        body = await _read_body(request, self._max_body)
+        if body is None:
+            # "413-style body limit at 32767 bytes"
+            return _text(413, f"an ILP packet is at most {self._max_body} bytes")
+        return await self._handle_post(body, request_id)
+
+    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def _answer_prepare(self, body: bytes) -> bytes:
+        """Decode ``body`` as a Prepare, run the handler, encode its answer (never raises)."""
+        try:
+            prepare = decode_prepare(body)
+        except DecodeError as exc:
+            reply: IlpReply = IlpReject(
+                code="F01",
+                triggered_by=self.local_address,
+                message=f"invalid ILP Prepare: {exc.reason}",
+            )
+        else:
+            reply = await self._handle_incoming(prepare)
+        try:
+            return encode_packet(reply)
+        except EncodeError:
+            log.exception("the handler returned a reply that cannot be encoded")
+            return encode_packet(
+                IlpReject(code="T00", triggered_by=self.local_address, message="internal error")
+            )
+
+
+def make_http_oer_handler(link: HttpLink) -> Handler:
+    """An aiohttp handler serving ``link``'s incoming side inside another application.
+
+    Mount it for every method at the endpoint path and at ``<path>ilp/{request_id}``
+    (the route must name the variable ``request_id``), or use
+    :func:`add_http_oer_routes`. The link must be started (for its client) but need not
+    listen itself (``listen_port=None``).
+    """
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await link.handle_request(request)
+
+    return handler
+
+
+def add_http_oer_routes(router: web.UrlDispatcher, link: HttpLink, path: str = "/") -> None:
+    """Route ``path`` and ``path + "ilp/{request_id}"`` of ``router`` to ``link``."""
+    handler = make_http_oer_handler(link)
+    base = path.rstrip("/")
+    router.add_route("*", base + "/", handler)
+    router.add_route("*", base + HTTP_OER_ILP_PATH + "{request_id}", handler)
+
+
+# -- sync -------------------------------------------------------------------------------
+
+
+class _SyncEntry:
+    __slots__ = ("body", "task")
+
+    def __init__(self, body: bytes, task: asyncio.Task[bytes]) -> None:
+        self.body = body
+        self.task = task
+
+
+class HttpSyncLink(HttpLink):
+    """ILP over HTTP / HTTP-OER-SYNC: the Fulfill or Reject is the body of the 200.
+
+    ``peer_url`` is where our Prepares are POSTed; ``listen_port`` (``0`` = any free port,
+    None = no server) is where the peer POSTs its Prepares to us, with ``incoming_token``
+    (default: ``token``). With ``request_ids=True`` our POSTs go to
+    ``<peer_url>/ilp/<uuid4>`` and are repeated after transport failures until the
+    Prepare expires (PR 382 HTTP-OER-SYNC); without it one POST is made (RFC 35 /
+    ilp-plugin-http), since a plain POST may not safely be repeated.
+    """
+
+    _transport_name = "ILP-over-HTTP"
+
+    def __init__(
+        self,
+        peer_url: str | None = None,
+        *,
+        request_ids: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(peer_url, **options)
+        self.request_ids = request_ids
+        self._answered: _RequestTable[_SyncEntry] = _RequestTable(
+            self._cache_size, self._cache_ttl, self._clock
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HttpSyncLink:
+        """A link for an ``http+oer://`` URL (see the module docstring)."""
+        parsed = parse_http_url(url)
+        if parsed.asynchronous:
+            raise ConfigError("uplink", "use HttpAsyncLink for http+oer-async:// URLs")
+        return cls(parsed.peer_url, **{**parsed.link_options(), **options})
+
+    async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
+        """POST ``prepare`` to the peer and return the Fulfill or Reject in the 200 body."""
+        wait = timeout if timeout is not None else self.expiry_timeout(prepare)
+        self._session()
+        assert self.peer_url is not None
+        body = encode_packet(prepare)
+        headers = self._headers(prepare)
+        if self.request_ids:
+            url = self.peer_url.rstrip("/") + HTTP_OER_ILP_PATH + str(uuid.uuid4())
+            deadline = asyncio.get_running_loop().time() + wait
+            payload = await self._post_until_ok(url, body, headers, deadline, attempt_timeout=None)
+        else:
+            payload = await self._post(self.peer_url, body, headers, wait, first=True, retry=False)
+        try:
+            return decode_reply(payload)
+        except DecodeError as exc:
+            raise RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}") from exc
+
+    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+        if request_id is None:
+            return _ilp_response(await self._answer_prepare(body))
+        entry = self._answered.get(request_id)
+        if entry is not None:
+            if entry.body != body:
+                reject = IlpReject(
+                    code="F00",
+                    triggered_by=self.local_address,
+                    message="request id reused with a different packet",
+                )
+                return _ilp_response(encode_packet(reject))
+            # "the responder must then return the same result without re-executing"
+            return _ilp_response(await asyncio.shield(entry.task))
+        # Run the handler in its own task so that a dropped connection does not cancel it:
+        # the repeat that follows must find the result.
+        task = self._spawn(self._answer_prepare(body))
+        self._answered.put(request_id, _SyncEntry(body, task))
+        try:
+            return _ilp_response(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            if task.cancelled():
+                self._answered.pop(request_id)
+            raise
+
+
+# -- async ------------------------------------------------------------------------------
+
+
+class HttpAsyncLink(HttpLink):
+    """HTTP-OER-ASYNC: both peers run servers; answers travel as separate POSTs.
+
+    ``peer_url`` is the peer's base URL (requests go to ``<peer_url>/ilp/<request-id>``);
+    our server must listen (``listen_port``) for the answers. ``attempt_timeout`` bounds
+    each POST attempt (a 200 only acknowledges receipt, so it should come quickly).
+    """
+
+    _transport_name = "HTTP-OER-ASYNC"
+
+    def __init__(
+        self,
+        peer_url: str | None = None,
+        *,
+        attempt_timeout: float = 5.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(peer_url, **options)
+        self._attempt_timeout = attempt_timeout
+        self._outgoing: dict[str, asyncio.Future[IlpReply]] = {}
+        self._incoming: _RequestTable[bytes] = _RequestTable(
+            self._cache_size, self._cache_ttl, self._clock
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HttpAsyncLink:
+        """A link for an ``http+oer-async://`` URL (see the module docstring)."""
+        parsed = parse_http_url(url)
+        if not parsed.asynchronous:
+            raise ConfigError("uplink", "use HttpSyncLink for http+oer:// URLs")
+        return cls(parsed.peer_url, **{**parsed.link_options(), **options})
+
+    def _request_url(self, request_id: str) -> str:
+        assert self.peer_url is not None
+        return self.peer_url.rstrip("/") + HTTP_OER_ILP_PATH + request_id
+
+    def _fail_pending(self) -> None:
+        for future in self._outgoing.values():
+            if not future.done():
+                future.set_exception(LinkClosedError("link stopped while a request was in flight"))
+                future.exception()  # mark retrieved; the sender re-raises it
+        self._outgoing.clear()
+
+    async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
+        """POST ``prepare`` (repeated until 200) and wait for the peer's answer POST."""
+        wait = timeout if timeout is not None else self.expiry_timeout(prepare)
+        self._session()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        request_id = str(uuid.uuid4())
+        future: asyncio.Future[IlpReply] = loop.create_future()
+        self._outgoing[request_id] = future
+        try:
+            # "The sender repeats the POST (idempotently, same request-id and body) until it
+            # gets a 200."
+            await self._post_until_ok(
+                self._request_url(request_id),
+                encode_packet(prepare),
+                self._headers(prepare),
+                deadline,
+                attempt_timeout=self._attempt_timeout,
+            )
+            remaining = deadline - loop.time()
+            if not future.done() and remaining <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(future, remaining)
+        except LinkError:
+            raise
+        except TimeoutError:
+            # "if no Fulfill/Reject arrives before the Prepare's expiresAt, treat the payment
+            # as rejected (R00 upstream)"
+            raise LinkTimeoutError(
+                f"no answer to request {request_id} within {wait:.3f} s"
+            ) from None
+        finally:
+            self._outgoing.pop(request_id, None)
+
+    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+        if request_id is None:
+            return _text(404, "HTTP-OER-ASYNC packets are POSTed to /ilp/<request-id>")
+        if body[:1] in _REPLY_TYPES:
+            return self._accept_reply(body, request_id)
+        known = self._incoming.get(request_id)
+        if known is not None:
+            if known != body:
+                return _text(409, "request id reused with a different packet")
+            # "On a repeated Prepare POST just answer 200 again (do not process twice)."
+            return _text(200, "")
+        self._incoming.put(request_id, body)
+        self._spawn(self._process_prepare(request_id, body))
+        # "The receiver answers 200 as soon as it has received the packet correctly"
+        return _text(200, "")
+
+    def _accept_reply(self, body: bytes, request_id: str) -> web.StreamResponse:
+        future = self._outgoing.get(request_id)
+        try:
+            reply = decode_reply(body)
+        except DecodeError as exc:
+            if future is not None and not future.done():
+                future.set_exception(RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}"))
+            return _text(400, f"invalid ILP packet: {exc.reason}")
+        if future is not None and not future.done():
+            future.set_result(reply)
+        else:
+            # Open question 18: "answering 200 and dropping it is the safe choice".
+            log.debug("dropping an answer for unknown or finished request %s", request_id)
+        return _text(200, "")
+
+    async def _process_prepare(self, request_id: str, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            expires_at = decode_prepare(body).expires_at
+            lifetime = (expires_at - datetime.now(UTC)).total_seconds()
+        except DecodeError:
+            lifetime = _MALFORMED_REPLY_LIFETIME
+        deadline = loop.time() + lifetime
+        answer = await self._answer_prepare(body)
+        try:
+            await self._post_until_ok(
+                self._request_url(request_id),
+                answer,
+                self._headers(None),
+                deadline,
+                attempt_timeout=self._attempt_timeout,
+                fail_fast=False,  # "that POST is likewise retried until 200"
+            )
+        except LinkError as exc:
+            log.warning("could not deliver the answer to request %s: %s", request_id, exc)

@@ -1,0 +1,454 @@
+"""The receiver: PSK2 behind SPSP, on an uplink, crediting a balance store.
+
+:class:`AsyncReceiver` is the native asyncio API; :class:`Receiver` is the same thing for
+synchronous code, running on one background event-loop thread.
+
+How a payment flows (``docs/receiver.md``)::
+
+    uplink (BTP / HTTP) -> Prepare -> PSK2 receiver (derive secret, decrypt, check amount
+    and condition) -> application hook (accept / reject / choose the account) ->
+    balance store credit (durable, exactly once per Prepare) -> Fulfill -> uplink
+
+Money is counted before the Fulfill leaves: the credit is committed to the store first,
+keyed by the Prepare's condition, so a duplicate delivery of the same Prepare is
+fulfilled again without being credited twice.  The one window the protocol leaves open
+is a Fulfill that never reaches the connector after the credit was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from ._portal import BlockingPortal, default_portal
+from .codec.ilp import IlpPrepare, IlpReject, IlpReply
+from .errors import ConfigError, IlpError
+from .links.base import Link
+from .links.factory import open_link
+from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRequest
+from .psk2.secrets import IssuedSecret, ReceiverSecrets
+from .spsp import AssetInfo, SpspBalance, SpspResponse
+from .stores import BalanceLimitError, BalanceStore, open_store
+from .uplink import PeerConfig, Uplink
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "AsyncReceiver",
+    "IncomingPayment",
+    "PaymentEvent",
+    "PaymentHook",
+    "Receiver",
+    "account_for_endpoint",
+]
+
+log = logging.getLogger(__name__)
+
+#: The account behind ``/.well-known/pay``.
+DEFAULT_ACCOUNT = "endpoint:default"
+#: Bytes of randomness in every issued destination (ilp-protocol-psk2: 18).
+TOKEN_BYTES = 18
+#: Longest account name that may be bound into an address.
+MAX_ACCOUNT_BYTES = 200
+_UINT64_MAX = (1 << 64) - 1
+
+
+def account_for_endpoint(name: str) -> str:
+    """The balance-store account of a named SPSP endpoint (``/<name>``)."""
+    return "endpoint:" + name
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingPayment:
+    """A fulfillable PSK2 packet, before the application decides on it."""
+
+    #: Account the money will be credited to unless the hook names another.
+    account: str
+    #: Amount that arrived in this Prepare, in the uplink's base units.
+    amount: int
+    destination: str
+    #: ``"psk2-draft1"`` (chunked payments) or ``"psk2-draft2"`` (request/response).
+    format: Literal["psk2-draft1", "psk2-draft2"]
+    #: Draft 1: the sender's 16-byte payment id. Draft 2: None.
+    payment_id: bytes | None
+    #: Draft 1: the chunk number. Draft 2: the request id.
+    sequence: int
+    #: Draft 1: the sender marked this the last chunk.
+    last_chunk: bool
+    #: Application data inside the PSK2 packet (draft 2 puts HTTP-ILP tokens here).
+    application_data: bytes
+    #: Address segments spliced in front of the PSK2 segments (Web Monetization ids).
+    segments: tuple[str, ...]
+    #: The condition of the Prepare; identifies the packet (idempotency key).
+    condition: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """Something the application may want to know about, delivered after the Fulfill."""
+
+    kind: Literal["received", "completed"]
+    account: str
+    amount: int
+    #: The account's balance right after this credit.
+    balance: int
+    payment: IncomingPayment
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+#: Decides on an incoming payment. Return ``None``/``True`` to accept it into
+#: ``payment.account``, a ``str`` to credit another account, ``False`` to refuse (F99);
+#: or raise :class:`~ilp_receiver.errors.IlpError` to refuse with a chosen code.
+PaymentHook = Callable[[IncomingPayment], "Awaitable[str | bool | None] | str | bool | None"]
+EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
+
+
+def _load_secret(secret: bytes | str | None) -> bytes:
+    if secret is None:
+        return os.urandom(32)
+    raw = bytes.fromhex(secret) if isinstance(secret, str) else secret
+    if len(raw) < 32:
+        raise ConfigError("secret", "the receiver secret must be at least 32 bytes")
+    return raw
+
+
+class AsyncReceiver:
+    """A PSK2/SPSP receiver on an uplink, crediting a balance store (asyncio API).
+
+    ``uplink`` is a URL (``btp+ws://user:token@host:port``) or a :class:`Link`; ``store``
+    a :class:`BalanceStore`, a path/URL for :func:`~ilp_receiver.stores.open_store`, or
+    ``None`` for an in-memory store.  ``secret`` (32+ bytes, or hex) must stay the same
+    across restarts and across processes that share the store, so that any process can
+    fulfil a payment to any address another one issued.
+    """
+
+    def __init__(
+        self,
+        uplink: str | Link,
+        *,
+        secret: bytes | str | None = None,
+        store: BalanceStore | str | None = None,
+        on_payment: PaymentHook | None = None,
+        max_balance: int | None = None,
+        receiver_name: str | None = None,
+        spsp_max_age: int = 60,
+        event_queue_size: int = 10_000,
+        static_config: PeerConfig | None = None,
+    ) -> None:
+        self._link = open_link(uplink) if isinstance(uplink, str) else uplink
+        self._uplink = Uplink(self._link, static_config=static_config)
+        self._secrets = ReceiverSecrets(_load_secret(secret))
+        self._store_spec = store
+        self._store: BalanceStore | None = store if isinstance(store, BalanceStore) else None
+        self._hook = on_payment
+        self.max_balance = max_balance
+        self.receiver_name = receiver_name
+        self.spsp_max_age = spsp_max_age
+        self._psk2: Psk2Receiver | None = None
+        self._events: asyncio.Queue[PaymentEvent] = asyncio.Queue(event_queue_size)
+        self._callbacks: list[EventCallback] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._subscribers: list[asyncio.Queue[PaymentEvent]] = []
+        #: Events dropped because the queue was full (slow application code).
+        self.dropped_events = 0
+        self._link.set_handler(self.handle_prepare)
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, connect the uplink and learn our address by IL-DCP."""
+        if self._started:
+            return
+        if self._store is None:
+            self._store = open_store(
+                self._store_spec if isinstance(self._store_spec, str) else None
+            )
+        await self._uplink.start()
+        self._dispatcher = asyncio.create_task(self._dispatch_events(), name="receiver-events")
+        self._started = True
+        log.info("receiver listening at %s", self.address)
+
+    async def stop(self) -> None:
+        """Disconnect, flush events and close the store."""
+        if not self._started:
+            return
+        self._started = False
+        await self._uplink.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        if self._store is not None and not isinstance(self._store_spec, BalanceStore):
+            await self._store.close()
+
+    async def __aenter__(self) -> AsyncReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- facts -----------------------------------------------------------------------
+
+    @property
+    def link(self) -> Link:
+        """The uplink transport."""
+        return self._link
+
+    @property
+    def config(self) -> PeerConfig:
+        """Address and asset learned from the parent (IL-DCP)."""
+        return self._uplink.config
+
+    @property
+    def address(self) -> str:
+        """Our ILP address."""
+        return self._uplink.config.address
+
+    @property
+    def store(self) -> BalanceStore:
+        """The balance store (after :meth:`start`)."""
+        if self._store is None:
+            raise RuntimeError("the receiver has not started")
+        return self._store
+
+    def _receiver(self) -> Psk2Receiver:
+        address = self.address
+        if self._psk2 is None or self._psk2.address != address:
+            self._psk2 = Psk2Receiver(self._secrets, address)
+        return self._psk2
+
+    async def balance(self, account: str = DEFAULT_ACCOUNT) -> int:
+        """The balance of ``account`` in the store."""
+        return await self.store.balance(account)
+
+    # -- issuing destinations ----------------------------------------------------------
+
+    def issue(
+        self,
+        account: str = DEFAULT_ACCOUNT,
+        *,
+        segments: tuple[str, ...] = (),
+        token: bytes | None = None,
+    ) -> IssuedSecret:
+        """A fresh (destination address, shared secret) pair bound to ``account``.
+
+        The account name is part of the authenticated token, so money sent to the
+        address can only be credited to that account.  ``segments`` are spliced in front
+        of the PSK2 segments (Web Monetization page ids); they are not authenticated.
+        """
+        key = account.encode("utf-8")
+        if len(key) > MAX_ACCOUNT_BYTES:
+            raise ConfigError("account", f"account names are at most {MAX_ACCOUNT_BYTES} bytes")
+        return self._secrets.issue(
+            self.address, token or os.urandom(TOKEN_BYTES), key, segments=segments
+        )
+
+    async def spsp_response(
+        self,
+        account: str = DEFAULT_ACCOUNT,
+        *,
+        maximum: int | None = None,
+        receiver_info: dict[str, str] | None = None,
+    ) -> SpspResponse:
+        """The SPSP response body for ``account``: a fresh address and secret, balance, asset."""
+        destination, shared_secret = self.issue(account)
+        current = await self.store.balance(account)
+        cap = maximum if maximum is not None else self.max_balance
+        info = dict(receiver_info or {})
+        if self.receiver_name and "name" not in info:
+            info["name"] = self.receiver_name
+        return SpspResponse(
+            destination_account=destination,
+            shared_secret=shared_secret,
+            balance=SpspBalance(maximum=_UINT64_MAX if cap is None else cap, current=current),
+            asset=AssetInfo(code=self.config.asset_code, scale=self.config.asset_scale),
+            receiver_info=info or None,
+        )
+
+    # -- the packet path -------------------------------------------------------------
+
+    async def handle_prepare(self, prepare: IlpPrepare) -> IlpReply:
+        """Answer one incoming Prepare: Fulfill (after crediting) or Reject."""
+        psk2 = self._receiver()
+        decision = psk2.handle_prepare(prepare, datetime.now(UTC), iv=os.urandom(12))
+        if isinstance(decision, IlpReject):
+            return decision
+        if isinstance(decision, UnfulfillableRequest):
+            # a draft-2 quote or a request asking for more than arrived: the encrypted
+            # error tells the sender how much arrived
+            return psk2.refuse(decision, iv=os.urandom(12))
+        payment = self._payment(prepare, decision)
+        account = payment.account
+        if self._hook is not None:
+            try:
+                verdict = self._hook(payment)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except IlpError as exc:
+                return psk2.refuse(decision, iv=os.urandom(12), code=exc.code, message=exc.message)
+            if verdict is False:
+                return psk2.refuse(
+                    decision, iv=os.urandom(12), message="payment refused by the receiver"
+                )
+            if isinstance(verdict, str):
+                account = verdict
+        try:
+            result = await self.store.add(
+                account,
+                prepare.amount,
+                maximum=self.max_balance,
+                idempotency_key=prepare.execution_condition.hex(),
+            )
+        except BalanceLimitError:
+            return psk2.refuse(
+                decision, iv=os.urandom(12), message="receiver balance limit reached"
+            )
+        except Exception:
+            log.exception("balance store failed; not fulfilling")
+            return IlpReject("T00", self.address, "receiver temporarily unavailable")
+        fulfill = psk2.fulfill(decision, iv=os.urandom(12))
+        if result.applied:
+            amount = prepare.amount
+            self._emit(PaymentEvent("received", account, amount, result.balance, payment))
+            if self._is_complete(psk2, decision):
+                self._emit(PaymentEvent("completed", account, amount, result.balance, payment))
+        return fulfill
+
+    @staticmethod
+    def _is_complete(psk2: Psk2Receiver, decision: Acceptance) -> bool:
+        if decision.format is Psk2Format.DRAFT2:
+            return True
+        record = psk2.payment_record(decision.token + decision.key, decision.payment_id)
+        return record is not None and record.finished
+
+    @staticmethod
+    def _payment(prepare: IlpPrepare, decision: Acceptance) -> IncomingPayment:
+        key = decision.key
+        account = key.decode("utf-8", "replace") if key else DEFAULT_ACCOUNT
+        return IncomingPayment(
+            account=account,
+            amount=prepare.amount,
+            destination=prepare.destination,
+            format="psk2-draft1" if decision.format is Psk2Format.DRAFT1 else "psk2-draft2",
+            payment_id=decision.payment_id if decision.format is Psk2Format.DRAFT1 else None,
+            sequence=(decision.sequence if decision.request_id is None else decision.request_id),
+            last_chunk=decision.last_chunk,
+            application_data=decision.data,
+            segments=decision.app_segments,
+            condition=prepare.execution_condition,
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    def on_event(self, callback: EventCallback) -> None:
+        """Call ``callback`` (sync or async) for every payment event, after the Fulfill."""
+        self._callbacks.append(callback)
+
+    def _emit(self, event: PaymentEvent) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+            if self.dropped_events in (1, 100, 10_000) or self.dropped_events % 100_000 == 0:
+                log.warning("payment event queue full; %d events dropped", self.dropped_events)
+
+    async def _dispatch_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            for queue in list(self._subscribers):
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(event)
+            for callback in list(self._callbacks):
+                try:
+                    result = callback(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("payment event callback failed")
+
+    async def events(self, maxsize: int = 1000) -> AsyncIterator[PaymentEvent]:
+        """Iterate over payment events as they happen (``async for event in receiver.events()``)."""
+        queue: asyncio.Queue[PaymentEvent] = asyncio.Queue(maxsize)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+
+class Receiver:
+    """The synchronous facade of :class:`AsyncReceiver` for WSGI apps and scripts.
+
+    Runs the receiver on one shared background event-loop thread (fork-aware).  Takes the
+    same arguments as :class:`AsyncReceiver`.
+    """
+
+    def __init__(
+        self,
+        uplink: str | Link,
+        *,
+        portal: BlockingPortal | None = None,
+        **options: object,
+    ) -> None:
+        self._portal = portal or default_portal()
+        self._options = options
+        self._uplink_arg = uplink
+        self._async: AsyncReceiver | None = None
+
+    @property
+    def async_receiver(self) -> AsyncReceiver:
+        """The underlying AsyncReceiver (after :meth:`start`)."""
+        if self._async is None:
+            raise RuntimeError("the receiver has not started")
+        return self._async
+
+    def start(self) -> None:
+        """Start the receiver on the background loop; blocks until connected."""
+        if self._async is not None:
+            return
+
+        async def create_and_start() -> AsyncReceiver:
+            receiver = AsyncReceiver(self._uplink_arg, **self._options)  # type: ignore[arg-type]
+            await receiver.start()
+            return receiver
+
+        self._async = self._portal.call(create_and_start)
+
+    def stop(self) -> None:
+        """Stop the receiver."""
+        if self._async is not None:
+            self._portal.call(self._async.stop)
+            self._async = None
+
+    def __enter__(self) -> Receiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        """Our ILP address."""
+        return self.async_receiver.address
+
+    def balance(self, account: str = DEFAULT_ACCOUNT) -> int:
+        """The balance of ``account``."""
+        return self._portal.call(self.async_receiver.balance, account)
+
+    def spsp_response(self, account: str = DEFAULT_ACCOUNT, **options: object) -> SpspResponse:
+        """See :meth:`AsyncReceiver.spsp_response`."""
+        return self._portal.call(self.async_receiver.spsp_response, account, **options)  # type: ignore[arg-type]
+
+    def issue(self, account: str = DEFAULT_ACCOUNT) -> IssuedSecret:
+        """See :meth:`AsyncReceiver.issue`."""
+        return self.async_receiver.issue(account)

@@ -1,0 +1,57 @@
+"""A standalone payment-pointer server on aiohttp: SPSP endpoints and a health check.
+
+``/.well-known/pay`` (and ``/``) serve the default endpoint; ``/<name>`` serves named
+endpoints, each with a balance of its own; ``/health`` answers ``ok`` while the uplink
+is connected (503 otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .receiver import AsyncReceiver
+from .web.reply import HttpReply
+from .web.spsp_endpoint import EndpointDirectory, spsp_reply
+
+__all__ = ["RECEIVER_KEY", "create_spsp_app", "to_aiohttp"]
+
+#: Where the app keeps its receiver.
+RECEIVER_KEY = web.AppKey("ilp_receiver", AsyncReceiver)
+
+
+def to_aiohttp(reply: HttpReply) -> web.Response:
+    """Translate a neutral :class:`HttpReply` to an aiohttp response."""
+    return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+
+
+def create_spsp_app(
+    receiver: AsyncReceiver, directory: EndpointDirectory | None = None
+) -> web.Application:
+    """An aiohttp application serving SPSP for ``receiver``."""
+    endpoints = directory or EndpointDirectory()
+    app = web.Application()
+    app[RECEIVER_KEY] = receiver
+
+    async def default_endpoint(request: web.Request) -> web.Response:
+        account = endpoints.account("default")
+        return to_aiohttp(await spsp_reply(receiver, account, request.headers.get("Accept")))
+
+    async def named_endpoint(request: web.Request) -> web.Response:
+        account = endpoints.account(request.match_info["name"])
+        return to_aiohttp(await spsp_reply(receiver, account, request.headers.get("Accept")))
+
+    async def health(request: web.Request) -> web.Response:
+        up = receiver.link.is_connected
+        return web.Response(
+            status=200 if up else 503,
+            text=json.dumps({"status": "ok" if up else "uplink down"}),
+            content_type="application/json",
+        )
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/.well-known/pay", default_endpoint)
+    app.router.add_get("/", default_endpoint)
+    app.router.add_get("/{name}", named_endpoint)
+    return app

@@ -1,0 +1,248 @@
+"""The balance store interface shared by every store.
+
+A store maps string keys (an account, a Pay-Token, a visitor id, an order id) to
+arbitrary-size integer balances. Design principle 5 ("money is counted before the
+Fulfill leaves, exactly once") lives here:
+
+* :meth:`BalanceStore.add` returns only after the change is durable (as durable as the
+  store is: see each store's docstring), so the receiver can send the Fulfill afterwards.
+* An ``idempotency_key`` (for example the hash of the packet's condition) is remembered
+  for ``retention`` seconds (24 h by default): a duplicate delivery of the same packet
+  returns ``AddResult(applied=False)`` and never credits twice.
+* Limits (``minimum`` / ``maximum``) are checked atomically with the change; when the new
+  balance would leave ``[minimum, maximum]`` nothing changes and
+  :class:`BalanceLimitError` is raised.
+
+Balances are Python ``int``: amounts are UInt64 and sums may exceed ``2**64``; no store
+wraps or overflows. Keys may be bearer secrets (Pay-Tokens), so no error message
+includes a key.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from ..errors import IlpReceiverError
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "AddResult",
+    "BalanceLimitError",
+    "BalanceStore",
+    "Clock",
+    "StoreClosedError",
+    "StoreError",
+]
+
+#: How long idempotency keys are remembered by default, in seconds (24 hours).
+DEFAULT_RETENTION: float = 24 * 60 * 60.0
+
+#: A callable returning the current time in seconds since the epoch (``time.time``).
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of :meth:`BalanceStore.add`.
+
+    ``balance`` is the key's balance after the call. ``applied`` is ``False`` when the
+    idempotency key had already been used: nothing changed and ``balance`` is the
+    current balance.
+    """
+
+    balance: int
+    applied: bool
+
+
+class BalanceLimitError(IlpReceiverError):
+    """The new balance would leave ``[minimum, maximum]``; nothing was changed.
+
+    ``balance`` is the (unchanged) current balance, ``delta`` the refused change. The
+    message never includes ``key`` (it may be a bearer token).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        balance: int,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+    ) -> None:
+        low = "-inf" if minimum is None else str(minimum)
+        high = "+inf" if maximum is None else str(maximum)
+        super().__init__(f"balance {balance} {delta:+d} would leave [{low}, {high}]")
+        self.key = key
+        self.balance = balance
+        self.delta = delta
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def __reduce__(self) -> tuple[type[BalanceLimitError], tuple[object, ...]]:
+        return (
+            type(self),
+            (self.key, self.balance, self.delta, self.minimum, self.maximum),
+        )
+
+
+class StoreError(IlpReceiverError):
+    """The store's backend failed (I/O error, lost connection, corrupt data).
+
+    The backend's exception is chained (``raise ... from``). The outcome of the failed
+    call is unknown only for networked stores; retry with the same idempotency key.
+    """
+
+
+class StoreClosedError(StoreError):
+    """The store was used after :meth:`BalanceStore.close`."""
+
+
+def check_add_args(
+    key: str,
+    delta: int,
+    minimum: int | None,
+    maximum: int | None,
+    idempotency_key: str | None,
+) -> None:
+    """Validate the arguments of :meth:`BalanceStore.add` (``TypeError``/``ValueError``)."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be str, not {type(key).__name__}")
+    if not isinstance(delta, int) or isinstance(delta, bool):
+        raise TypeError(f"delta must be int, not {type(delta).__name__}")
+    for name, bound in (("minimum", minimum), ("maximum", maximum)):
+        if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+            raise TypeError(f"{name} must be int or None, not {type(bound).__name__}")
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise ValueError(f"minimum {minimum} is greater than maximum {maximum}")
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str):
+            raise TypeError(
+                f"idempotency_key must be str or None, not {type(idempotency_key).__name__}"
+            )
+        if not idempotency_key:
+            raise ValueError("idempotency_key must not be empty")
+
+
+def check_retention(retention: float) -> float:
+    """Validate a retention period in seconds (must be positive)."""
+    if not isinstance(retention, int | float) or isinstance(retention, bool):
+        raise TypeError("retention must be a number of seconds")
+    if not retention > 0:
+        raise ValueError("retention must be positive")
+    return float(retention)
+
+
+def limit_error(
+    key: str, balance: int, delta: int, minimum: int | None, maximum: int | None
+) -> BalanceLimitError | None:
+    """Return the error to raise if ``balance + delta`` leaves the bounds, else ``None``."""
+    new = balance + delta
+    if (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
+        return BalanceLimitError(key, balance, delta, minimum, maximum)
+    return None
+
+
+class BalanceStore(abc.ABC):
+    """Where balances live. Every method is a coroutine; every store is async-safe.
+
+    Subclasses implement :meth:`add`, :meth:`balance`, :meth:`balances` and
+    :meth:`close`; :meth:`credit`, :meth:`debit` and :meth:`try_debit` are built on
+    :meth:`add`. Use a store as ``async with open_store(...) as store:``.
+    """
+
+    #: Seconds idempotency keys are remembered.
+    retention: float
+    #: The clock used to timestamp (and prune) idempotency keys.
+    clock: Clock
+
+    def __init__(self, *, retention: float = DEFAULT_RETENTION, clock: Clock | None = None):
+        self.retention = check_retention(retention)
+        self.clock = time.time if clock is None else clock
+
+    @abc.abstractmethod
+    async def add(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """Atomically add ``delta`` (may be negative) to the balance of ``key``.
+
+        If ``idempotency_key`` was already used (within the retention period), nothing
+        changes and the result has ``applied=False``. Otherwise, if the new balance
+        would be below ``minimum`` or above ``maximum``, nothing changes and
+        :class:`BalanceLimitError` is raised. The call returns after the change is
+        committed. Raises :class:`StoreError` when the backend fails.
+        """
+
+    @abc.abstractmethod
+    async def balance(self, key: str) -> int:
+        """The balance of ``key``; ``0`` for a key never seen."""
+
+    @abc.abstractmethod
+    async def balances(self, prefix: str = "") -> dict[str, int]:
+        """Every stored key starting with ``prefix`` and its balance.
+
+        Keys the store has seen are included even when their balance is back to 0.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending work and release resources. Safe to call more than once."""
+
+    async def open(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Connect and create the schema now instead of on first use (optional)."""
+
+    async def credit(
+        self,
+        key: str,
+        amount: int,
+        *,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """Add ``amount`` (``>= 0``) to ``key``; see :meth:`add`."""
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"amount must be int, not {type(amount).__name__}")
+        if amount < 0:
+            raise ValueError("credit amount must not be negative")
+        return await self.add(key, amount, maximum=maximum, idempotency_key=idempotency_key)
+
+    async def debit(self, key: str, amount: int) -> int:
+        """Subtract ``amount`` (``> 0``) from ``key`` and return the new balance.
+
+        Atomic: the balance never goes below zero; if it would, nothing changes and
+        :class:`BalanceLimitError` is raised.
+        """
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"amount must be int, not {type(amount).__name__}")
+        if amount <= 0:
+            raise ValueError("debit amount must be positive")
+        return (await self.add(key, -amount, minimum=0)).balance
+
+    async def try_debit(self, key: str, amount: int) -> int | None:
+        """Like :meth:`debit`, but return ``None`` instead of raising when funds are short."""
+        try:
+            return await self.debit(key, amount)
+        except BalanceLimitError:
+            return None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,87 @@
+"""In-memory balance store: a dict, for tests and single-process demos.
+
+Nothing survives the process. Every operation runs synchronously inside the coroutine
+(no ``await`` between reading and writing), so it is atomic with respect to other tasks
+on the event loop. It is not meant to be shared between threads.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    DEFAULT_RETENTION,
+    AddResult,
+    BalanceStore,
+    Clock,
+    StoreClosedError,
+    check_add_args,
+    limit_error,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(BalanceStore):
+    """Balances in a dict; idempotency keys pruned after ``retention`` seconds."""
+
+    def __init__(self, *, retention: float = DEFAULT_RETENTION, clock: Clock | None = None):
+        super().__init__(retention=retention, clock=clock)
+        self._balances: dict[str, int] = {}
+        # Insertion-ordered, so the oldest keys are at the front (clock assumed monotonic).
+        self._seen: dict[str, float] = {}
+        self._closed = False
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.retention
+        seen = self._seen
+        while seen:
+            first = next(iter(seen))
+            if seen[first] >= cutoff:
+                break
+            del seen[first]
+
+    async def add(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        current = self._balances.get(key, 0)
+        if idempotency_key is not None:
+            now = self.clock()
+            self._prune(now)
+            at = self._seen.get(idempotency_key)
+            if at is not None:
+                if at >= now - self.retention:
+                    return AddResult(current, False)
+                del self._seen[idempotency_key]  # expired, not yet pruned: forget it
+        error = limit_error(key, current, delta, minimum, maximum)
+        if error is not None:
+            raise error
+        new = current + delta
+        self._balances[key] = new
+        if idempotency_key is not None:
+            self._seen[idempotency_key] = now
+        return AddResult(new, True)
+
+    async def balance(self, key: str) -> int:
+        """The balance of ``key`` (0 if unknown)."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        return self._balances.get(key, 0)
+
+    async def balances(self, prefix: str = "") -> dict[str, int]:
+        """Every key starting with ``prefix`` and its balance."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        return {k: v for k, v in self._balances.items() if k.startswith(prefix)}
+
+    async def close(self) -> None:
+        """Mark the store closed (the data is dropped with the object)."""
+        self._closed = True

@@ -1,0 +1,297 @@
+"""BTP client link against our own BTP server over real loopback WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from ilp_receiver.codec.btp import (
+    BtpError,
+    BtpMessage,
+    BtpResponse,
+    ProtocolData,
+    auth_message,
+    decode_btp,
+    encode_btp,
+    find_protocol_data,
+    ilp_message,
+)
+from ilp_receiver.codec.ildcp import IldcpResponse, ildcp_serve
+from ilp_receiver.codec.ilp import (
+    IlpFulfill,
+    IlpPrepare,
+    IlpReject,
+    IlpReply,
+    decode_reply,
+    encode_packet,
+)
+from ilp_receiver.errors import AuthenticationError, LinkClosedError
+from ilp_receiver.links.btp import BtpClientLink, ReconnectPolicy, parse_btp_url
+from ilp_receiver.links.btp_server import BtpServer, BtpServerLink
+from ilp_receiver.uplink import Uplink
+
+FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_to(destination: str, amount: int = 10, seconds: float = 5) -> IlpPrepare:
+    return IlpPrepare(
+        amount=amount,
+        expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds),
+        execution_condition=bytes(32),
+        destination=destination,
+        data=b"hello",
+    )
+
+
+@dataclass
+class FakeParent:
+    """A BTP server that answers IL-DCP and records what reaches it."""
+
+    port: int
+    token: str = "secret"
+    address: str = "test.parent"
+    links: dict[str, BtpServerLink] = field(default_factory=dict)
+    seen: list[IlpPrepare] = field(default_factory=list)
+    answer: Callable[[IlpPrepare], Awaitable[IlpReply]] | None = None
+    runner: web.AppRunner | None = None
+
+    async def authenticate(self, username: str | None, token: str) -> str | None:
+        return (username or "anon") if token == self.token else None
+
+    async def link_for(self, account: str) -> BtpServerLink:
+        link = self.links.get(account)
+        if link is None:
+            link = BtpServerLink(account)
+            link.local_address = self.address
+
+            async def handle(prepare: IlpPrepare) -> IlpReply:
+                if prepare.destination == "peer.config":
+                    info = IldcpResponse(f"{self.address}.{account}", 9, "XYZ")
+                    return ildcp_serve(
+                        prepare, info, server_address=self.address, now=datetime.now(UTC)
+                    )
+                self.seen.append(prepare)
+                if self.answer is not None:
+                    return await self.answer(prepare)
+                return IlpReject("F02", self.address, "no route")
+
+            link.set_handler(handle)
+            self.links[account] = link
+        return link
+
+    async def start(self) -> None:
+        server = BtpServer(self.authenticate, self.link_for, auth_timeout=2)
+        app = web.Application()
+        app.router.add_get("/", server.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        for link in self.links.values():
+            await link.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def parent() -> AsyncIterator[FakeParent]:
+    server = FakeParent(free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def test_parse_btp_url_splits_credentials_and_hides_the_token() -> None:
+    url = parse_btp_url("btp+ws://alice:s%40cret@127.0.0.1:7768/path")
+    assert url.ws_url == "ws://127.0.0.1:7768/path"
+    assert url.username == "alice"
+    assert url.token == "s@cret"
+    assert "s@cret" not in repr(url)
+    assert parse_btp_url("btp+wss://:tok@example.com").ws_url == "wss://example.com/"
+    assert parse_btp_url("btp+wss://:tok@example.com").username is None
+
+
+async def test_connect_runs_ildcp_and_carries_packets_both_ways(parent: FakeParent) -> None:
+    link = BtpClientLink(f"btp+ws://alice:secret@127.0.0.1:{parent.port}", reconnect=FAST)
+    uplink = Uplink(link)
+
+    async def client_handler(prepare: IlpPrepare) -> IlpReply:
+        return IlpFulfill(bytes(32), b"from client " + prepare.data)
+
+    link.set_handler(client_handler)
+    config = await uplink.start()
+    try:
+        assert config.address == "test.parent.alice"
+        assert (config.asset_code, config.asset_scale) == ("XYZ", 9)
+        # client -> server
+        reply = await link.send(prepare_to("test.parent.bob"))
+        assert isinstance(reply, IlpReject) and reply.code == "F02"
+        assert parent.seen[-1].destination == "test.parent.bob"
+        # server -> client
+        server_link = parent.links["alice"]
+        back = await server_link.send(prepare_to("test.parent.alice"))
+        assert back == IlpFulfill(bytes(32), b"from client hello")
+    finally:
+        await uplink.stop()
+
+
+async def test_wrong_token_is_refused_with_a_clear_error(parent: FakeParent) -> None:
+    link = BtpClientLink(f"btp+ws://alice:wrong@127.0.0.1:{parent.port}", reconnect=FAST)
+    with pytest.raises(AuthenticationError, match="F00"):
+        await link.start()
+    assert not link.is_connected
+
+
+async def raw_client(
+    port: int, token: str = "secret"
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(f"ws://127.0.0.1:{port}/")
+    await ws.send_bytes(encode_btp(auth_message(1, token, "raw")))
+    answer = decode_btp((await ws.receive()).data)
+    assert isinstance(answer, BtpResponse) and answer.request_id == 1
+    return http, ws
+
+
+async def test_malformed_frames_get_a_btp_error_and_the_link_stays_up(parent: FakeParent) -> None:
+    http, ws = await raw_client(parent.port)
+    try:
+        # a frame whose payload is truncated: header says request 7, then garbage
+        await ws.send_bytes(bytes.fromhex("06000000077f0102"))
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError)
+        assert error.request_id == 7
+        assert error.code == "F01"
+        # the connection still works: a malformed ILP packet inside a valid Message
+        await ws.send_bytes(encode_btp(ilp_message(8, b"\x0c\x05garbage")))
+        response = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(response, BtpResponse) and response.request_id == 8
+        entry = find_protocol_data(response, "ilp")
+        assert entry is not None
+        reject = decode_reply(entry.data)
+        assert isinstance(reject, IlpReject) and reject.code == "F01"
+        assert reject.triggered_by == "test.parent"
+        # and a valid Prepare is still handled
+        await ws.send_bytes(encode_btp(ilp_message(9, encode_packet(prepare_to("test.x")))))
+        response = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(response, BtpResponse) and response.request_id == 9
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_message_without_ilp_entry_gets_not_accepted_error(parent: FakeParent) -> None:
+    http, ws = await raw_client(parent.port)
+    try:
+        await ws.send_bytes(encode_btp(BtpMessage(5, (ProtocolData("weird", 0, b""),))))
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError) and error.code == "F00" and error.request_id == 5
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_unauthenticated_client_gets_error_and_is_closed(parent: FakeParent) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{parent.port}/")
+        await ws.send_bytes(encode_btp(ilp_message(3, encode_packet(prepare_to("test.x")))))
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError) and error.code == "F00"
+        closing = await ws.receive(timeout=2)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_in_flight_request_fails_promptly_when_the_link_drops(parent: FakeParent) -> None:
+    hold = asyncio.Event()
+
+    async def never(prepare: IlpPrepare) -> IlpReply:
+        await hold.wait()
+        raise AssertionError("unreachable")
+
+    parent.answer = never
+    link = BtpClientLink(f"btp+ws://alice:secret@127.0.0.1:{parent.port}", reconnect=FAST)
+    uplink = Uplink(link)
+    await uplink.start()
+    try:
+        pending = asyncio.create_task(link.send(prepare_to("test.parent.bob", seconds=30)))
+        await asyncio.sleep(0.2)
+        await parent.links["alice"].stop()  # the server drops the connection
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LinkClosedError):
+            await pending
+        assert asyncio.get_running_loop().time() - started < 2
+    finally:
+        hold.set()
+        await uplink.stop()
+
+
+async def test_reconnects_and_reruns_ildcp_after_the_server_restarts(parent: FakeParent) -> None:
+    link = BtpClientLink(f"btp+ws://alice:secret@127.0.0.1:{parent.port}", reconnect=FAST)
+    uplink = Uplink(link)
+    await uplink.start()
+    try:
+        assert link.connections == 1
+        await parent.stop()
+        await asyncio.sleep(0.3)
+        assert not link.is_connected
+        parent.address = "test.newparent"
+        parent.links.clear()
+        await parent.start()
+        await link.wait_connected(timeout=10)
+        assert link.connections == 2
+        assert uplink.config.address == "test.newparent.alice"
+        reply = await link.send(prepare_to("test.newparent.bob"))
+        assert isinstance(reply, IlpReject) and reply.triggered_by == "test.newparent"
+    finally:
+        await uplink.stop()
+
+
+async def test_btp2i_repeated_request_is_answered_from_the_cache(parent: FakeParent) -> None:
+    calls = 0
+
+    async def count(prepare: IlpPrepare) -> IlpReply:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return IlpFulfill(bytes(32), calls.to_bytes(4, "big"))
+
+    parent.answer = count
+    http, ws = await raw_client(parent.port)
+    try:
+        parent.links["raw"].idempotent = True
+        # reconnect so the new session is created in idempotent mode
+        await ws.close()
+        await http.close()
+        http, ws = await raw_client(parent.port)
+        frame = encode_btp(ilp_message(42, encode_packet(prepare_to("test.x"))))
+        await ws.send_bytes(frame)
+        await ws.send_bytes(frame)  # a repeat while the first is still being processed
+        first = (await ws.receive(timeout=2)).data
+        second = (await ws.receive(timeout=2)).data
+        await ws.send_bytes(frame)  # a repeat after it was answered
+        third = (await ws.receive(timeout=2)).data
+        assert first == second == third
+        assert calls == 1
+        # different bytes under a cached id are refused
+        other = encode_btp(ilp_message(42, encode_packet(prepare_to("test.y"))))
+        await ws.send_bytes(other)
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError) and error.code == "F00"
+    finally:
+        await ws.close()
+        await http.close()

@@ -1,0 +1,102 @@
+"""ilp_receiver.crypto: known-answer tests, error mapping and the AES-NI availability check."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ilp_receiver import crypto
+from ilp_receiver.errors import CryptoUnavailableError, DecodeError, EncodeError
+
+FAST = settings(max_examples=200, deadline=None)
+
+
+def test_sha256_known_answer() -> None:
+    # FIPS 180-2 "abc".
+    assert (
+        crypto.sha256(b"abc").hex()
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+
+
+def test_hmac_sha256_known_answer() -> None:
+    # RFC 4231 test case 2.
+    assert (
+        crypto.hmac_sha256(b"Jefe", b"what do ya want for nothing?").hex()
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+
+
+def test_aes256gcm_known_answers() -> None:
+    # McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 13 and 14.
+    key, nonce = bytes(32), bytes(12)
+    assert crypto.aes256gcm_encrypt(key, nonce, b"").hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+    ciphertext, tag = crypto.aes256gcm_encrypt_detached(key, nonce, bytes(16))
+    assert ciphertext.hex() == "cea7403d4d606b6e074ec5d3baf39d18"
+    assert tag.hex() == "d0d1c8a799996bf0265b98b5d48ab919"
+    assert crypto.aes256gcm_decrypt_detached(key, nonce, ciphertext, tag) == bytes(16)
+
+
+def test_decrypt_failures_raise_decode_error() -> None:
+    key, nonce = bytes(32), bytes(12)
+    sealed = crypto.aes256gcm_encrypt(key, nonce, b"hello")
+    tampered = bytes([sealed[0] ^ 1]) + sealed[1:]
+    with pytest.raises(DecodeError, match="authentication failed"):
+        crypto.aes256gcm_decrypt(key, nonce, tampered)
+    with pytest.raises(DecodeError):
+        crypto.aes256gcm_decrypt(bytes(range(32)), nonce, sealed)
+    with pytest.raises(DecodeError, match="shorter than the tag"):
+        crypto.aes256gcm_decrypt(key, nonce, sealed[:15])
+    with pytest.raises(DecodeError):
+        crypto.aes256gcm_decrypt(key, bytes(11), sealed)
+    with pytest.raises(DecodeError):
+        crypto.aes256gcm_decrypt_detached(key, nonce, sealed[:-16], sealed[-15:])
+
+
+def test_encrypt_refuses_bad_key_and_nonce() -> None:
+    with pytest.raises(EncodeError, match="key"):
+        crypto.aes256gcm_encrypt(bytes(31), bytes(12), b"")
+    with pytest.raises(EncodeError, match="nonce"):
+        crypto.aes256gcm_encrypt(bytes(32), bytes(16), b"")
+
+
+def test_constant_time_equal_and_random_bytes() -> None:
+    assert crypto.constant_time_equal(b"abc", b"abc")
+    assert not crypto.constant_time_equal(b"abc", b"abd")
+    assert not crypto.constant_time_equal(b"abc", b"ab")
+    assert len(crypto.random_bytes(18)) == 18
+    assert crypto.random_bytes(16) != crypto.random_bytes(16)
+
+
+def test_aes_is_available_here() -> None:
+    assert crypto.aes256gcm_available()
+    crypto.require_aes256gcm()
+
+
+def test_missing_aes_ni_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crypto, "_aes_checked", False)
+    monkeypatch.setattr(crypto, "aes256gcm_available", lambda: False)
+    with pytest.raises(CryptoUnavailableError, match="AES-NI"):
+        crypto.require_aes256gcm()
+    with pytest.raises(CryptoUnavailableError):
+        crypto.aes256gcm_encrypt(bytes(32), bytes(12), b"")
+    with pytest.raises(CryptoUnavailableError):
+        crypto.aes256gcm_decrypt(bytes(32), bytes(12), bytes(16))
+
+
+@FAST
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=12, max_size=12), st.binary())
+def test_aes256gcm_round_trip(key: bytes, nonce: bytes, plaintext: bytes) -> None:
+    sealed = crypto.aes256gcm_encrypt(key, nonce, plaintext)
+    assert len(sealed) == len(plaintext) + crypto.AES_GCM_TAG_LENGTH
+    assert crypto.aes256gcm_decrypt(key, nonce, sealed) == plaintext
+
+
+@FAST
+@given(st.binary(max_size=64))
+def test_decrypt_arbitrary_bytes_only_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        crypto.aes256gcm_decrypt(bytes(32), bytes(12), data)

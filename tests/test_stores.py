@@ -1,0 +1,614 @@
+"""Balance stores: every store passes the same contract tests.
+
+Redis (redis://127.0.0.1:6379/15) and PostgreSQL (postgresql://127.0.0.1:5432/test, user
+root or postgres, trust auth) are the local services; their tests are skipped only when
+the service cannot be reached. Each test uses a fresh random key / table prefix and
+removes what it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import pathlib
+import random
+import sqlite3
+import sys
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from ilp_receiver.errors import ConfigError, IlpReceiverError
+from ilp_receiver.stores import (
+    AddResult,
+    BalanceLimitError,
+    BalanceStore,
+    MemoryStore,
+    SqliteStore,
+    StoreClosedError,
+    StoreError,
+    open_store,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+POSTGRES_URLS = (
+    "postgresql://root@127.0.0.1:5432/test",
+    "postgresql://postgres@127.0.0.1:5432/test",
+)
+U64 = 2**64 - 1
+
+
+class FakeClock:
+    """A settable clock for retention tests."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- service discovery (once per session) -------------------------------------------------
+
+_redis_status: str | None = None  # "" when reachable, else the reason
+_postgres_status: tuple[str | None, str] | None = None  # (url, reason)
+
+
+def redis_reason() -> str:
+    global _redis_status
+    if _redis_status is None:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+            client.ping()
+            client.close()
+            _redis_status = ""
+        except Exception as exc:
+            _redis_status = f"Redis at {REDIS_URL} is not reachable: {exc!r}"
+    return _redis_status
+
+
+async def postgres_url() -> tuple[str | None, str]:
+    global _postgres_status
+    if _postgres_status is None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        reasons = []
+        for url in POSTGRES_URLS:
+            try:
+                conn = await asyncpg.connect(url, timeout=3)
+                await conn.close()
+            except Exception as exc:
+                reasons.append(f"{url}: {exc!r}")
+                continue
+            _postgres_status = (url, "")
+            break
+        else:
+            _postgres_status = (None, "PostgreSQL is not reachable: " + "; ".join(reasons))
+    return _postgres_status
+
+
+async def _cleanup_redis(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def _cleanup_postgres(url: str, prefix: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    for table in ("balances", "idempotency", "meta"):
+        await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+    await conn.close()
+
+
+Factory = Callable[..., BalanceStore]
+
+STORE_KINDS = ["memory", "sqlite", "redis", "postgres"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def make_store(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[Factory]:
+    """A factory of stores of one kind; all share one namespace (file / prefix)."""
+    kind: str = request.param
+    tag = uuid.uuid4().hex[:12]
+    created: list[BalanceStore] = []
+    redis_prefix = f"test-{tag}:"
+    pg_prefix = f"test_{tag}_"
+    pg: str | None = None
+    if kind == "redis" and (reason := redis_reason()):
+        pytest.skip(reason)
+    if kind == "postgres":
+        pg, reason = await postgres_url()
+        if pg is None:
+            pytest.skip(reason)
+
+    def factory(**kwargs: Any) -> BalanceStore:
+        store: BalanceStore
+        if kind == "memory":
+            store = MemoryStore(**kwargs)
+        elif kind == "sqlite":
+            store = SqliteStore(tmp_path / "balances.db", **kwargs)
+        elif kind == "redis":
+            from ilp_receiver.stores.redis import RedisStore
+
+            store = RedisStore(REDIS_URL, prefix=redis_prefix, **kwargs)
+        else:
+            from ilp_receiver.stores.postgres import PostgresStore
+
+            assert pg is not None
+            store = PostgresStore(pg, prefix=pg_prefix, **kwargs)
+        created.append(store)
+        return store
+
+    factory.kind = kind  # type: ignore[attr-defined]
+    try:
+        yield factory
+    finally:
+        for store in created:
+            await store.close()
+        if kind == "redis":
+            await _cleanup_redis(redis_prefix)
+        elif kind == "postgres":
+            assert pg is not None
+            await _cleanup_postgres(pg, pg_prefix)
+
+
+@pytest.fixture
+async def store(make_store: Factory) -> AsyncIterator[BalanceStore]:
+    """One open store of each kind."""
+    async with make_store() as opened:
+        yield opened
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+
+async def test_credit_debit_and_balance(store: BalanceStore) -> None:
+    assert await store.balance("nobody") == 0
+    assert await store.credit("alice", 100) == AddResult(100, True)
+    assert await store.credit("alice", 0) == AddResult(100, True)
+    assert await store.balance("alice") == 100
+    assert await store.debit("alice", 30) == 70
+    assert await store.try_debit("alice", 70) == 0
+    assert await store.try_debit("alice", 1) is None
+    with pytest.raises(BalanceLimitError) as info:
+        await store.debit("alice", 5)
+    err = info.value
+    assert (err.key, err.balance, err.delta, err.minimum, err.maximum) == ("alice", 0, -5, 0, None)
+    assert await store.balance("alice") == 0
+    assert await store.add("bob", -5) == AddResult(-5, True)  # add has no implicit floor
+    assert await store.balance("bob") == -5
+
+
+async def test_limits_change_nothing(store: BalanceStore) -> None:
+    await store.credit("k", 50)
+    with pytest.raises(BalanceLimitError) as info:
+        await store.credit("k", 51, maximum=100)
+    assert info.value.balance == 50
+    assert (info.value.delta, info.value.maximum) == (51, 100)
+    assert await store.credit("k", 50, maximum=100) == AddResult(100, True)
+    assert await store.add("k", -100, minimum=0, maximum=100) == AddResult(0, True)
+    with pytest.raises(BalanceLimitError):
+        await store.add("k", 10, minimum=20)  # the NEW balance is what is checked
+    # A refused change on a new key does not create it.
+    with pytest.raises(BalanceLimitError):
+        await store.debit("fresh", 1)
+    with pytest.raises(BalanceLimitError):
+        await store.add("fresh2", 5, minimum=10)
+    assert await store.balances("fresh") == {}
+    assert await store.balance("k") == 0
+
+
+async def test_limit_error_is_library_error_and_hides_key(store: BalanceStore) -> None:
+    with pytest.raises(BalanceLimitError) as info:
+        await store.debit("pay-token-SECRET", 1)
+    assert isinstance(info.value, IlpReceiverError)
+    assert "SECRET" not in str(info.value)
+
+
+async def test_argument_validation(store: BalanceStore) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        await store.credit("k", -1)
+    with pytest.raises(ValueError, match="positive"):
+        await store.debit("k", 0)
+    with pytest.raises(TypeError):
+        await store.credit("k", True)
+    with pytest.raises(TypeError):
+        await store.add("k", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await store.add(b"k", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="greater"):
+        await store.add("k", 1, minimum=5, maximum=4)
+    with pytest.raises(ValueError, match="empty"):
+        await store.add("k", 1, idempotency_key="")
+    assert await store.balance("k") == 0
+
+
+async def test_idempotency(store: BalanceStore) -> None:
+    assert await store.credit("a", 10, idempotency_key="pkt-1") == AddResult(10, True)
+    assert await store.credit("a", 10, idempotency_key="pkt-1") == AddResult(10, False)
+    assert await store.credit("a", 5, idempotency_key="pkt-2") == AddResult(15, True)
+    # A duplicate reports the current balance of the key asked for.
+    assert await store.credit("b", 10, idempotency_key="pkt-1") == AddResult(0, False)
+    assert await store.add("a", -100, idempotency_key="pkt-2") == AddResult(15, False)
+    # A refused change does not use up its idempotency key.
+    with pytest.raises(BalanceLimitError):
+        await store.credit("a", 100, maximum=50, idempotency_key="pkt-3")
+    assert await store.credit("a", 100, idempotency_key="pkt-3") == AddResult(115, True)
+    # A duplicate is reported even when the change would now break the limits.
+    assert await store.add("a", -1000, minimum=0, idempotency_key="pkt-3") == AddResult(115, False)
+    assert await store.balance("a") == 115
+    assert await store.balances() == {"a": 115}
+
+
+async def test_concurrent_duplicates_credit_once(store: BalanceStore) -> None:
+    results = await asyncio.gather(
+        *(store.credit("dup", 7, idempotency_key="same-packet") for _ in range(30))
+    )
+    assert sum(r.applied for r in results) == 1
+    assert all(r.balance == 7 for r in results)
+    assert await store.balance("dup") == 7
+
+
+async def test_balances_prefix(store: BalanceStore) -> None:
+    for key, amount in [("a:1", 1), ("a:2", 2), ("ab", 3), ("b", 4), ("é:x", 5), ("éa", 6)]:
+        await store.credit(key, amount)
+    await store.credit("a:zero", 9)
+    await store.debit("a:zero", 9)
+    assert await store.balances("a:") == {"a:1": 1, "a:2": 2, "a:zero": 0}
+    assert await store.balances("a") == {"a:1": 1, "a:2": 2, "a:zero": 0, "ab": 3}
+    assert await store.balances("é") == {"é:x": 5, "éa": 6}
+    assert await store.balances("é:") == {"é:x": 5}
+    assert await store.balances("zzz") == {}
+    everything = await store.balances()
+    assert everything == {
+        "a:1": 1,
+        "a:2": 2,
+        "a:zero": 0,
+        "ab": 3,
+        "b": 4,
+        "é:x": 5,
+        "éa": 6,
+    }
+    assert await store.balances("") == everything
+
+
+async def test_values_beyond_64_bits(store: BalanceStore) -> None:
+    assert await store.credit("big", 2**63) == AddResult(2**63, True)
+    assert await store.credit("big", 2**63) == AddResult(2**64, True)
+    for _ in range(3):
+        await store.credit("big", U64)
+    expected = 2**64 + 3 * U64
+    assert await store.balance("big") == expected
+    assert await store.balances("bi") == {"big": expected}
+    assert await store.debit("big", U64) == expected - U64
+    with pytest.raises(BalanceLimitError) as info:
+        await store.credit("big", U64, maximum=2**65)
+    assert info.value.balance == expected - U64
+    assert await store.add("neg", -(2**70)) == AddResult(-(2**70), True)
+    assert await store.add("neg", 2**70 - 1) == AddResult(-1, True)
+    assert await store.add("neg", 10**40, maximum=10**40) == AddResult(10**40 - 1, True)
+    assert await store.add("neg", -(10**40) + 1, minimum=0) == AddResult(0, True)
+    assert await store.balance("neg") == 0
+
+
+async def test_random_operations_match_a_model(store: BalanceStore) -> None:
+    rnd = random.Random(20240611)
+    model: dict[str, int] = {}
+    used: set[str] = set()
+    for step in range(250):
+        key = f"m{rnd.randrange(4)}"
+        bits = rnd.choice([1, 8, 63, 64, 65, 100, 200])
+        delta = rnd.choice([1, -1]) * rnd.randrange(0, 2**bits)
+        minimum = rnd.choice([None, None, 0, -(2**64), 2**62])
+        maximum = rnd.choice([None, None, 2**64, 10**30])
+        if minimum is not None and maximum is not None and minimum > maximum:
+            minimum = None
+        idem = rnd.choice([None, f"i{step}", f"i{rnd.randrange(step + 1)}"])
+        current = model.get(key, 0)
+        new = current + delta
+        if idem is not None and idem in used:
+            expected: AddResult | None = AddResult(current, False)
+        elif (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
+            expected = None
+        else:
+            expected = AddResult(new, True)
+        if expected is None:
+            with pytest.raises(BalanceLimitError) as info:
+                await store.add(key, delta, minimum=minimum, maximum=maximum, idempotency_key=idem)
+            assert info.value.balance == current
+        else:
+            got = await store.add(
+                key, delta, minimum=minimum, maximum=maximum, idempotency_key=idem
+            )
+            assert got == expected, (step, key, delta, minimum, maximum, idem)
+            if expected.applied:
+                model[key] = new
+                if idem is not None:
+                    used.add(idem)
+    assert await store.balances("m") == model
+
+
+async def test_200_concurrent_credits(store: BalanceStore) -> None:
+    results = await asyncio.gather(*(store.credit("c", 1) for _ in range(200)))
+    assert sorted(r.balance for r in results) == list(range(1, 201))
+    assert await store.balance("c") == 200
+
+
+async def test_200_concurrent_credits_with_idempotency_keys(store: BalanceStore) -> None:
+    await asyncio.gather(*(store.credit("c", 1, idempotency_key=f"p{i}") for i in range(200)))
+    await asyncio.gather(*(store.credit("c", 1, idempotency_key=f"p{i}") for i in range(200)))
+    assert await store.balance("c") == 200
+
+
+async def test_50_concurrent_debits(store: BalanceStore) -> None:
+    await store.credit("d", 250)
+    results = await asyncio.gather(*(store.try_debit("d", 10) for _ in range(50)))
+    succeeded = [r for r in results if r is not None]
+    assert len(succeeded) == 25
+    assert sorted(succeeded) == list(range(0, 250, 10))
+    assert await store.balance("d") == 0
+
+
+async def test_two_instances_share_balances(make_store: Factory) -> None:
+    if make_store.kind == "memory":  # type: ignore[attr-defined]
+        pytest.skip("a MemoryStore is private to its instance")
+    async with make_store() as one, make_store() as two:
+        await asyncio.gather(
+            *(one.credit("s", 1, idempotency_key=f"x{i}") for i in range(100)),
+            *(two.credit("s", 1, idempotency_key=f"x{i}") for i in range(50, 150)),
+        )
+        await asyncio.gather(*(s.try_debit("s", 3) for s in (one, two) for _ in range(40)))
+        assert await one.balance("s") == await two.balance("s") == 150 - 3 * 50
+
+
+async def test_idempotency_keys_expire(make_store: Factory) -> None:
+    kind = make_store.kind  # type: ignore[attr-defined]
+    clock = FakeClock()
+    # Redis expires keys by the server's clock; the others use the injected one.
+    store = make_store(retention=0.3) if kind == "redis" else make_store(retention=100, clock=clock)
+    async with store:
+        assert (await store.credit("e", 1, idempotency_key="old")).applied
+        clock.now += 50
+        assert not (await store.credit("e", 1, idempotency_key="old")).applied
+        if kind == "redis":
+            await asyncio.sleep(0.5)
+        else:
+            clock.now += 60
+        # Forgotten after the retention period, whether or not it was pruned yet.
+        assert (await store.credit("e", 1, idempotency_key="old")).applied
+        assert not (await store.credit("e", 1, idempotency_key="old")).applied
+        assert await store.balance("e") == 2
+
+
+async def test_closed_store_refuses_work(make_store: Factory) -> None:
+    store = make_store()
+    await store.credit("k", 1)
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreClosedError):
+        await store.credit("k", 1)
+    with pytest.raises(StoreClosedError):
+        await store.balance("k")
+    with pytest.raises(StoreClosedError):
+        await store.balances()
+    assert issubclass(StoreClosedError, StoreError)
+
+
+# -- SQLite specifics ---------------------------------------------------------------------
+
+
+async def test_sqlite_persists_balances_and_idempotency_keys(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "p.db"
+    async with SqliteStore(path) as store:
+        await store.credit("a", U64, idempotency_key="k1")
+        await store.credit("a", U64, idempotency_key="k2")
+        await store.credit("b", 3)
+    async with open_store(str(path)) as store:
+        assert isinstance(store, SqliteStore)
+        assert await store.balances() == {"a": 2 * U64, "b": 3}
+        assert await store.credit("a", U64, idempotency_key="k1") == AddResult(2 * U64, False)
+        assert (await store.credit("a", 1, idempotency_key="k3")).applied
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("SELECT value FROM ilp_meta WHERE name='schema_version'").fetchone() == (
+        "1",
+    )
+    rows = conn.execute("SELECT key, account, delta FROM ilp_idempotency ORDER BY key").fetchall()
+    assert rows == [("k1", "a", str(U64)), ("k2", "a", str(U64)), ("k3", "a", "1")]
+    assert conn.execute("SELECT balance FROM ilp_balances WHERE key='a'").fetchone() == (
+        str(2 * U64 + 1),
+    )
+    conn.close()
+
+
+async def test_sqlite_refuses_unknown_schema_version(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "v.db"
+    async with SqliteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE ilp_meta SET value = '99' WHERE name = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        SqliteStore(path)
+
+
+async def test_sqlite_prunes_old_idempotency_keys(tmp_path: pathlib.Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "prune.db"
+    async with SqliteStore(path, retention=100, clock=clock) as store:
+        await asyncio.gather(*(store.credit("a", 1, idempotency_key=f"o{i}") for i in range(10)))
+        clock.now += 101
+        await store.credit("a", 1, idempotency_key="new")
+        conn = sqlite3.connect(path)
+        keys = [row[0] for row in conn.execute("SELECT key FROM ilp_idempotency")]
+        conn.close()
+        assert keys == ["new"]
+        assert await store.balance("a") == 11
+
+
+async def test_sqlite_close_flushes_queued_work(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "flush.db"
+    store = SqliteStore(path)
+    tasks = [asyncio.create_task(store.credit("f", 1, idempotency_key=f"q{i}")) for i in range(300)]
+    await asyncio.sleep(0)  # let every task queue its change
+    await asyncio.gather(store.close(), store.close())
+    results = await asyncio.gather(*tasks)
+    assert all(r.applied for r in results)
+    async with SqliteStore(path) as reopened:
+        assert await reopened.balance("f") == 300
+
+
+async def test_sqlite_group_commit_batches(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(tmp_path / "batch.db", max_batch=16)
+    batches: list[int] = []
+    original = store._transaction
+
+    def spy(conn: sqlite3.Connection, batch: list[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return original(conn, batch)
+
+    store._transaction = spy  # type: ignore[method-assign]
+    async with store:
+        await asyncio.gather(*(store.credit("g", 1) for _ in range(200)))
+        assert await store.balance("g") == 200
+    assert sum(batches) == 200
+    assert max(batches) == 16  # concurrent calls share transactions, capped by max_batch
+    assert len(batches) < 200
+
+
+async def test_sqlite_write_failure_is_store_error(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "ro.db"
+    async with SqliteStore(path) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("DROP TABLE ilp_balances")  # sabotage
+        other.close()
+        with pytest.raises(StoreError, match="SQLite write failed") as info:
+            await store.credit("x", 1)
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+
+
+def test_sqlite_bad_path_is_store_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(StoreError):
+        SqliteStore(tmp_path / "missing-dir" / "x.db")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_sqlite_store_survives_fork(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "fork.db"
+    store = SqliteStore(path)
+    await store.credit("p", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child: new writer thread and connections, then a hard exit
+        code = 1
+        try:
+
+            async def child() -> None:
+                await store.credit("p", 10)
+                await store.close()
+
+            asyncio.run(child())
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    await store.credit("p", 100)
+    assert await store.balance("p") == 111
+    await store.close()
+
+
+# -- open_store -----------------------------------------------------------------------------
+
+
+async def test_open_store_urls(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(open_store(None), MemoryStore)
+    assert isinstance(open_store("memory:"), MemoryStore)
+    path = tmp_path / "x.db"
+    for value in (str(path), path, f"sqlite:///{path}"):
+        store = open_store(value)
+        assert isinstance(store, SqliteStore)
+        assert store.path == str(path)
+        await store.close()
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///rel.db")
+    assert isinstance(store, SqliteStore)
+    assert store.path == "rel.db"
+    await store.close()
+    from ilp_receiver.stores.postgres import PostgresStore
+    from ilp_receiver.stores.redis import RedisStore
+
+    redis_store = open_store("redis://127.0.0.1:6379/15", prefix="p:")
+    assert isinstance(redis_store, RedisStore)
+    assert redis_store.prefix == "p:"
+    await redis_store.close()
+    pg_store = open_store("postgresql://127.0.0.1/test", retention=60)
+    assert isinstance(pg_store, PostgresStore)
+    assert (pg_store.prefix, pg_store.retention) == ("ilp_", 60.0)
+    await pg_store.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "  ", "ftp://user:hunter2@host/x", "sqlite://", "sqlite:///", "mysql://u:hunter2@h/db"],
+)
+def test_open_store_rejects_bad_values(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store(value)
+    assert info.value.field == "store"
+    assert "hunter2" not in str(info.value)
+
+
+def test_open_store_rejects_bad_options() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store("postgresql://127.0.0.1/test", prefix="bad-prefix; DROP")
+    assert info.value.field == "store"
+    with pytest.raises(ValueError, match="retention"):
+        open_store(None, retention=0)
+
+
+@pytest.mark.parametrize(
+    ("module", "driver", "extra"),
+    [("redis", "redis", "ilp-receiver[redis]"), ("postgres", "asyncpg", "ilp-receiver[postgres]")],
+)
+def test_missing_driver_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, driver: str, extra: str
+) -> None:
+    name = f"ilp_receiver.stores.{module}"
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    for loaded in list(sys.modules):
+        if loaded == driver or loaded.startswith(driver + "."):
+            monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setitem(sys.modules, driver, None)
+    with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        importlib.import_module(name)
+
+
+async def test_unreachable_services_raise_store_error() -> None:
+    from ilp_receiver.stores.postgres import PostgresStore
+    from ilp_receiver.stores.redis import RedisStore
+
+    redis_store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError):
+        await redis_store.credit("k", 1)
+    await redis_store.close()
+    pg_store = PostgresStore("postgresql://root@127.0.0.1:1/test")
+    with pytest.raises(StoreError):
+        await pg_store.credit("k", 1)
+    await pg_store.close()

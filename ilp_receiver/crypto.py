@@ -33,6 +33,7 @@ __all__ = [
     "AES_GCM_KEY_LENGTH",
     "AES_GCM_NONCE_LENGTH",
     "AES_GCM_TAG_LENGTH",
+    "HmacSha256",
     "aes256gcm_available",
     "aes256gcm_decrypt",
     "aes256gcm_decrypt_detached",
@@ -59,7 +60,6 @@ _UNAVAILABLE_MESSAGE: Final = (
 _aes_checked = False
 
 _sha256 = hashlib.sha256
-_hmac_digest = _hmac.digest
 # PyNaCl's own cffi handle on libsodium.  nacl.bindings.crypto_aead_aes256gcm_* wrap
 # exactly these calls in a dozen Python-level checks (~5 us per call); calling the C
 # functions directly, after our own length checks, halves the cost of a PSK2 packet.
@@ -70,14 +70,57 @@ _buffer = _ffi.buffer
 _NULL = _ffi.NULL
 
 
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_BLOCK: Final = 64
+
+
 def sha256(data: bytes) -> bytes:
     """SHA-256 of ``data`` (32 bytes)."""
     return _sha256(data).digest()
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 with ``key`` over ``message`` (32 bytes)."""
-    return _hmac_digest(key, message, "sha256")
+    """HMAC-SHA256 with ``key`` over ``message`` (32 bytes), RFC 2104.
+
+    Built from hashlib's SHA-256 rather than ``hmac.digest``: OpenSSL's one-shot HMAC
+    carries ~2 us of EVP set-up per call, which is most of a PSK2 key derivation.
+    """
+    if len(key) > _BLOCK:
+        key = _sha256(key).digest()
+    block = bytes(key).ljust(_BLOCK, b"\0")
+    inner = _sha256(block.translate(_IPAD))
+    inner.update(message)
+    return _sha256(block.translate(_OPAD) + inner.digest()).digest()
+
+
+class HmacSha256:
+    """An HMAC-SHA256 key with its inner and outer hash states precomputed (RFC 2104).
+
+    For a key used on many messages (a PSK2 fulfillment key, the receiver's generator)
+    :meth:`digest` costs two SHA-256 state copies instead of re-keying: about 2.5x
+    faster than :func:`hmac_sha256`.  Same result.  ``repr`` never shows the key.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = _sha256(key).digest()
+        block = bytes(key).ljust(_BLOCK, b"\0")
+        self._inner = _sha256(block.translate(_IPAD))
+        self._outer = _sha256(block.translate(_OPAD))
+
+    def __repr__(self) -> str:
+        return "HmacSha256(<key hidden>)"
+
+    def digest(self, message: bytes) -> bytes:
+        """HMAC-SHA256 of ``message`` under this key (32 bytes)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -132,7 +175,8 @@ def aes256gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
     if _c_encrypt(out, _NULL, bytes(plaintext), size - AES_GCM_TAG_LENGTH, _NULL, 0, _NULL,
                   bytes(nonce), bytes(key)) != 0:  # fmt: skip
         raise CryptoUnavailableError("libsodium refused to encrypt with AES-256-GCM")
-    return _buffer(out, size)[:]
+    sealed: bytes = _buffer(out, size)[:]
+    return sealed
 
 
 def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext_and_tag: bytes) -> bytes:
@@ -153,7 +197,8 @@ def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext_and_tag: bytes) -> by
     if _c_decrypt(out, _NULL, _NULL, bytes(ciphertext_and_tag), size + AES_GCM_TAG_LENGTH,
                   _NULL, 0, bytes(nonce), bytes(key)) != 0:  # fmt: skip
         raise DecodeError("AES-256-GCM: authentication failed", 0)
-    return _buffer(out, size)[:]
+    plaintext: bytes = _buffer(out, size)[:]
+    return plaintext
 
 
 def aes256gcm_encrypt_detached(key: bytes, nonce: bytes, plaintext: bytes) -> tuple[bytes, bytes]:

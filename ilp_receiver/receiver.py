@@ -22,7 +22,7 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -374,7 +374,7 @@ class AsyncReceiver:
                 except Exception:
                     log.exception("payment event callback failed")
 
-    async def events(self, maxsize: int = 1000) -> AsyncIterator[PaymentEvent]:
+    async def events(self, maxsize: int = 1000) -> AsyncGenerator[PaymentEvent, None]:
         """Iterate over payment events as they happen (``async for event in receiver.events()``)."""
         queue: asyncio.Queue[PaymentEvent] = asyncio.Queue(maxsize)
         self._subscribers.append(queue)

@@ -100,3 +100,16 @@ def test_aes256gcm_round_trip(key: bytes, nonce: bytes, plaintext: bytes) -> Non
 def test_decrypt_arbitrary_bytes_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         crypto.aes256gcm_decrypt(bytes(32), bytes(12), data)
+
+
+@FAST
+@given(st.binary(max_size=150), st.binary(max_size=200))
+def test_hmac_matches_stdlib(key: bytes, message: bytes) -> None:
+    import hmac
+
+    expected = hmac.digest(key, message, "sha256")
+    assert crypto.hmac_sha256(key, message) == expected
+    precomputed = crypto.HmacSha256(key)
+    assert precomputed.digest(message) == expected
+    assert precomputed.digest(message) == expected  # the precomputed state is not consumed
+    assert repr(precomputed) == "HmacSha256(<key hidden>)"

@@ -28,6 +28,7 @@ from enum import IntEnum
 from typing import Final
 
 from ..crypto import (
+    HmacSha256,
     aes256gcm_decrypt,
     aes256gcm_encrypt,
     constant_time_equal,
@@ -68,6 +69,7 @@ __all__ = [
     "encode_packet",
     "encrypt",
     "fulfillment_for",
+    "pack_draft1",
     "seal",
 ]
 
@@ -110,19 +112,31 @@ class Draft2Type(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Psk2Keys:
-    """The keys derived from one shared secret (§3). ``repr`` never shows them."""
+    """The keys derived from one shared secret (§3). ``repr`` never shows them.
+
+    Build it with :func:`derive_keys`.  ``fulfillment_hmac`` is the fulfillment key with
+    its HMAC state precomputed, for :meth:`fulfillment`.
+    """
 
     shared_secret: bytes = field(repr=False)
     encryption_key: bytes = field(repr=False)
     fulfillment_key: bytes = field(repr=False)
+    fulfillment_hmac: HmacSha256 = field(repr=False, compare=False)
+
+    def fulfillment(self, encrypted_data: bytes) -> bytes:
+        """§6: ``HMAC-SHA256(fulfillmentKey, encryptedData)``."""
+        return self.fulfillment_hmac.digest(encrypted_data)
 
 
 def derive_keys(shared_secret: bytes) -> Psk2Keys:
     """§3: ``encryptionKey = HMAC(sharedSecret, "ilp_psk2_encryption")``, same for fulfillment."""
+    secret_hmac = HmacSha256(shared_secret)
+    fulfillment_key = secret_hmac.digest(FULFILLMENT_LABEL)
     return Psk2Keys(
         shared_secret,
-        hmac_sha256(shared_secret, ENCRYPTION_LABEL),
-        hmac_sha256(shared_secret, FULFILLMENT_LABEL),
+        secret_hmac.digest(ENCRYPTION_LABEL),
+        fulfillment_key,
+        HmacSha256(fulfillment_key),
     )
 
 
@@ -167,28 +181,39 @@ def _check_u64(value: int, what: str) -> None:
         raise EncodeError(f"{what} must be an integer in 0..{MAX_UINT64}, got {value!r}")
 
 
+def pack_draft1(
+    kind: int,
+    payment_id: bytes,
+    sequence: int,
+    payment_amount: int,
+    chunk_amount: int,
+    application_data: bytes = b"",
+) -> bytes:
+    """Draft-1 plaintext from its fields (what :func:`encode_draft1` does for a packet)."""
+    if not isinstance(kind, int) or not 0 <= kind <= 3:
+        raise EncodeError(f"draft-1 type must be 0..3, got {kind!r}")
+    if len(payment_id) != PAYMENT_ID_LENGTH:
+        raise EncodeError(f"paymentId must be {PAYMENT_ID_LENGTH} bytes, got {len(payment_id)}")
+    try:
+        head = _DRAFT1_HEAD.pack(kind, payment_id, sequence, payment_amount, chunk_amount)
+    except struct.error:
+        # struct refuses anything outside UInt32 / UInt64 (and non-integers).
+        raise EncodeError(
+            "sequence must be a UInt32 and paymentAmount/chunkAmount UInt64, got "
+            f"{sequence!r}, {payment_amount!r}, {chunk_amount!r}"
+        ) from None
+    return head + encode_var_octets(bytes(application_data)) + _EXTENSION_BYTE
+
+
 def encode_draft1(packet: Draft1Packet) -> bytes:
     """Draft-1 plaintext: type, paymentId, sequence, amounts, app data, extension 0 (§5)."""
-    if not isinstance(packet.type, int) or not 0 <= packet.type <= 3:
-        raise EncodeError(f"draft-1 type must be 0..3, got {packet.type}")
-    if len(packet.payment_id) != PAYMENT_ID_LENGTH:
-        raise EncodeError(
-            f"paymentId must be {PAYMENT_ID_LENGTH} bytes, got {len(packet.payment_id)}"
-        )
-    if type(packet.sequence) is not int or not 0 <= packet.sequence <= MAX_UINT32:
-        raise EncodeError(f"sequence must be a UInt32, got {packet.sequence!r}")
-    _check_u64(packet.payment_amount, "paymentAmount")
-    _check_u64(packet.chunk_amount, "chunkAmount")
-    return (
-        _DRAFT1_HEAD.pack(
-            int(packet.type),
-            bytes(packet.payment_id),
-            packet.sequence,
-            packet.payment_amount,
-            packet.chunk_amount,
-        )
-        + encode_var_octets(bytes(packet.application_data))
-        + _EXTENSION_BYTE
+    return pack_draft1(
+        packet.type,
+        packet.payment_id,
+        packet.sequence,
+        packet.payment_amount,
+        packet.chunk_amount,
+        packet.application_data,
     )
 
 
@@ -208,9 +233,14 @@ def decode_draft1(plaintext: bytes) -> Draft1Packet:
     kind, payment_id, sequence, payment_amount, chunk_amount = _DRAFT1_HEAD.unpack_from(buf)
     if kind > 3:
         raise DecodeError(f"not a draft-1 PSK2 type: {kind}", 0)
-    reader = Reader(buf)
-    reader.pos = _DRAFT1_HEAD.size
-    application_data = reader.read_var_octets("applicationData")
+    size = buf[_DRAFT1_HEAD.size] if len(buf) > _DRAFT1_HEAD.size else 0x80
+    end = _DRAFT1_HEAD.size + 1 + size
+    if size < 0x80 and end <= len(buf):  # fast path: short-form length, all present
+        application_data = buf[_DRAFT1_HEAD.size + 1 : end]
+    else:
+        reader = Reader(buf)
+        reader.pos = _DRAFT1_HEAD.size
+        application_data = reader.read_var_octets("applicationData")
     return Draft1Packet(kind, payment_id, sequence, payment_amount, chunk_amount, application_data)
 
 

@@ -133,7 +133,9 @@ class BtpServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler: mount it with ``app.router.add_get(path, server.handle)``."""
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=0)
+        # no permessage-deflate: ILP packets are small and random (encrypted); compressing
+        # them costs CPU for nothing
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=0, compress=False)
         await ws.prepare(request)
         try:
             link = await asyncio.wait_for(self._auth(ws), self.auth_timeout)

@@ -60,9 +60,12 @@ from ..codec.psk2 import (
     Draft2Type,
     Psk2Keys,
     decode_any,
+    encode_draft2,
+    encrypt,
+    pack_draft1,
     seal,
 )
-from ..crypto import constant_time_equal, hmac_sha256, require_aes256gcm, sha256
+from ..crypto import constant_time_equal, require_aes256gcm, sha256
 from ..errors import ConfigError, DecodeError, LocalProtocolError
 from .secrets import NOT_FOR_THIS_RECEIVER, ReceiverSecrets, WrongReceiverError
 
@@ -223,6 +226,8 @@ class UnfulfillableRequest:
         return Psk2Format.DRAFT2
 
 
+_DRAFT1_FORMAT: Final = Psk2Format.DRAFT1
+
 #: What :meth:`Psk2Receiver.handle_prepare` returns.
 Decision = IlpReject | Acceptance | UnfulfillableRequest
 
@@ -322,40 +327,37 @@ class Psk2Receiver:
         # sequence, paymentAmount = record.received, chunkAmount = amount}."
         # Step 6: "If the record is finished -> same encrypted type-3 Reject."
         if request.chunk_amount > amount or (record is not None and record.finished):
-            error = Draft1Packet(
-                _ERROR,
-                request.payment_id,
-                request.sequence,
-                min(received, MAX_UINT64),
-                amount,
+            error = pack_draft1(
+                _ERROR, request.payment_id, request.sequence, min(received, MAX_UINT64), amount
             )
-            return self._reject(_F99, "", seal(keys.encryption_key, iv, error))
+            return self._reject(_F99, "", encrypt(keys.encryption_key, iv, error))
         # Step 7: "Regenerate fulfillment/condition (§6); mismatch -> Reject F05
         # 'condition generated does not match prepare', empty data."
-        fulfillment = hmac_sha256(keys.fulfillment_key, prepare.data)
+        fulfillment = keys.fulfillment(prepare.data)
         if not constant_time_equal(sha256(fulfillment), prepare.execution_condition):
             return self._reject(_F05, CONDITION_MISMATCH_DRAFT1)
         # 0.2.1: "Reject the chunk if the receiver rejected the whole payment".
         if record is not None and record.accepted is False:
             return self._reject(_F99, record.reason)
-        return Acceptance(
-            format=Psk2Format.DRAFT1,
-            amount=amount,
-            token=token,
-            key=key,
-            app_segments=app_segments,
-            data=request.application_data,
-            min_amount=request.chunk_amount,
-            payment_id=request.payment_id,
-            sequence=request.sequence,
-            payment_amount=request.payment_amount,
-            last_chunk=kind == _LAST_CHUNK,
-            received_before=received,
-            first_chunk=record is None,
-            payment_accepted=record is not None and record.accepted is True,
-            prepare=prepare,
-            fulfillment=fulfillment,
-            _keys=keys,
+        return Acceptance(  # positional: this runs for every packet
+            _DRAFT1_FORMAT,
+            amount,
+            token,
+            key,
+            app_segments,
+            request.application_data,
+            request.chunk_amount,
+            request.payment_id,
+            request.sequence,
+            request.payment_amount,
+            kind == _LAST_CHUNK,
+            received,
+            record is None,
+            record is not None and record.accepted is True,
+            None,
+            prepare,
+            fulfillment,
+            keys,
         )
 
     def _draft2(
@@ -373,7 +375,7 @@ class Psk2Receiver:
             return self._reject(_F06, UNEXPECTED_PACKET_TYPE)
         # §8: "the packet is fulfillable only if the condition matches and
         # amount(request) <= Prepare amount".
-        fulfillment = hmac_sha256(keys.fulfillment_key, prepare.data)
+        fulfillment = keys.fulfillment(prepare.data)
         matched = constant_time_equal(sha256(fulfillment), prepare.execution_condition)
         amount = prepare.amount
         if matched and request.amount <= amount:
@@ -457,7 +459,7 @@ class Psk2Receiver:
             # Item 10: paymentAmount 0 means "no total", not "finished at once".
             if (expected != 0 and record.received >= expected) or candidate.last_chunk:
                 record.finished = True
-            response: Draft1Packet | Draft2Packet = Draft1Packet(
+            plaintext = pack_draft1(
                 _FULFILLMENT,
                 candidate.payment_id,
                 candidate.sequence,
@@ -467,8 +469,8 @@ class Psk2Receiver:
             )
         else:
             assert candidate.request_id is not None
-            response = Draft2Packet(_RESPONSE, candidate.request_id, amount, data)
-        return IlpFulfill(candidate.fulfillment, seal(keys.encryption_key, iv, response))
+            plaintext = encode_draft2(Draft2Packet(_RESPONSE, candidate.request_id, amount, data))
+        return IlpFulfill(candidate.fulfillment, encrypt(keys.encryption_key, iv, plaintext))
 
     def refuse(
         self,

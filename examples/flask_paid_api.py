@@ -1,0 +1,87 @@
+"""A paid JSON API on Flask: HTTP-ILP (``Pay`` / ``Pay-Token`` / ``Pay-Balance``).
+
+Run it against a connector (any BTP/2.0 or ILP-over-HTTP uplink)::
+
+    ILP_UPLINK=btp+ws://shop:secret@localhost:7768 python examples/flask_paid_api.py
+    python examples/flask_paid_api.py btp+ws://shop:secret@localhost:7768
+
+Then ``GET /fortune`` answers ``402 Payment Required`` with a ``Pay`` header until the
+``Pay-Token`` you send has been paid for; an HTTP-ILP client (``ilp_receiver.client.
+HttpIlpClient``) pays and retries by itself.  ``/.well-known/pay`` is the site's payment
+pointer.  Balances are kept in ``ILP_STORE`` (default ``paid-api.db``), so several
+worker processes can share them (``gunicorn -w 4 'flask_paid_api:create_app()'``; give
+every worker the same ``ILP_SECRET``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from ilp_receiver.codec.pay_header import parse_pay_token
+from ilp_receiver.errors import DecodeError
+from ilp_receiver.paywall import RequestFacts, token_account
+from ilp_receiver_flask import IlpReceiver, paid
+
+FORTUNES = [
+    "A paid request is a happy request.",
+    "Your balance will decrease by exactly ten units.",
+    "Interledger: money as easy as packets.",
+]
+
+
+def shout_price(facts: RequestFacts) -> int:
+    """One unit per byte of the request body, at least one."""
+    return max(1, int(facts.header("content-length") or "0"))
+
+
+def create_app(
+    uplink: object | None = None, *, store: str | None = None, secret: str | None = None
+) -> Flask:
+    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``."""
+    app = Flask(__name__)
+    app.config.update(
+        ILP_RECEIVER_UPLINK=uplink or os.environ.get("ILP_UPLINK"),
+        ILP_RECEIVER_STORE=store or os.environ.get("ILP_STORE", "paid-api.db"),
+        ILP_RECEIVER_SECRET=secret or os.environ.get("ILP_SECRET"),
+        ILP_RECEIVER_NAME="Fortune API",
+    )
+    ilp = IlpReceiver(app)
+
+    @app.get("/")
+    def index() -> ResponseReturnValue:
+        return jsonify(
+            endpoints={"GET /fortune": 10, "POST /shout": "1 per byte"},
+            payment_pointer=request.host_url + ".well-known/pay",
+        )
+
+    @app.get("/fortune")
+    @paid(10)
+    def fortune() -> ResponseReturnValue:
+        return jsonify(fortune=random.choice(FORTUNES))
+
+    @app.post("/shout")
+    @paid(shout_price)
+    def shout() -> ResponseReturnValue:
+        return jsonify(shout=request.get_data(as_text=True).upper())
+
+    @app.get("/balance")
+    def balance() -> ResponseReturnValue:
+        try:
+            token = parse_pay_token(request.headers.get("Pay-Token", ""))
+        except DecodeError as exc:
+            return jsonify(error=exc.reason), 400
+        return jsonify(balance=ilp.balance(token_account(token)))
+
+    return app
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ILP_UPLINK")
+    if not target:
+        sys.exit("usage: flask_paid_api.py <uplink URL>  (or set ILP_UPLINK)")
+    create_app(target).run(port=int(os.environ.get("PORT", "5000")), threaded=True)

@@ -1,0 +1,102 @@
+"""A paid JSON API on Starlette: HTTP-ILP (``Pay`` / ``Pay-Token`` / ``Pay-Balance``).
+
+Run it against a connector (needs ``uvicorn``)::
+
+    ILP_UPLINK=btp+ws://shop:secret@localhost:7768 python examples/starlette_paid_api.py
+    python examples/starlette_paid_api.py btp+ws://shop:secret@localhost:7768
+
+The middleware starts the receiver with the app's lifespan, serves the payment pointer
+at ``/.well-known/pay`` and runs the paywall: ``GET /fortune`` costs 10 units,
+``POST /shout`` one unit per byte, and ``/premium/*`` (configured by path, no
+decorator) 25 units.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ilp_receiver.codec.pay_header import parse_pay_token
+from ilp_receiver.errors import DecodeError
+from ilp_receiver.paywall import RequestFacts, token_account
+from ilp_receiver_starlette import IlpReceiverMiddleware, get_receiver, paid_route
+
+FORTUNES = [
+    "A paid request is a happy request.",
+    "Your balance will decrease by exactly ten units.",
+    "Interledger: money as easy as packets.",
+]
+
+
+def shout_price(facts: RequestFacts) -> int:
+    """One unit per byte of the request body, at least one."""
+    return max(1, int(facts.header("content-length") or "0"))
+
+
+async def index(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "endpoints": {"GET /fortune": 10, "POST /shout": "1 per byte", "/premium/*": 25},
+            "payment_pointer": str(request.base_url) + ".well-known/pay",
+        }
+    )
+
+
+async def fortune(request: Request) -> JSONResponse:
+    return JSONResponse({"fortune": random.choice(FORTUNES)})
+
+
+async def shout(request: Request) -> JSONResponse:
+    return JSONResponse({"shout": (await request.body()).decode().upper()})
+
+
+async def premium(request: Request) -> JSONResponse:
+    return JSONResponse({"premium": request.path_params["item"]})
+
+
+async def balance(request: Request) -> JSONResponse:
+    try:
+        token = parse_pay_token(request.headers.get("Pay-Token", ""))
+    except DecodeError as exc:
+        return JSONResponse({"error": exc.reason}, status_code=400)
+    value = await get_receiver(request).balance(token_account(token))
+    return JSONResponse({"balance": value})
+
+
+def create_app(
+    uplink: Any = None, *, store: str | None = None, secret: str | None = None
+) -> Starlette:
+    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``."""
+    routes = [
+        Route("/", index),
+        paid_route("/fortune", fortune, price=10),
+        paid_route("/shout", shout, price=shout_price, methods=["POST"]),
+        Route("/premium/{item}", premium),
+        Route("/balance", balance),
+    ]
+    ilp = Middleware(
+        IlpReceiverMiddleware,
+        uplink=uplink or os.environ.get("ILP_UPLINK"),
+        store=store or os.environ.get("ILP_STORE", "paid-api.db"),
+        secret=secret or os.environ.get("ILP_SECRET"),
+        receiver_name="Fortune API",
+        paid={"/premium/*": 25},
+    )
+    return Starlette(routes=routes, middleware=[ilp])
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ILP_UPLINK")
+    if not target:
+        sys.exit("usage: starlette_paid_api.py <uplink URL>  (or set ILP_UPLINK)")
+    uvicorn.run(create_app(target), port=int(os.environ.get("PORT", "8000")))

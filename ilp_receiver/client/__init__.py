@@ -1,0 +1,56 @@
+"""The paying side: SPSP queries, PSK2 payments and HTTP-ILP paid requests.
+
+Implements the sender half of spec ``06-psk2.md`` (single payments in draft 1 or 2,
+quotes, draft-1 chunked payments), the SPSP client of ``07-spsp-payment-pointers.md``
+and the HTTP-ILP client of ``08-http-ilp.md``.  Usage: ``docs/client.md``.
+
+asyncio API:
+
+* :class:`AsyncPaymentClient` -- ``await AsyncPaymentClient.connect(uplink_url)``;
+  ``query``, ``pay``, ``quote``, ``pay_chunked``;
+* :class:`AsyncHttpIlpClient` -- ``await http.get(url)`` pays a ``402`` and retries.
+
+Blocking API (on the shared background loop): :class:`PaymentClient`,
+:class:`HttpIlpClient`.
+
+Sans-I/O pieces: :class:`~ilp_receiver.client.chunked.ChunkedPayment` (the chunked
+payment state machine) and :mod:`ilp_receiver.client.single` (single payment and quote
+builders/readers).
+"""
+
+from __future__ import annotations
+
+from .chunked import DEFAULT_CHUNK_SIZE, ChunkedPayment, ChunkOutcome
+from .http_ilp import AsyncHttpIlpClient, HttpIlpError, HttpIlpResponse
+from .payer import AsyncPaymentClient, PaymentTarget, ProgressCallback
+from .results import (
+    ChunkProgress,
+    PaymentError,
+    PaymentResult,
+    Psk2Destination,
+    Psk2Draft,
+    QuoteError,
+    QuoteResult,
+)
+from .sync import HttpIlpClient, PaymentClient
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "AsyncHttpIlpClient",
+    "AsyncPaymentClient",
+    "ChunkOutcome",
+    "ChunkProgress",
+    "ChunkedPayment",
+    "HttpIlpClient",
+    "HttpIlpError",
+    "HttpIlpResponse",
+    "PaymentClient",
+    "PaymentError",
+    "PaymentResult",
+    "PaymentTarget",
+    "ProgressCallback",
+    "Psk2Destination",
+    "Psk2Draft",
+    "QuoteError",
+    "QuoteResult",
+]

@@ -1,0 +1,513 @@
+"""The paying client (asyncio): SPSP queries and PSK2 payments over an uplink.
+
+:class:`AsyncPaymentClient` ties the sans-I/O pieces to real I/O:
+
+* payment pointers and SPSP (spec ``07-spsp-payment-pointers.md``): resolution
+  ("``https://`` + host + path; if the path is empty or exactly ``/``, use
+  ``/.well-known/pay``"), the query ("The JS client sends exactly ``accept:
+  application/spsp+json``"), and a small cache ("clients honour ``max-age=<seconds>``
+  and ``no-cache``. A sender may reuse one response for many PSK2 payments until it
+  expires");
+* PSK2 payments (spec ``06-psk2.md``) over any :class:`~ilp_receiver.links.base.Link`
+  (BTP, ILP over HTTP, in memory), with IL-DCP run on connect by
+  :class:`~ilp_receiver.uplink.Uplink`: single payments in either draft, quotes
+  (unfulfillable test payments) and draft-1 chunked payments.
+
+Random bytes (IVs, payment ids, request ids, quote conditions) are drawn from
+``os.urandom`` here, at the I/O layer, and handed to the sans-I/O builders.  Prepares
+expire after 30 s unless told otherwise (0.2.1: "default Prepare expiry = now + 30 s").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any, Final
+
+import aiohttp
+
+from ..codec.ilp import IlpPrepare, IlpReply
+from ..codec.oer import MAX_UINT64
+from ..errors import ConfigError, IlpReceiverError, LinkError, SpspError
+from ..links.base import Link
+from ..links.factory import open_link
+from ..psk2.sender import DEFAULT_EXPIRY, DEFAULT_QUOTE_SOURCE_AMOUNT
+from ..spsp import (
+    SpspResponse,
+    is_spsp_content_type,
+    max_age,
+    parse_spsp_response,
+    resolve_payment_pointer,
+    spsp_query_headers,
+)
+from ..uplink import PeerConfig, Uplink, fetch_peer_config
+from .chunked import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_INITIAL_BACKOFF,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_MAX_RETRIES,
+    ChunkedPayment,
+)
+from .results import (
+    ChunkProgress,
+    PaymentError,
+    PaymentResult,
+    Psk2Destination,
+    Psk2Draft,
+    QuoteResult,
+)
+from .single import payment_outcome, payment_prepare, quote_outcome, quote_prepare
+
+__all__ = [
+    "DEFAULT_SPSP_CACHE_SIZE",
+    "MAX_SPSP_BODY",
+    "AsyncPaymentClient",
+    "PaymentTarget",
+    "ProgressCallback",
+]
+
+log = logging.getLogger(__name__)
+
+#: How many SPSP responses the cache keeps.
+DEFAULT_SPSP_CACHE_SIZE: Final = 128
+#: Larger SPSP bodies are refused (a PSK2 SPSP response is a few hundred bytes).
+MAX_SPSP_BODY: Final = 64 * 1024
+_IV_BYTES: Final = 12
+_ID_BYTES: Final = 16
+
+#: What to pay: a payment pointer / SPSP URL (queried first), an SPSP response, or a
+#: PSK2 destination and secret.
+PaymentTarget = str | SpspResponse | Psk2Destination
+#: Called (and awaited if it returns an awaitable) after every chunk's answer.
+ProgressCallback = Callable[[ChunkProgress], "Awaitable[None] | None"]
+
+
+def _check_amount(value: int, name: str, *, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if type(value) is not int or not low <= value <= MAX_UINT64:
+        raise ConfigError(name, f"must be an integer in {low}..{MAX_UINT64}, got {value!r}")
+    return value
+
+
+def _random_request_id() -> int:
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def _error_detail(body: bytes) -> str:
+    """A short human description of an SPSP error body (its JSON ``message``/``id``)."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        text = body[:200].decode("utf-8", "replace").strip()
+        return f": {text}" if text else ""
+    if isinstance(obj, dict):
+        parts = [str(obj[k])[:200] for k in ("id", "message") if isinstance(obj.get(k), str)]
+        if parts:
+            return ": " + " - ".join(parts)
+    return ""
+
+
+class AsyncPaymentClient:
+    """Pays payment pointers over an uplink to a connector (asyncio API).
+
+    ``uplink`` is an uplink URL for :func:`~ilp_receiver.links.open_link`
+    (``btp+ws://user:token@host:port``, ``http+oer://...``), an existing
+    :class:`~ilp_receiver.links.base.Link`, or None for a client that only queries SPSP.
+    ``await client.start()`` (or ``async with``, or :meth:`connect`) connects it and
+    learns its address by IL-DCP; pass ``static_config`` to skip IL-DCP.
+
+    SPSP: ``lenient`` accepts pointers with a port or query (as the JS client did);
+    ``allow_http_for_loopback`` resolves pointers to loopback hosts with ``http://``
+    (local testing).  ``session`` is an aiohttp session to use (default: one of our
+    own, closed by :meth:`close`).
+
+    Payments: ``draft`` is the PSK2 format of single payments and quotes (``"draft1"``
+    by default; chunked payments are always draft 1); ``expiry`` the Prepare lifetime.
+    """
+
+    def __init__(
+        self,
+        uplink: str | Link | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        lenient: bool = False,
+        allow_http_for_loopback: bool = False,
+        draft: Psk2Draft = "draft1",
+        expiry: timedelta = DEFAULT_EXPIRY,
+        static_config: PeerConfig | None = None,
+        http_timeout: float = 30.0,
+        spsp_cache_size: int = DEFAULT_SPSP_CACHE_SIZE,
+    ) -> None:
+        if draft not in ("draft1", "draft2"):
+            raise ConfigError("draft", f"must be 'draft1' or 'draft2', got {draft!r}")
+        self._link: Link | None = open_link(uplink) if isinstance(uplink, str) else uplink
+        self._uplink = (
+            Uplink(self._link, static_config=static_config) if self._link is not None else None
+        )
+        self._static_config = static_config
+        self._config: PeerConfig | None = static_config
+        self._started_link = False
+        self._session = session
+        self._own_session = session is None
+        self.lenient = lenient
+        self.allow_http_for_loopback = allow_http_for_loopback
+        self.draft: Psk2Draft = draft
+        self.expiry = expiry
+        self.http_timeout = http_timeout
+        self._cache: OrderedDict[str, tuple[float, SpspResponse]] = OrderedDict()
+        self._cache_size = spsp_cache_size
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def connect(cls, uplink: str | Link, **options: Any) -> AsyncPaymentClient:
+        """Create a client on ``uplink`` and connect it (IL-DCP included)."""
+        client = cls(uplink, **options)
+        try:
+            await client.start()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def start(self) -> None:
+        """Connect the uplink if it is not up yet and learn our address by IL-DCP."""
+        if self._uplink is None or self._link is None:
+            return
+        if not self._link.is_connected:
+            self._config = await self._uplink.start()
+            self._started_link = True
+        elif self._config is None:
+            # someone else connected the link: ask the parent ourselves
+            try:
+                self._config = await fetch_peer_config(self._link)
+            except IlpReceiverError as exc:
+                log.debug("IL-DCP on an already connected link failed: %s", exc)
+
+    async def close(self) -> None:
+        """Disconnect the uplink (if this client connected it) and close our HTTP session."""
+        if self._started_link and self._link is not None:
+            self._started_link = False
+            await self._link.stop()
+        if self._session is not None and self._own_session:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> AsyncPaymentClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def link(self) -> Link | None:
+        """The uplink transport (None for an SPSP-only client)."""
+        return self._link
+
+    @property
+    def config(self) -> PeerConfig | None:
+        """Our address and asset as the parent told us by IL-DCP (None before start)."""
+        return self._config
+
+    @property
+    def address(self) -> str | None:
+        """Our ILP address, if known."""
+        return self._config.address if self._config is not None else None
+
+    async def http_session(self) -> aiohttp.ClientSession:
+        """The aiohttp session used for SPSP (and HTTP-ILP) requests."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.http_timeout)
+            )
+            self._own_session = True
+        return self._session
+
+    # ------------------------------------------------------------------ SPSP
+
+    def resolve(self, pointer_or_url: str) -> str:
+        """The SPSP endpoint URL of a payment pointer (``$host/path``) or SPSP URL.
+
+        PaymentPointerError for invalid pointers (see :mod:`ilp_receiver.spsp`).
+        """
+        return resolve_payment_pointer(
+            pointer_or_url,
+            lenient=self.lenient,
+            allow_http_for_loopback=self.allow_http_for_loopback,
+        )
+
+    def _cached(self, url: str) -> SpspResponse | None:
+        entry = self._cache.get(url)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._cache[url]
+            return None
+        self._cache.move_to_end(url)
+        return entry[1]
+
+    def clear_cache(self) -> None:
+        """Forget every cached SPSP response."""
+        self._cache.clear()
+
+    async def query(self, pointer_or_url: str, *, use_cache: bool = True) -> SpspResponse:
+        """Query the SPSP endpoint of a payment pointer or URL.
+
+        Answers come from the cache while their ``Cache-Control: max-age`` lasts unless
+        ``use_cache=False`` (do that to read a fresh ``balance``).  Raises
+        :class:`~ilp_receiver.errors.SpspError` (``status`` set when the server answered)
+        for transport failures, non-200 answers, a wrong content type or a malformed
+        body, and PaymentPointerError for an invalid pointer.
+        """
+        url = self.resolve(pointer_or_url)
+        if use_cache:
+            cached = self._cached(url)
+            if cached is not None:
+                return cached
+        session = await self.http_session()
+        try:
+            async with session.get(url, headers=spsp_query_headers()) as response:
+                status = response.status
+                content_type = response.headers.get("Content-Type")
+                cache_control = response.headers.get("Cache-Control")
+                final_url = response.url
+                body = await response.content.read(MAX_SPSP_BODY + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SpspError(f"SPSP query to {url} failed: {exc or type(exc).__name__}") from exc
+        if url.lower().startswith("https:") and final_url.scheme != "https":
+            raise SpspError(f"SPSP query to {url} was redirected to insecure {final_url}", status)
+        if str(final_url) != url:
+            log.info("SPSP query to %s was redirected to %s", url, final_url)
+        if status != 200:
+            raise SpspError(
+                f"SPSP query to {url} answered HTTP {status}{_error_detail(body)}", status
+            )
+        if len(body) > MAX_SPSP_BODY:
+            raise SpspError(
+                f"SPSP response from {url} is larger than {MAX_SPSP_BODY} bytes", status
+            )
+        if not is_spsp_content_type(content_type):
+            raise SpspError(
+                f"SPSP response from {url} has content type {content_type!r}, "
+                "not application/spsp+json",
+                status,
+            )
+        try:
+            spsp = parse_spsp_response(body)
+        except SpspError as exc:
+            raise SpspError(f"bad SPSP response from {url}: {exc}", status) from None
+        seconds = max_age(cache_control)
+        if seconds:
+            self._cache[url] = (time.monotonic() + seconds, spsp)
+            self._cache.move_to_end(url)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.pop(url, None)
+        return spsp
+
+    async def destination(self, target: PaymentTarget) -> Psk2Destination:
+        """The PSK2 destination and secret of ``target`` (querying SPSP for a pointer)."""
+        if isinstance(target, Psk2Destination):
+            return target
+        if isinstance(target, SpspResponse):
+            return Psk2Destination(target.destination_account, target.shared_secret)
+        if isinstance(target, str):
+            spsp = await self.query(target)
+            return Psk2Destination(spsp.destination_account, spsp.shared_secret)
+        raise ConfigError("target", f"cannot pay a {type(target).__name__}")
+
+    # ------------------------------------------------------------------ ILP
+
+    def _expires_at(self, expiry: timedelta | None) -> datetime:
+        at = datetime.now(UTC) + (self.expiry if expiry is None else expiry)
+        return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+    async def send(self, prepare: IlpPrepare) -> IlpReply:
+        """Send one Prepare on the uplink and return its Fulfill or Reject.
+
+        Raises LinkError subclasses when the transport fails, ConfigError without an
+        uplink.
+        """
+        if self._link is None:
+            raise ConfigError("uplink", "this client has no uplink; it can only query SPSP")
+        if not self._link.is_connected and not self._started_link:
+            await self.start()
+        return await self._link.send(prepare)
+
+    async def _send_or_fail(self, prepare: IlpPrepare, nothing: PaymentResult) -> IlpReply:
+        try:
+            return await self.send(prepare)
+        except LinkError as exc:
+            raise PaymentError(
+                f"the uplink failed while paying: {exc or type(exc).__name__}", result=nothing
+            ) from exc
+
+    def _draft(self, draft: Psk2Draft | None) -> Psk2Draft:
+        chosen = self.draft if draft is None else draft
+        if chosen not in ("draft1", "draft2"):
+            raise ConfigError("draft", f"must be 'draft1' or 'draft2', got {chosen!r}")
+        return chosen
+
+    async def pay(
+        self,
+        target: PaymentTarget,
+        source_amount: int,
+        *,
+        min_destination_amount: int = 0,
+        draft: Psk2Draft | None = None,
+        data: bytes = b"",
+        payment_id: bytes | None = None,
+        sequence: int = 0,
+        last_chunk: bool = True,
+        request_id: int | None = None,
+        expiry: timedelta | None = None,
+    ) -> PaymentResult:
+        """Send one PSK2 payment of ``source_amount``; returns what was delivered.
+
+        Draft 1 (default): one chunk, "type 1, paymentAmount 2^64-1, chunkAmount =
+        minimum destination amount" (``payment_id`` random unless given; HTTP-ILP
+        passes its token, a ``sequence`` and ``last_chunk=False``).  Draft 2: one
+        type-4 request (``request_id`` random unless given) carrying ``data``.
+        Raises :class:`~ilp_receiver.client.PaymentError` if the payment is rejected
+        (``arrived`` says what arrived when the receiver told us).
+        """
+        _check_amount(source_amount, "source_amount")
+        _check_amount(min_destination_amount, "min_destination_amount", allow_zero=True)
+        chosen = self._draft(draft)
+        target_dest = await self.destination(target)
+        prepare, request = payment_prepare(
+            target_dest,
+            draft=chosen,
+            source_amount=source_amount,
+            min_destination_amount=min_destination_amount,
+            expires_at=self._expires_at(expiry),
+            iv=os.urandom(_IV_BYTES),
+            payment_id=(payment_id or os.urandom(_ID_BYTES)) if chosen == "draft1" else b"",
+            sequence=sequence,
+            last_chunk=last_chunk,
+            request_id=_random_request_id() if request_id is None else request_id,
+            data=data,
+        )
+        nothing = PaymentResult(target_dest.destination, 0, 0, 0, draft=chosen)
+        reply = await self._send_or_fail(prepare, nothing)
+        return payment_outcome(target_dest, prepare, request, reply)
+
+    async def quote(
+        self,
+        target: PaymentTarget,
+        source_amount: int = DEFAULT_QUOTE_SOURCE_AMOUNT,
+        *,
+        draft: Psk2Draft | None = None,
+        payment_id: bytes | None = None,
+        sequence: int = 0,
+        data: bytes = b"",
+        expiry: timedelta | None = None,
+    ) -> QuoteResult:
+        """How much ``source_amount`` would deliver: an unfulfillable test payment.
+
+        Nothing is paid.  Raises :class:`~ilp_receiver.client.QuoteError` when no
+        authenticated answer says how much arrived (e.g. F08 on the way).
+        """
+        _check_amount(source_amount, "source_amount")
+        chosen = self._draft(draft)
+        target_dest = await self.destination(target)
+        prepare, request = quote_prepare(
+            target_dest,
+            draft=chosen,
+            source_amount=source_amount,
+            expires_at=self._expires_at(expiry),
+            iv=os.urandom(_IV_BYTES),
+            condition=os.urandom(32),
+            payment_id=(payment_id or os.urandom(_ID_BYTES)) if chosen == "draft1" else b"",
+            sequence=sequence,
+            request_id=_random_request_id(),
+            data=data,
+        )
+        nothing = PaymentResult(target_dest.destination, 0, 0, 0, draft=chosen)
+        reply = await self._send_or_fail(prepare, nothing)
+        return quote_outcome(target_dest, prepare, request, reply)
+
+    async def pay_chunked(
+        self,
+        target: PaymentTarget,
+        *,
+        source_amount: int | None = None,
+        destination_amount: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: ProgressCallback | None = None,
+        payment_id: bytes | None = None,
+        slippage: Fraction | float = 0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        expiry: timedelta | None = None,
+    ) -> PaymentResult:
+        """A draft-1 chunked payment (one payment id, increasing sequence numbers).
+
+        Give ``source_amount`` (send exactly that) or ``destination_amount`` (deliver at
+        least that).  With neither, a pointer whose SPSP ``balance.maximum`` is below
+        2^64-1 is paid up to it ("If ``balance.maximum`` is present, send a chunked
+        payment with that as destination amount").  ``progress`` is called after every
+        chunk's answer.  See :mod:`ilp_receiver.client.chunked` for F08/T04/T05
+        handling.  Raises :class:`~ilp_receiver.client.PaymentError` (its ``result``
+        is the part that was paid).
+        """
+        if source_amount is None and destination_amount is None:
+            if not isinstance(target, (str, SpspResponse)):
+                raise ConfigError("amount", "give source_amount or destination_amount")
+            spsp = await self.query(target, use_cache=False) if isinstance(target, str) else target
+            balance = spsp.balance
+            if balance is None or balance.maximum >= MAX_UINT64:
+                raise ConfigError(
+                    "amount",
+                    "give source_amount or destination_amount (the receiver names no maximum)",
+                )
+            destination_amount = balance.maximum - balance.current
+            if destination_amount <= 0:
+                raise ConfigError("amount", "the receiver's balance is already at its maximum")
+            target = spsp
+        target_dest = await self.destination(target)
+        payment = ChunkedPayment(
+            target_dest,
+            payment_id=payment_id or os.urandom(_ID_BYTES),
+            source_amount=source_amount,
+            destination_amount=destination_amount,
+            chunk_size=chunk_size,
+            slippage=slippage,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+        while True:
+            prepare = payment.next_prepare(
+                iv=os.urandom(_IV_BYTES), expires_at=self._expires_at(expiry)
+            )
+            if prepare is None:
+                return payment.result
+            try:
+                reply = await self.send(prepare)
+            except LinkError as exc:
+                raise payment.abort(f"the uplink failed: {exc or type(exc).__name__}") from exc
+            outcome = payment.on_reply(reply)
+            if progress is not None:
+                called = progress(payment.progress)
+                if inspect.isawaitable(called):
+                    await called
+            if outcome.error is not None:
+                raise outcome.error
+            if outcome.finished:
+                return payment.result
+            if outcome.delay > 0:
+                await asyncio.sleep(outcome.delay)

@@ -1,0 +1,90 @@
+"""``ilp-receiver query POINTER``: show a receiver's SPSP response as JSON.
+
+Resolves the payment pointer (or takes an SPSP URL), sends the SPSP query
+(``Accept: application/spsp+json``, spec ``07-spsp-payment-pointers.md``) and prints the
+response as one JSON object on stdout.  The shared secret is replaced by
+``"<redacted>"`` unless ``--show-secret`` is given.  Exit status: 0 on success, 1 when
+the query fails, 2 for an invalid pointer or option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from ..errors import ConfigError, IlpReceiverError, PaymentPointerError, SpspError
+
+__all__ = ["HELP", "NAME", "REDACTED", "add_arguments", "run"]
+
+NAME = "query"
+HELP = "query a payment pointer's SPSP endpoint and print the response as JSON"
+
+#: What replaces the shared secret in the output unless ``--show-secret``.
+REDACTED = "<redacted>"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``ilp-receiver query``."""
+    parser.add_argument("pointer", help="payment pointer ($example.com/bob) or SPSP URL")
+    parser.add_argument(
+        "--show-secret", action="store_true", help="print the shared secret (keep it private)"
+    )
+    add_spsp_arguments(parser)
+
+
+def add_spsp_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pointer-resolution options shared by ``query`` and ``pay``."""
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        help="accept pointers with a port or query string, as the JS client did",
+    )
+    parser.add_argument(
+        "--http-loopback",
+        action="store_true",
+        help="resolve pointers to loopback hosts (localhost, 127.0.0.1) with http://",
+    )
+    parser.add_argument(
+        "--http-timeout", type=float, default=30.0, help="seconds for the SPSP query"
+    )
+
+
+async def _query(args: argparse.Namespace) -> int:
+    from ..client import AsyncPaymentClient
+
+    client = AsyncPaymentClient(
+        lenient=args.lenient,
+        allow_http_for_loopback=args.http_loopback,
+        http_timeout=args.http_timeout,
+    )
+    try:
+        try:
+            url = client.resolve(args.pointer)
+        except PaymentPointerError as exc:
+            print(f"ilp-receiver query: {exc}", file=sys.stderr)
+            return 2
+        try:
+            response = await client.query(url, use_cache=False)
+        except SpspError as exc:
+            print(f"ilp-receiver query: {exc}", file=sys.stderr)
+            return 1
+        out = response.to_json()
+        if not args.show_secret:
+            out["shared_secret"] = REDACTED
+        print(json.dumps(out), flush=True)
+        return 0
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Query and print; returns the exit status."""
+    try:
+        return asyncio.run(_query(args))
+    except ConfigError:
+        raise
+    except IlpReceiverError as exc:
+        print(f"ilp-receiver query: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,776 @@
+"""Configuration of the bundled connector: the schema as data, TOML loading, environment
+overrides and the markdown reference table rendered from the schema.
+
+A config file is TOML (stdlib :mod:`tomllib`)::
+
+    [connector]                 # this node
+    address = "test.mynode"     # omit to learn it from a parent account by IL-DCP
+    asset_code = "XYZ"
+    asset_scale = 9
+    store = "connector.sqlite3"
+
+    [server]                    # one aiohttp server for BTP and HTTP endpoints
+    port = 7768
+
+    [admin]
+    port = 7780
+    token = "change-me"
+
+    [accounts.alice]            # one table per account
+    relation = "child"
+    transport = "btp-server"
+    token = "alice-secret"
+
+    [[routes]]                  # optional static routes
+    prefix = "test.elsewhere"
+    account = "alice"
+
+Every field is described once in :data:`SCHEMA`; :func:`load_config` validates a file
+against it, :func:`render_config_table` turns it into the table in ``docs/connector.md``.
+A bad value raises :class:`~ilp_receiver.errors.ConfigError` whose ``field`` is the
+dotted path (``accounts.alice.max_packet_amount``).
+
+Environment variables override the file (values are parsed like the TOML type):
+
+* ``[connector]`` field ``X``: ``ILP_CONNECTOR_X`` (``ILP_CONNECTOR_ADDRESS``);
+* ``[server]`` / ``[admin]`` field ``X``: ``ILP_CONNECTOR_SERVER_X`` /
+  ``ILP_CONNECTOR_ADMIN_X`` (``ILP_CONNECTOR_ADMIN_TOKEN``);
+* account ``ID`` field ``X``: ``ILP_CONNECTOR_ACCOUNTS__ID__X`` (double underscores; ``ID``
+  is matched case-insensitively against the accounts in the file; ``-`` in an id is
+  written ``_``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+from ..codec.address import is_valid_address
+from ..errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "SCHEMA",
+    "TRANSPORTS",
+    "AccountConfig",
+    "AdminConfig",
+    "ConnectorConfig",
+    "FieldSpec",
+    "ServerConfig",
+    "StaticRouteConfig",
+    "config_from_mapping",
+    "env_name",
+    "load_config",
+    "render_config_table",
+]
+
+UINT64_MAX: Final = (1 << 64) - 1
+ENV_PREFIX: Final = "ILP_CONNECTOR_"
+
+#: Account transports and what they mean.
+TRANSPORTS: Final[Mapping[str, str]] = {
+    "btp-server": "BTP/2.0 server account with a fixed token (clients dial us)",
+    "btp-client": "BTP/2.0 client: we dial `url` (btp+ws://user:token@host:port/path)",
+    "mini-accounts": "BTP/2.0 server for many children: each username/token pair becomes "
+    "child `<address>.<username>` (first token wins)",
+    "http": "ILP over HTTP / HTTP-OER-SYNC both ways (we POST to `url`, the peer POSTs to `path`)",
+    "http-async": "HTTP-OER-ASYNC both ways (`url` is the peer's base URL)",
+    "local": "in-process delivery (memory link), e.g. to an AsyncReceiver in the same loop",
+}
+
+Kind = Literal["str", "int", "uint64", "float", "bool", "secret"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One configuration field: where it lives, its type, default and meaning."""
+
+    scope: Literal["connector", "server", "admin", "accounts", "routes"]
+    name: str
+    kind: Kind
+    default: object
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    required: bool = False
+
+
+def _f(
+    scope: Literal["connector", "server", "admin", "accounts", "routes"],
+    name: str,
+    kind: Kind,
+    default: object,
+    help: str,
+    **kw: Any,
+) -> FieldSpec:
+    return FieldSpec(scope, name, kind, default, help, **kw)
+
+
+#: The whole configuration schema, in documentation order.
+SCHEMA: Final[tuple[FieldSpec, ...]] = (
+    _f(
+        "connector",
+        "address",
+        "str",
+        None,
+        "ILP address of this connector; omit to learn it from a parent account by IL-DCP",
+    ),
+    _f(
+        "connector",
+        "asset_code",
+        "str",
+        "XYZ",
+        "asset code of every account (one-to-one exchange, no conversion)",
+    ),
+    _f(
+        "connector", "asset_scale", "int", 9, "asset scale of every account", minimum=0, maximum=255
+    ),
+    _f(
+        "connector",
+        "env",
+        "str",
+        "test",
+        "`test` (global prefix `test`) or `production` (`g`)",
+        choices=("test", "production"),
+    ),
+    _f(
+        "connector",
+        "store",
+        "str",
+        "connector.sqlite3",
+        "balance store: SQLite path, `memory:`, `redis://...` or `postgresql://...`",
+    ),
+    _f(
+        "connector",
+        "token_file",
+        "str",
+        None,
+        "where mini-accounts keep sha256 digests of first tokens (default: `<store>.tokens.json` "
+        "for a SQLite store, in memory otherwise)",
+    ),
+    _f(
+        "connector",
+        "min_message_window_ms",
+        "int",
+        1000,
+        "expiry shortening per hop; less time than this left gives R02",
+        minimum=0,
+    ),
+    _f(
+        "connector",
+        "max_hold_time_ms",
+        "int",
+        30000,
+        "longest we hold a forwarded Prepare (outgoing expiry is capped at now + this)",
+        minimum=1,
+    ),
+    _f("connector", "route_broadcast_enabled", "bool", True, "exchange routes by CCP"),
+    _f(
+        "connector",
+        "route_broadcast_interval_ms",
+        "int",
+        30000,
+        "CCP heartbeat / update interval",
+        minimum=150,
+    ),
+    _f("connector", "route_expiry_ms", "int", 45000, "CCP hold-down time we advertise", minimum=0),
+    _f(
+        "connector",
+        "routing_secret",
+        "secret",
+        None,
+        "base64 secret for route auth (default: 32 random bytes per start)",
+    ),
+    _f(
+        "connector",
+        "default_route",
+        "str",
+        "auto",
+        "`auto` (first parent), `` (none) or an account id for unknown destinations",
+    ),
+    _f("server", "host", "str", "127.0.0.1", "listen address of the shared server"),
+    _f(
+        "server",
+        "port",
+        "int",
+        None,
+        "port of the shared server for BTP and HTTP endpoints (none: only per-account `listen`)",
+        minimum=0,
+        maximum=65535,
+    ),
+    _f("admin", "host", "str", "127.0.0.1", "admin API listen address"),
+    _f(
+        "admin",
+        "port",
+        "int",
+        None,
+        "admin API port (none: no admin API)",
+        minimum=0,
+        maximum=65535,
+    ),
+    _f(
+        "admin",
+        "token",
+        "secret",
+        None,
+        "bearer token required on every admin route (required when `port` is set)",
+    ),
+    _f("admin", "metrics_public", "bool", False, "serve GET /metrics without the token"),
+    _f(
+        "accounts",
+        "relation",
+        "str",
+        None,
+        "`parent`, `peer` or `child`",
+        choices=("parent", "peer", "child"),
+        required=True,
+    ),
+    _f(
+        "accounts",
+        "transport",
+        "str",
+        None,
+        "how the account is reached (see below)",
+        choices=tuple(TRANSPORTS),
+        required=True,
+    ),
+    _f(
+        "accounts",
+        "asset_code",
+        "str",
+        None,
+        "must equal `connector.asset_code` (no currency conversion)",
+    ),
+    _f(
+        "accounts",
+        "asset_scale",
+        "int",
+        None,
+        "must equal `connector.asset_scale` (no scale conversion)",
+        minimum=0,
+        maximum=255,
+    ),
+    _f(
+        "accounts",
+        "max_packet_amount",
+        "uint64",
+        None,
+        "larger Prepares from or to this account get F08 (with amount data)",
+    ),
+    _f(
+        "accounts",
+        "min_balance",
+        "int",
+        None,
+        "lowest balance (what the account owes us; negative: we owe it); outgoing "
+        "Prepares that would go below get T04",
+    ),
+    _f(
+        "accounts",
+        "max_balance",
+        "int",
+        None,
+        "highest balance; incoming Prepares that would go above get T04",
+    ),
+    _f("accounts", "rate_limit", "float", None, "packets per second from this account (T05)"),
+    _f(
+        "accounts",
+        "rate_limit_burst",
+        "int",
+        None,
+        "token bucket capacity (default: rate_limit, at least 1)",
+        minimum=1,
+    ),
+    _f("accounts", "send_routes", "bool", None, "send CCP routes (default: true unless child)"),
+    _f(
+        "accounts", "receive_routes", "bool", None, "accept CCP routes (default: true unless child)"
+    ),
+    _f(
+        "accounts",
+        "url",
+        "str",
+        None,
+        "btp-client: `btp+ws://user:token@host:port/path`; http/http-async: the peer's URL",
+    ),
+    _f(
+        "accounts",
+        "token",
+        "secret",
+        None,
+        "btp-server: token the client must send; http: bearer token we send",
+    ),
+    _f(
+        "accounts",
+        "username",
+        "str",
+        None,
+        "btp-server: username the client must send (default: any)",
+    ),
+    _f(
+        "accounts",
+        "incoming_token",
+        "secret",
+        None,
+        "http/http-async: bearer token the peer must send (default: `token`)",
+    ),
+    _f("accounts", "peer_name", "str", None, "http: ILP-Peer-Name header we send"),
+    _f(
+        "accounts",
+        "listen",
+        "str",
+        None,
+        "`[host:]port` of a dedicated listener (default: the shared server)",
+    ),
+    _f("accounts", "path", "str", "/", "HTTP path of the BTP WebSocket or HTTP endpoint"),
+    _f("accounts", "idempotent", "bool", False, "BTP/2.0-I (repeat requests, cache answers)"),
+    _f("routes", "prefix", "str", None, "address prefix of a static route", required=True),
+    _f("routes", "account", "str", None, "account the prefix is routed to", required=True),
+)
+
+_BY_SCOPE: Final[dict[str, dict[str, FieldSpec]]] = {}
+for _spec in SCHEMA:
+    _BY_SCOPE.setdefault(_spec.scope, {})[_spec.name] = _spec
+
+
+# ---------------------------------------------------------------- config objects
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: the shared listener for BTP and HTTP endpoints."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: the admin API."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    token: str | None = None
+    metrics_public: bool = False
+
+    def __repr__(self) -> str:  # never show the token
+        return f"AdminConfig(host={self.host!r}, port={self.port!r}, token='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """``[accounts.<id>]``: one account (or, for ``mini-accounts``, the template of its
+    children)."""
+
+    id: str
+    relation: Literal["parent", "peer", "child"]
+    transport: str
+    asset_code: str
+    asset_scale: int
+    max_packet_amount: int | None = None
+    min_balance: int | None = None
+    max_balance: int | None = None
+    rate_limit: float | None = None
+    rate_limit_burst: int | None = None
+    send_routes: bool | None = None
+    receive_routes: bool | None = None
+    url: str | None = None
+    token: str | None = None
+    username: str | None = None
+    incoming_token: str | None = None
+    peer_name: str | None = None
+    listen: tuple[str, int] | None = None
+    path: str = "/"
+    idempotent: bool = False
+
+    def __repr__(self) -> str:  # never show tokens or URLs with credentials
+        return (
+            f"AccountConfig(id={self.id!r}, relation={self.relation!r}, "
+            f"transport={self.transport!r}, listen={self.listen!r}, path={self.path!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRouteConfig:
+    """``[[routes]]``: ``prefix`` is routed to ``account``."""
+
+    prefix: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    """The whole configuration (see the module docstring)."""
+
+    address: str | None = None
+    asset_code: str = "XYZ"
+    asset_scale: int = 9
+    env: Literal["test", "production"] = "test"
+    store: str = "connector.sqlite3"
+    token_file: str | None = None
+    min_message_window_ms: int = 1000
+    max_hold_time_ms: int = 30000
+    route_broadcast_enabled: bool = True
+    route_broadcast_interval_ms: int = 30000
+    route_expiry_ms: int = 45000
+    routing_secret: bytes | None = None
+    default_route: str = "auto"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    accounts: dict[str, AccountConfig] = field(default_factory=dict)
+    routes: tuple[StaticRouteConfig, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectorConfig(address={self.address!r}, asset={self.asset_code}/"
+            f"{self.asset_scale}, accounts={sorted(self.accounts)!r})"
+        )
+
+
+# ---------------------------------------------------------------- parsing values
+
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off"}
+
+
+def _convert(spec: FieldSpec, path: str, value: object, from_env: bool) -> object:
+    kind = spec.kind
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, got {type(value).__name__}")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(path, f"must be one of {', '.join(spec.choices)}; got {value!r}")
+        return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(path, "must be true or false")
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ConfigError(path, "must be a number")
+        try:
+            number = float(value) if isinstance(value, int | float | str) else None
+        except ValueError:
+            number = None
+        if number is None or not number > 0 or number != number or number == float("inf"):
+            raise ConfigError(path, f"must be a positive number, got {value!r}")
+        return number
+    # int / uint64: TOML integers, or decimal strings (UInt64 exceeds TOML's Int64)
+    if isinstance(value, bool):
+        raise ConfigError(path, "must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("-").isdigit():
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        number_i = int(text)
+    elif isinstance(value, int):
+        number_i = value
+    else:
+        raise ConfigError(path, f"must be an integer, got {type(value).__name__}")
+    low = 0 if kind == "uint64" else spec.minimum
+    high = UINT64_MAX if kind == "uint64" else spec.maximum
+    if low is not None and number_i < low:
+        raise ConfigError(path, f"must be at least {low}, got {number_i}")
+    if high is not None and number_i > high:
+        raise ConfigError(path, f"must be at most {high}, got {number_i}")
+    return number_i
+
+
+def _section(
+    scope: str, path: str, raw: object, env: Mapping[str, str], env_key: Any
+) -> dict[str, object]:
+    """Validate one table against the fields of ``scope``; unknown keys are refused."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path or scope, "must be a table")
+    specs = _BY_SCOPE[scope]
+    for key in raw:
+        if key not in specs:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(where, f"unknown field (known: {', '.join(specs)})")
+    values: dict[str, object] = {}
+    for name, spec in specs.items():
+        where = f"{path}.{name}" if path else name
+        env_var = env_key(name) if env_key is not None else None
+        if env_var is not None and env_var in env:
+            values[name] = _convert(spec, f"{where} (from ${env_var})", env[env_var], True)
+        elif name in raw:
+            values[name] = _convert(spec, where, raw[name], False)
+        elif spec.required:
+            raise ConfigError(where, "is required")
+        else:
+            values[name] = spec.default
+    return values
+
+
+def env_name(scope: str, name: str, account: str | None = None) -> str:
+    """The environment variable that overrides field ``name`` of ``scope``."""
+    if scope == "connector":
+        return f"{ENV_PREFIX}{name.upper()}"
+    if scope == "accounts":
+        assert account is not None
+        return f"{ENV_PREFIX}ACCOUNTS__{account.upper().replace('-', '_')}__{name.upper()}"
+    return f"{ENV_PREFIX}{scope.upper()}_{name.upper()}"
+
+
+def _parse_listen(path: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(path, f"must be [host:]port, got {value!r}")
+    return host, int(port)
+
+
+def _account(
+    account_id: str,
+    raw: object,
+    connector: dict[str, object],
+    env: Mapping[str, str],
+) -> AccountConfig:
+    path = f"accounts.{account_id}"
+    if not account_id or not all(c.isalnum() or c in "_~-" for c in account_id):
+        raise ConfigError(path, "an account id must be one ILP address segment ([A-Za-z0-9_~-])")
+    v = _section("accounts", path, raw, env, lambda n: env_name("accounts", n, account_id))
+    transport = cast(str, v["transport"])
+    relation = cast(str, v["relation"])
+    for name in ("asset_code", "asset_scale"):
+        if v[name] is None:
+            v[name] = connector[name]
+        elif v[name] != connector[name]:
+            raise ConfigError(
+                f"{path}.{name}",
+                f"is {v[name]!r} but the connector's is {connector[name]!r}; this connector "
+                "forwards one-to-one and refuses routes that would need conversion",
+            )
+    lo, hi = v["min_balance"], v["max_balance"]
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        raise ConfigError(f"{path}.min_balance", f"{lo} is greater than max_balance {hi}")
+    if v["rate_limit_burst"] is not None and v["rate_limit"] is None:
+        raise ConfigError(f"{path}.rate_limit_burst", "needs rate_limit")
+    url = cast("str | None", v["url"])
+    if transport == "btp-client" and not (url or "").startswith(("btp+ws://", "btp+wss://")):
+        raise ConfigError(f"{path}.url", "a btp-client account needs url = 'btp+ws://...'")
+    if transport in ("http", "http-async"):
+        if not url or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{path}.url", f"a {transport} account needs url = 'http://...'")
+        if not (v["incoming_token"] or v["token"]):
+            raise ConfigError(f"{path}.incoming_token", "an HTTP account needs a token")
+    if transport == "btp-server" and not v["token"]:
+        raise ConfigError(f"{path}.token", "a btp-server account needs the token clients send")
+    if transport == "mini-accounts" and relation != "child":
+        raise ConfigError(f"{path}.relation", "mini-accounts children have relation 'child'")
+    listen = v["listen"]
+    parsed_listen = _parse_listen(f"{path}.listen", listen) if isinstance(listen, str) else None
+    route_path = cast(str, v["path"])
+    if not route_path.startswith("/"):
+        raise ConfigError(f"{path}.path", f"must start with '/', got {route_path!r}")
+    return AccountConfig(
+        id=account_id,
+        relation=cast(Literal["parent", "peer", "child"], relation),
+        transport=transport,
+        asset_code=cast(str, v["asset_code"]),
+        asset_scale=cast(int, v["asset_scale"]),
+        max_packet_amount=cast("int | None", v["max_packet_amount"]),
+        min_balance=cast("int | None", lo),
+        max_balance=cast("int | None", hi),
+        rate_limit=cast("float | None", v["rate_limit"]),
+        rate_limit_burst=cast("int | None", v["rate_limit_burst"]),
+        send_routes=cast("bool | None", v["send_routes"]),
+        receive_routes=cast("bool | None", v["receive_routes"]),
+        url=url,
+        token=cast("str | None", v["token"]),
+        username=cast("str | None", v["username"]),
+        incoming_token=cast("str | None", v["incoming_token"]),
+        peer_name=cast("str | None", v["peer_name"]),
+        listen=parsed_listen,
+        path=route_path,
+        idempotent=cast(bool, v["idempotent"]),
+    )
+
+
+def config_from_mapping(
+    data: Mapping[str, object], env: Mapping[str, str] | None = None
+) -> ConnectorConfig:
+    """Validate parsed TOML (``data``) plus environment overrides (``env``; default
+    :data:`os.environ`) into a :class:`ConnectorConfig`; ConfigError names the field.
+    """
+    env = os.environ if env is None else env
+    known = {"connector", "server", "admin", "accounts", "routes"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
+    c = _section(
+        "connector", "connector", data.get("connector"), env, lambda n: env_name("connector", n)
+    )
+    server = _section("server", "server", data.get("server"), env, lambda n: env_name("server", n))
+    admin = _section("admin", "admin", data.get("admin"), env, lambda n: env_name("admin", n))
+    address = cast("str | None", c["address"])
+    if address is not None and not is_valid_address(address):
+        raise ConfigError("connector.address", f"not a valid ILP address: {address!r}")
+    secret_text = cast("str | None", c["routing_secret"])
+    secret: bytes | None = None
+    if secret_text is not None:
+        try:
+            secret = base64.b64decode(secret_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("connector.routing_secret", "must be base64") from None
+    if admin["port"] is not None and not admin["token"]:
+        raise ConfigError(
+            "admin.token", f"is required when the admin API is on (or set ${ENV_PREFIX}ADMIN_TOKEN)"
+        )
+    raw_accounts = data.get("accounts") or {}
+    if not isinstance(raw_accounts, dict):
+        raise ConfigError("accounts", "must be a table of tables")
+    accounts = {aid: _account(aid, raw, c, env) for aid, raw in raw_accounts.items()}
+    if not accounts:
+        raise ConfigError("accounts", "at least one account is needed")
+    if address is None and not any(a.relation == "parent" for a in accounts.values()):
+        raise ConfigError(
+            "connector.address", "is required unless an account has relation 'parent' (IL-DCP)"
+        )
+    listeners: dict[tuple[str, int], dict[str, str]] = {}
+    for account in accounts.values():
+        if account.transport not in ("btp-server", "mini-accounts", "http", "http-async"):
+            continue
+        if account.listen is None and server["port"] is None:
+            raise ConfigError(
+                f"accounts.{account.id}.listen",
+                "needs a listener: set listen = '[host:]port' or [server] port",
+            )
+        lkey = account.listen or (cast(str, server["host"]), cast(int, server["port"]))
+        kind = "http" if account.transport.startswith("http") else "btp"
+        owner = listeners.setdefault(lkey, {}).get(account.path)
+        if owner is not None and (kind == "http" or owner.startswith("http:")):
+            raise ConfigError(
+                f"accounts.{account.id}.path",
+                f"{account.path!r} on {lkey[0]}:{lkey[1]} is already used by account "
+                f"{owner.split(':', 1)[1]!r}",
+            )
+        listeners[lkey][account.path] = f"{kind}:{account.id}"
+    raw_routes = data.get("routes") or []
+    if not isinstance(raw_routes, list):
+        raise ConfigError("routes", "must be an array of tables ([[routes]])")
+    routes = []
+    for i, raw in enumerate(raw_routes):
+        r = _section("routes", f"routes[{i}]", raw, {}, None)
+        if r["account"] not in accounts:
+            raise ConfigError(f"routes[{i}].account", f"no account {r['account']!r}")
+        routes.append(StaticRouteConfig(cast(str, r["prefix"]), cast(str, r["account"])))
+    default_route = cast(str, c["default_route"])
+    if default_route not in ("auto", "") and default_route not in accounts:
+        raise ConfigError("connector.default_route", f"no account {default_route!r}")
+    return ConnectorConfig(
+        address=address,
+        asset_code=cast(str, c["asset_code"]),
+        asset_scale=cast(int, c["asset_scale"]),
+        env=cast(Literal["test", "production"], c["env"]),
+        store=cast(str, c["store"]),
+        token_file=cast("str | None", c["token_file"]),
+        min_message_window_ms=cast(int, c["min_message_window_ms"]),
+        max_hold_time_ms=cast(int, c["max_hold_time_ms"]),
+        route_broadcast_enabled=cast(bool, c["route_broadcast_enabled"]),
+        route_broadcast_interval_ms=cast(int, c["route_broadcast_interval_ms"]),
+        route_expiry_ms=cast(int, c["route_expiry_ms"]),
+        routing_secret=secret,
+        default_route=default_route,
+        server=ServerConfig(cast(str, server["host"]), cast("int | None", server["port"])),
+        admin=AdminConfig(
+            cast(str, admin["host"]),
+            cast("int | None", admin["port"]),
+            cast("str | None", admin["token"]),
+            cast(bool, admin["metrics_public"]),
+        ),
+        accounts=accounts,
+        routes=tuple(routes),
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> ConnectorConfig:
+    """Read and validate a TOML config file (see :func:`config_from_mapping`)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    return config_from_mapping(data, env)
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def _default_text(spec: FieldSpec) -> str:
+    if spec.required:
+        return "required"
+    if spec.default is None:
+        return "—"
+    if isinstance(spec.default, bool):
+        return "`true`" if spec.default else "`false`"
+    if isinstance(spec.default, str):
+        return f'`"{spec.default}"`'
+    return f"`{spec.default}`"
+
+
+def _env_text(spec: FieldSpec) -> str:
+    if spec.scope == "routes":
+        return "—"
+    if spec.scope == "accounts":
+        return f"`{env_name('accounts', spec.name, 'ID')}`"
+    return f"`{env_name(spec.scope, spec.name)}`"
+
+
+_SECTION_NAMES: Final = {
+    "connector": "[connector]",
+    "server": "[server]",
+    "admin": "[admin]",
+    "accounts": "[accounts.ID]",
+    "routes": "[[routes]]",
+}
+
+
+def render_config_table() -> str:
+    """The config reference as a markdown table (one row per :data:`SCHEMA` field),
+    followed by the table of transports.
+    """
+    kinds = {
+        "str": "string",
+        "secret": "string (secret)",
+        "int": "integer",
+        "uint64": "integer (UInt64, or a decimal string)",
+        "float": "number",
+        "bool": "boolean",
+    }
+    lines = [
+        "| section | field | type | default | environment | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in SCHEMA:
+        meaning = spec.help
+        if spec.choices and spec.name != "transport":
+            meaning += " (one of " + ", ".join(f"`{c}`" for c in spec.choices) + ")"
+        bounds = []
+        if spec.minimum is not None:
+            bounds.append(f"≥ {spec.minimum}")
+        if spec.maximum is not None:
+            bounds.append(f"≤ {spec.maximum}")
+        kind = kinds[spec.kind] + (f" ({', '.join(bounds)})" if bounds else "")
+        lines.append(
+            f"| `{_SECTION_NAMES[spec.scope]}` | `{spec.name}` | {kind} | {_default_text(spec)} "
+            f"| {_env_text(spec)} | {meaning} |"
+        )
+    lines += ["", "| transport | meaning |", "|---|---|"]
+    lines += [f"| `{name}` | {text} |" for name, text in TRANSPORTS.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,688 @@
+"""The bundled connector: accounts and their links, listeners, routing and CCP wiring,
+the service chain, balances and the admin API, in one asyncio object.
+
+::
+
+    connector = Connector(load_config("connector.toml"))
+    await connector.start()          # returns once listening (and the address is known)
+    receiver = AsyncReceiver(connector.local_link("shop"))   # a "local" child account
+    await receiver.start()
+    ...
+    await connector.stop()
+
+Wiring of :class:`~ilp_receiver.connector.routing.RouteBroadcaster` (sans-I/O): every
+account is added with ``add_account``; when an account's link comes up
+``peer_connected`` is called (and ``peer_disconnected`` when it goes down); one timer
+task sleeps until ``next_wakeup()``, sends what ``poll()`` returns and reports each
+answer with ``on_reply`` or ``on_failure``; incoming ``peer.route.*`` requests go to
+``handle_route_control`` / ``handle_route_update`` (in :mod:`.services`) and wake the
+timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from ..codec.address import is_valid_address
+from ..codec.ccp import RouteControlRequest, route_control_prepare, route_update_prepare
+from ..codec.ildcp import PEER_PROTOCOL_EXPIRY
+from ..codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
+from ..errors import ConfigError, IlpReceiverError, LinkError
+from ..links.base import Link, call_handler
+from ..links.btp import BtpClientLink, BtpSession
+from ..links.btp_server import BtpServer, BtpServerLink
+from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
+from ..links.memory import MemoryLink, memory_link_pair
+from ..stores import open_store
+from ..stores.base import BalanceStore
+from ..uplink import fetch_peer_config
+from .accounts import Account, Ledger, TokenBucket, TokenRegistry, token_digest
+from .config import AccountConfig, ConnectorConfig
+from .metrics import Metrics
+from .routing import RouteBroadcaster, StaticRoute, new_routing_table_id
+from .services import Request, Service, build_chain
+
+__all__ = ["Connector"]
+
+log = logging.getLogger(__name__)
+
+_SERVER_TRANSPORTS = ("btp-server", "mini-accounts", "http", "http-async")
+
+
+class _ServerLink(BtpServerLink):
+    """A BTP server account link that reports its client connecting and leaving."""
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        idempotent: bool,
+        on_up: Callable[[], None],
+        on_down: Callable[[], None],
+    ) -> None:
+        super().__init__(account, idempotent=idempotent)
+        self._on_up = on_up
+        self._on_down = on_down
+
+    def _attach(self, session: BtpSession, ws: web.WebSocketResponse) -> None:
+        super()._attach(session, ws)
+        self._on_up()
+
+    def _detach(self, session: BtpSession | None) -> None:
+        was_current = session is not None and self._session is session
+        super()._detach(session)
+        if was_current:
+            self._on_down()
+
+
+class _ClientLink(BtpClientLink):
+    """A BTP client link that reports disconnections (connections go through
+    ``on_connect``)."""
+
+    def __init__(self, url: str, *, on_down: Callable[[], None], **options: Any) -> None:
+        super().__init__(url, **options)
+        self._on_down = on_down
+        self.was_up = False
+
+    async def _connect_once(self) -> None:
+        try:
+            await super()._connect_once()
+        finally:
+            if self.was_up:
+                self.was_up = False
+                self._on_down()
+
+
+class Connector:
+    """A minimal ILP connector (see the module docstring).
+
+    ``store`` overrides ``config.store`` (the connector then does not close it);
+    ``clock`` is the wall clock used for expiries (tests).
+    """
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        *,
+        store: BalanceStore | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self._own_store = store is None
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._ledger: Ledger | None = None
+        self._address: str | None = config.address
+        self._broadcaster: RouteBroadcaster | None = None
+        self._accounts: dict[str, Account] = {}
+        self._templates: dict[str, AccountConfig] = {}
+        self._local_ends: dict[str, MemoryLink] = {}
+        self._runners: list[web.AppRunner] = []
+        self._listeners: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ccp_task: asyncio.Task[None] | None = None
+        self._ccp_wake = asyncio.Event()
+        self._address_known = asyncio.Event()
+        self._registry: TokenRegistry | None = None
+        self.metrics = Metrics()
+        self.started_at: float | None = None
+        self.admin_url: str | None = None
+        self._chain: Service = build_chain(
+            self,
+            min_message_window=timedelta(milliseconds=config.min_message_window_ms),
+            max_hold_time=timedelta(milliseconds=config.max_hold_time_ms),
+        )
+        self._routing_secret = config.routing_secret or os.urandom(32)
+        self._running = False
+        for account in config.accounts.values():
+            if account.transport == "mini-accounts":
+                self._templates[account.id] = account
+            else:
+                self._accounts[account.id] = self._make_account(account)
+
+    # ------------------------------------------------------------ Node protocol
+
+    @property
+    def address(self) -> str:
+        """Our ILP address ("" until learned by IL-DCP)."""
+        return self._address or ""
+
+    @property
+    def broadcaster(self) -> RouteBroadcaster | None:
+        """Routing tables and CCP state (None until the address is known)."""
+        return self._broadcaster
+
+    @property
+    def ledger(self) -> Ledger:
+        """Balances (after :meth:`start`)."""
+        if self._ledger is None:
+            raise RuntimeError("the connector has not started")
+        return self._ledger
+
+    def account(self, account_id: str) -> Account | None:
+        """The account with id ``account_id``."""
+        return self._accounts.get(account_id)
+
+    @property
+    def accounts(self) -> Mapping[str, Account]:
+        """Every account (configured ones and connected mini-accounts children)."""
+        return self._accounts
+
+    def ccp_changed(self) -> None:
+        """Wake the CCP timer task."""
+        self._ccp_wake.set()
+
+    def monotonic(self) -> float:
+        """The monotonic clock CCP state runs on."""
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        """The wall clock (UTC)."""
+        return self._clock()
+
+    # ------------------------------------------------------------ accounts and links
+
+    def _make_account(self, config: AccountConfig, group: str | None = None) -> Account:
+        account = Account(config, group=group)
+        if config.rate_limit is not None:
+            capacity = config.rate_limit_burst or max(1.0, config.rate_limit)
+            account.bucket = TokenBucket(config.rate_limit, capacity)
+        account.link = self._make_link(account)
+        account.link.local_address = self.address
+        account.link.set_handler(self._handler(account))
+        return account
+
+    def _make_link(self, account: Account) -> Link:
+        config = account.config
+        transport = config.transport
+        if transport in ("btp-server", "mini-accounts"):
+            return _ServerLink(
+                config.id,
+                idempotent=config.idempotent,
+                on_up=lambda: self._spawn(self._link_up(account)),
+                on_down=lambda: self._link_down(account),
+            )
+        if transport == "btp-client":
+            assert config.url is not None
+            client = _ClientLink(
+                config.url, idempotent=config.idempotent, on_down=lambda: self._link_down(account)
+            )
+
+            async def connected() -> None:
+                client.was_up = True
+                await self._link_up(account)
+
+            client.on_connect(connected)
+            return client
+        if transport in ("http", "http-async"):
+            cls: type[HttpLink] = HttpSyncLink if transport == "http" else HttpAsyncLink
+            return cls(
+                config.url,
+                token=config.token or "",
+                incoming_token=config.incoming_token or config.token,
+                peer_name=config.peer_name,
+                listen_port=None,
+            )
+        if transport == "local":
+            ours, theirs = memory_link_pair()
+            self._local_ends[config.id] = theirs
+            return ours
+        raise ConfigError(f"accounts.{config.id}.transport", f"unknown transport {transport!r}")
+
+    def local_link(self, account_id: str) -> Link:
+        """The receiver's end of a ``local`` account's in-memory link: give it to an
+        :class:`~ilp_receiver.receiver.AsyncReceiver` in the same event loop.
+        """
+        try:
+            return self._local_ends[account_id]
+        except KeyError:
+            raise ConfigError(
+                f"accounts.{account_id}", "is not an account with transport 'local'"
+            ) from None
+
+    def _handler(self, account: Account) -> Callable[[IlpPrepare], Awaitable[IlpReply]]:
+        chain = self._chain
+        metrics = self.metrics
+
+        async def handle(prepare: IlpPrepare) -> IlpReply:
+            started = time.perf_counter()
+            code = "T00"
+            try:
+                reply = await chain.handle(Request(prepare, account))
+                code = reply.code if isinstance(reply, IlpReject) else ""
+                return reply
+            finally:
+                metrics.observe(code == "", code, time.perf_counter() - started)
+
+        return handle
+
+    async def handle_prepare(self, account_id: str, prepare: IlpPrepare) -> IlpReply:
+        """Run ``prepare`` through the chain as if it came from ``account_id`` (the link
+        edge: never raises, unexpected errors become T00)."""
+        account = self._accounts[account_id]
+        return await call_handler(self._handler(account), prepare, self.address)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connector task failed", exc_info=task.exception())
+
+    async def _link_up(self, account: Account) -> None:
+        """An account's link came up: IL-DCP from a parent (when our address is not
+        configured), then CCP ``peer_connected``."""
+        link = account.link
+        assert link is not None
+        if account.relation == "parent" and self.config.address is None:
+            info = await fetch_peer_config(link)
+            if (info.asset_code, info.asset_scale) != (
+                account.config.asset_code,
+                account.config.asset_scale,
+            ):
+                log.error(
+                    "parent %s uses asset %s/%s, configured %s/%s: refusing (no conversion)",
+                    account.id,
+                    info.asset_code,
+                    info.asset_scale,
+                    account.config.asset_code,
+                    account.config.asset_scale,
+                )
+                raise LinkError("parent asset differs from the configured asset")
+            self._set_address(info.address)
+        if self._broadcaster is not None and self._running:
+            self._broadcaster.peer_connected(account.id, self.monotonic())
+            self.ccp_changed()
+
+    def _link_down(self, account: Account) -> None:
+        if self._broadcaster is not None:
+            self._broadcaster.peer_disconnected(account.id)
+            self._broadcaster.schedule_all(self.monotonic())
+            self.ccp_changed()
+
+    def _set_address(self, address: str) -> None:
+        if address == self._address and self._broadcaster is not None:
+            return
+        if self._address is not None and address != self._address:
+            log.warning("our ILP address changed from %s to %s", self._address, address)
+        self._address = address
+        for account in self._accounts.values():
+            if account.link is not None:
+                account.link.local_address = address
+        if self._broadcaster is None:
+            self._create_broadcaster(address)
+        else:
+            self._broadcaster.set_own_address(address)
+            self._broadcaster.schedule_all(self.monotonic())
+            self.ccp_changed()
+        self._address_known.set()
+
+    def _create_broadcaster(self, address: str) -> None:
+        config = self.config
+        broadcaster = RouteBroadcaster(
+            own_address=address,
+            routing_secret=self._routing_secret,
+            routing_table_id=new_routing_table_id(os.urandom(16)),
+            env=config.env,
+            routes=[StaticRoute(r.prefix, r.account) for r in config.routes],
+            default_route=config.default_route,
+            route_broadcast_enabled=config.route_broadcast_enabled,
+            route_expiry_ms=config.route_expiry_ms,
+            route_broadcast_interval_ms=config.route_broadcast_interval_ms,
+        )
+        for account in self._accounts.values():
+            self._add_to_broadcaster(broadcaster, account)
+        self._broadcaster = broadcaster
+        now = self.monotonic()
+        for account in self._accounts.values():
+            if account.is_connected:
+                broadcaster.peer_connected(account.id, now)
+        self.ccp_changed()
+
+    @staticmethod
+    def _add_to_broadcaster(broadcaster: RouteBroadcaster, account: Account) -> None:
+        config = account.config
+        broadcaster.add_account(
+            account.id,
+            config.relation,
+            send_routes=config.send_routes,
+            receive_routes=config.receive_routes,
+        )
+
+    # ------------------------------------------------------------ BTP server auth
+
+    def _btp_server(self, key: tuple[str, int], path: str) -> BtpServer:
+        fixed = [
+            a
+            for a in self._accounts.values()
+            if a.config.transport == "btp-server"
+            and self._listen_key(a.config) == key
+            and a.config.path == path
+        ]
+        groups = [
+            t for t in self._templates.values() if self._listen_key(t) == key and t.path == path
+        ]
+
+        async def authenticate(username: str | None, token: str) -> str | None:
+            digest = token_digest(token).encode()
+            for account in fixed:
+                expected = token_digest(account.config.token or "").encode()
+                if hmac.compare_digest(digest, expected) and (
+                    account.config.username is None or account.config.username == username
+                ):
+                    return account.id
+            for template in groups:
+                name = username or token_digest(token)
+                existing = self._accounts.get(name)
+                if existing is not None and existing.group != template.id:
+                    return None  # a configured account's name cannot be claimed
+                if not is_valid_address(f"test.{name}"):
+                    return None
+                assert self._registry is not None
+                if self._registry.check(name, token):
+                    return name
+                return None
+            return None
+
+        async def link_for(account_id: str) -> BtpServerLink:
+            account = self._accounts.get(account_id)
+            if account is None:
+                template = groups[0]
+                config = dataclasses.replace(template, id=account_id, transport="mini-accounts")
+                account = self._make_account(config, group=template.id)
+                self._accounts[account_id] = account
+                await self.ledger.load_account(account_id)
+                if self._broadcaster is not None:
+                    self._add_to_broadcaster(self._broadcaster, account)
+            link = account.link
+            assert isinstance(link, BtpServerLink)
+            return link
+
+        return BtpServer(authenticate, link_for)
+
+    def _listen_key(self, config: AccountConfig) -> tuple[str, int]:
+        if config.listen is not None:
+            return config.listen
+        assert self.config.server.port is not None
+        return (self.config.server.host, self.config.server.port)
+
+    async def _start_listeners(self) -> None:
+        apps: dict[tuple[str, int], web.Application] = {}
+        btp_paths: dict[tuple[str, int], set[str]] = {}
+        pending: list[tuple[str, tuple[str, int], str, str]] = []
+        configs = list(self._templates.values()) + [a.config for a in self._accounts.values()]
+        for config in configs:
+            if config.transport not in _SERVER_TRANSPORTS:
+                continue
+            key = self._listen_key(config)
+            app = apps.setdefault(key, web.Application(client_max_size=40_000))
+            if config.transport in ("http", "http-async"):
+                link = self._accounts[config.id].link
+                assert isinstance(link, HttpLink)
+                add_http_oer_routes(app.router, link, config.path)
+                pending.append((config.id, key, "http", config.path))
+            else:
+                paths = btp_paths.setdefault(key, set())
+                if config.path not in paths:
+                    paths.add(config.path)
+                    app.router.add_get(config.path, self._btp_server(key, config.path).handle)
+                pending.append((config.id, key, "ws", config.path))
+        bound: dict[tuple[str, int], int] = {}
+        for key, app in apps.items():
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            self._runners.append(runner)
+            site = web.TCPSite(runner, key[0], key[1])
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError("listen", f"cannot listen on {key[0]}:{key[1]}: {exc}") from exc
+            bound[key] = int(runner.addresses[0][1])
+        for account_id, key, scheme, path in pending:
+            self._listeners[account_id] = f"{scheme}://{key[0]}:{bound[key]}{path}"
+
+    # ------------------------------------------------------------ CCP timer
+
+    async def _ccp_loop(self) -> None:
+        while True:
+            self._ccp_wake.clear()
+            broadcaster = self._broadcaster
+            timeout: float | None = None
+            if broadcaster is not None:
+                now = self.monotonic()
+                for outgoing in broadcaster.poll(now):
+                    self._spawn(self._send_ccp(broadcaster, outgoing))
+                wake = broadcaster.next_wakeup()
+                if wake is not None:
+                    timeout = max(0.0, wake - self.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ccp_wake.wait(), timeout)
+
+    async def _send_ccp(self, broadcaster: RouteBroadcaster, outgoing: Any) -> None:
+        account = self._accounts.get(outgoing.account_id)
+        expires_at = self.now() + PEER_PROTOCOL_EXPIRY
+        if isinstance(outgoing.request, RouteControlRequest):
+            prepare = route_control_prepare(outgoing.request, expires_at)
+            timeout = PEER_PROTOCOL_EXPIRY.total_seconds()
+        else:
+            prepare = route_update_prepare(outgoing.request, expires_at)
+            timeout = broadcaster.route_broadcast_interval_ms / 1000
+        try:
+            if account is None or account.link is None:
+                raise LinkError("no such account")
+            reply = await asyncio.wait_for(account.link.send(prepare, timeout), timeout + 0.05)
+        except (IlpReceiverError, TimeoutError, OSError) as exc:
+            log.debug("CCP %s to %s failed: %s", prepare.destination, outgoing.account_id, exc)
+            broadcaster.on_failure(outgoing, self.monotonic())
+        else:
+            if isinstance(reply, IlpReject):
+                log.info(
+                    "%s rejected our %s: %s %s",
+                    outgoing.account_id,
+                    prepare.destination,
+                    reply.code,
+                    reply.message,
+                )
+            broadcaster.on_reply(outgoing, reply, self.monotonic())
+        self.ccp_changed()
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self, *, address_timeout: float | None = None) -> None:
+        """Open the store, start listeners and links, learn the address (IL-DCP from a
+        parent when none is configured), start CCP and the admin API."""
+        if self._running:
+            return
+        config = self.config
+        if self._store is None:
+            self._store = open_store(config.store)
+        self._ledger = Ledger(self._store)
+        await self._ledger.load()
+        token_file = config.token_file
+        if token_file is None and "://" not in config.store and config.store != "memory:":
+            token_file = config.store + ".tokens.json"
+        self._registry = TokenRegistry(token_file)
+        self._running = True
+        self.started_at = time.time()
+        try:
+            if self._address is not None:
+                self._set_address(self._address)
+            for account in self._accounts.values():
+                link = account.link
+                if isinstance(link, HttpLink | MemoryLink):
+                    await link.start()
+                    if self._address is not None or account.relation == "parent":
+                        await self._link_up(account)
+            await self._start_listeners()
+            for account in self._accounts.values():
+                if isinstance(account.link, BtpClientLink):
+                    self._spawn(self._keep_dialing(account.link))
+            if self._address is None:
+                await asyncio.wait_for(self._address_known.wait(), address_timeout)
+            self._ccp_task = asyncio.create_task(self._ccp_loop(), name="connector-ccp")
+            if config.admin.port is not None:
+                from .admin import start_admin
+
+                runner, self.admin_url = await start_admin(self, config.admin)
+                self._runners.append(runner)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("connector %s is up", self.address)
+
+    async def _keep_dialing(self, link: BtpClientLink) -> None:
+        """Start a BTP client link, retrying until it connects once (the link then
+        reconnects by itself)."""
+        delay = 0.1
+        while self._running:
+            try:
+                await link.start()
+                return
+            except IlpReceiverError as exc:
+                log.warning("BTP peer %s not reachable yet: %s", link.url.ws_url, exc)
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    async def stop(self) -> None:
+        """Stop links, listeners, CCP and the admin API; close the store (if ours)."""
+        self._running = False
+        if self._ccp_task is not None:
+            self._ccp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ccp_task
+            self._ccp_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for account in list(self._accounts.values()):
+            if account.link is not None:
+                with contextlib.suppress(Exception):
+                    await account.link.stop()
+        for runner in self._runners:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        self._runners.clear()
+        if self._ledger is not None and self._own_store:
+            await self._ledger.close()
+            self._store = None
+
+    async def __aenter__(self) -> Connector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ introspection
+
+    @property
+    def listeners(self) -> Mapping[str, str]:
+        """Where each server-side account listens (``ws://…`` / ``http://…``)."""
+        return self._listeners
+
+    def ready_info(self) -> dict[str, Any]:
+        """The fields of the ``{"event": "ready"}`` line."""
+        return {
+            "ilp_address": self.address,
+            "asset_code": self.config.asset_code,
+            "asset_scale": self.config.asset_scale,
+            "accounts": {
+                **{
+                    t.id: {
+                        "transport": t.transport,
+                        "relation": t.relation,
+                        "listen": self._listeners.get(t.id),
+                    }
+                    for t in self._templates.values()
+                },
+                **{
+                    a.id: {
+                        "transport": a.config.transport,
+                        "relation": a.relation,
+                        "listen": self._listeners.get(a.id),
+                    }
+                    for a in self._accounts.values()
+                    if a.group is None
+                },
+            },
+            "admin_api": self.admin_url,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows."""
+        return {
+            "ilp_address": self.address,
+            "asset_code": self.config.asset_code,
+            "asset_scale": self.config.asset_scale,
+            "uptime_s": 0 if self.started_at is None else round(time.time() - self.started_at, 3),
+            "accounts": len(self._accounts),
+            "connected": sum(1 for a in self._accounts.values() if a.is_connected),
+        }
+
+    def accounts_info(self) -> dict[str, Any]:
+        """What ``GET /accounts`` shows (no secrets)."""
+        out: dict[str, Any] = {}
+        for account in self._accounts.values():
+            c = account.config
+            out[account.id] = {
+                "relation": c.relation,
+                "transport": c.transport,
+                "connected": account.is_connected,
+                "group": account.group,
+                "address": (
+                    self._broadcaster.child_address(account.id)
+                    if self._broadcaster is not None and c.relation == "child"
+                    else None
+                ),
+                "asset_code": c.asset_code,
+                "asset_scale": c.asset_scale,
+                "max_packet_amount": _str(c.max_packet_amount),
+                "min_balance": _str(c.min_balance),
+                "max_balance": _str(c.max_balance),
+                "rate_limit": c.rate_limit,
+            }
+        return out
+
+    def balances_info(self) -> dict[str, Any]:
+        """What ``GET /balances`` shows: settled and in-flight per account (strings)."""
+        ledger = self.ledger
+        names = set(ledger.balances()) | set(self._accounts)
+        return {
+            name: {"balance": str(ledger.balance(name)), "in_flight": str(ledger.reserved(name))}
+            for name in sorted(names)
+        }
+
+    def routes_info(self) -> dict[str, Any]:
+        """What ``GET /routes`` shows: the local routing table (prefix -> next hop, path)."""
+        broadcaster = self._broadcaster
+        if broadcaster is None:
+            return {}
+        return {
+            prefix: {"next_hop": route.next_hop, "path": list(route.path)}
+            for prefix, route in broadcaster.local_routing_table.items()
+        }
+
+
+def _str(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def is_fulfill(reply: IlpReply) -> bool:
+    """Whether ``reply`` is a Fulfill."""
+    return isinstance(reply, IlpFulfill)

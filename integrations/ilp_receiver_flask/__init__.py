@@ -1,0 +1,237 @@
+"""Flask adapter for ilp-receiver: ``init_app``, ``app.extensions``, ``@paid(price)``.
+
+::
+
+    from flask import Flask
+    from ilp_receiver_flask import IlpReceiver, paid
+
+    app = Flask(__name__)
+    app.config["ILP_RECEIVER_UPLINK"] = "btp+ws://:token@localhost:7768"
+    app.config["ILP_RECEIVER_STORE"] = "balances.db"
+    ilp = IlpReceiver(app)          # or IlpReceiver() + ilp.init_app(app)
+
+    @app.post("/upload")
+    @paid(10)
+    def upload(): ...
+
+Flask is synchronous, so the receiver is the sync :class:`~ilp_receiver.Receiver`: the
+one asyncio implementation runs on a background event-loop thread (the portal) and each
+request thread blocks only on its own call.  The receiver starts on the first request
+*in each process* (so gunicorn ``--preload`` workers each connect their own uplink after
+the fork), or when :meth:`IlpReceiver.start` is called, and stops at interpreter exit.
+
+Configuration keys (``app.config``):
+
+==============================  ==========================================================
+``ILP_RECEIVER_UPLINK``         uplink URL (``btp+ws://...``, ``http+oer://...``), a Link,
+                                or a function returning one (called in each process)
+``ILP_RECEIVER_SECRET``         receiver secret, 32+ bytes or hex (same in every process)
+``ILP_RECEIVER_STORE``          balance store URL or path (default: in-memory; use a
+                                SQLite file or Redis/PostgreSQL with several processes)
+``ILP_RECEIVER_PAID``           ``{path: price}`` routes to charge without the decorator
+``ILP_RECEIVER_POINTERS``       names served as payment pointers at ``/<name>``
+``ILP_RECEIVER_WELL_KNOWN``     serve ``/.well-known/pay`` (default True)
+``ILP_RECEIVER_MAX_BALANCE``    refuse payments beyond this balance per account
+``ILP_RECEIVER_NAME``           ``receiver_info.name`` in SPSP answers
+``ILP_RECEIVER_SPSP_MAX_AGE``   ``Cache-Control: max-age`` of SPSP answers (default 60)
+``ILP_RECEIVER_ON_PAYMENT``     ``on_payment`` hook (default: the paywall hook)
+==============================  ==========================================================
+
+All logic lives in :mod:`ilp_receiver.web.wsgi` and :mod:`ilp_receiver.paywall`; this
+module only speaks Flask.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+try:
+    from flask import Flask, Response, current_app, g, has_app_context, request
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("ilp_receiver_flask needs Flask: pip install 'ilp-receiver[flask]'") from exc
+
+from ilp_receiver.errors import ConfigError
+from ilp_receiver.paywall import Price, paywall_payment_hook
+from ilp_receiver.receiver import Receiver
+from ilp_receiver.web.reply import HttpReply
+from ilp_receiver.web.wsgi import ReceiverSource, SyncIlpService, facts_from_environ
+
+__all__ = ["EXTENSION_KEY", "IlpReceiver", "get_service", "paid", "to_response"]
+
+#: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`SyncIlpService`.
+EXTENSION_KEY = "ilp_receiver"
+_PRICE_ATTR = "__ilp_price__"
+_DECISION = "_ilp_receiver_decision"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def get_service(app: Flask | None = None) -> SyncIlpService:
+    """The ilp-receiver service of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    try:
+        service: SyncIlpService = target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "ilp-receiver is not initialised on this app: call IlpReceiver(app) or init_app"
+        ) from None
+    return service
+
+
+def to_response(reply: HttpReply) -> Response:
+    """A Flask response for a neutral reply."""
+    response: Response = current_app.response_class(
+        reply.body, status=reply.status, headers=reply.headers
+    )
+    return response
+
+
+def _receiver_factory(config: dict[str, Any]) -> Callable[[], Receiver]:
+    uplink = config.get("ILP_RECEIVER_UPLINK")
+    if uplink is None:
+        raise ConfigError("ILP_RECEIVER_UPLINK", "set the uplink URL of the receiver")
+    options: dict[str, Any] = {
+        "secret": config.get("ILP_RECEIVER_SECRET"),
+        "store": config.get("ILP_RECEIVER_STORE"),
+        "max_balance": config.get("ILP_RECEIVER_MAX_BALANCE"),
+        "receiver_name": config.get("ILP_RECEIVER_NAME"),
+        "spsp_max_age": config.get("ILP_RECEIVER_SPSP_MAX_AGE", 60),
+        "on_payment": config.get("ILP_RECEIVER_ON_PAYMENT", paywall_payment_hook),
+    }
+
+    def make() -> Receiver:
+        link = uplink() if callable(uplink) else uplink
+        return Receiver(link, **options)
+
+    return make
+
+
+class IlpReceiver:
+    """The Flask extension: a receiver, its payment pointer and the paywall.
+
+    ``receiver``: a sync :class:`~ilp_receiver.Receiver` or a function creating one
+    (otherwise one is built from ``ILP_RECEIVER_*`` config).  One instance may serve
+    several apps (``init_app``); each app's state is in ``app.extensions``.
+    """
+
+    def __init__(self, app: Flask | None = None, *, receiver: ReceiverSource | None = None):
+        self._receiver = receiver
+        self._app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Set up ``app``: config defaults, the service, request hooks, exit handler."""
+        config = app.config
+        config.setdefault("ILP_RECEIVER_UPLINK", None)
+        config.setdefault("ILP_RECEIVER_SECRET", None)
+        config.setdefault("ILP_RECEIVER_STORE", None)
+        config.setdefault("ILP_RECEIVER_PAID", {})
+        config.setdefault("ILP_RECEIVER_POINTERS", ())
+        config.setdefault("ILP_RECEIVER_WELL_KNOWN", True)
+        config.setdefault("ILP_RECEIVER_MAX_BALANCE", None)
+        config.setdefault("ILP_RECEIVER_NAME", None)
+        config.setdefault("ILP_RECEIVER_SPSP_MAX_AGE", 60)
+        config.setdefault("ILP_RECEIVER_ON_PAYMENT", paywall_payment_hook)
+        source = self._receiver or _receiver_factory(dict(config))
+        service = SyncIlpService(
+            source,
+            paid=dict(config["ILP_RECEIVER_PAID"]),
+            pointers=tuple(config["ILP_RECEIVER_POINTERS"]),
+            well_known=bool(config["ILP_RECEIVER_WELL_KNOWN"]),
+        )
+        app.extensions[EXTENSION_KEY] = service
+        self._app = app
+        app.before_request(_before_request)
+        app.after_request(_after_request)
+        app.teardown_request(_teardown_request)
+        atexit.register(service.stop)
+
+    def service(self, app: Flask | None = None) -> SyncIlpService:
+        """The service of ``app``: the current app, else the last one initialised."""
+        if app is None and not has_app_context():
+            app = self._app
+        return get_service(app)
+
+    def start(self, app: Flask | None = None) -> None:
+        """Start the receiver in this process now (e.g. in gunicorn's ``post_fork``)."""
+        self.service(app).start()
+
+    def stop(self, app: Flask | None = None) -> None:
+        """Stop the receiver of this process."""
+        self.service(app).stop()
+
+    def receiver(self, app: Flask | None = None) -> Receiver:
+        """The started sync receiver of ``app`` in this process."""
+        return self.service(app).receiver
+
+    def balance(self, account: str, app: Flask | None = None) -> int:
+        """The balance of ``account``."""
+        return self.service(app).balance(account)
+
+
+def _before_request() -> Response | None:
+    service = get_service()
+    method, path = request.method, request.path
+    if path in service.mount.paths:
+        reply = service.spsp(method, path, request.headers.get("Accept"))
+        if reply is not None:
+            return to_response(reply)
+    price = service.routes.match(method, path) if service.routes else None
+    if price is None:
+        if method != "OPTIONS" or request.endpoint is None:
+            return None
+        view = current_app.view_functions.get(request.endpoint)
+        price = getattr(view, _PRICE_ATTR, None)
+        if price is None:
+            return None
+    decision = service.check(facts_from_environ(request.environ), price)
+    if decision.reply is not None:
+        return to_response(decision.reply)
+    setattr(g, _DECISION, decision)
+    return None
+
+
+def _after_request(response: Response) -> Response:
+    decision = g.get(_DECISION)
+    if decision is not None:
+        response.headers.update(decision.headers)
+    return response
+
+
+def _teardown_request(exc: BaseException | None) -> None:
+    decision = g.pop(_DECISION, None)
+    if decision is not None and exc is not None:
+        get_service().refund(decision)
+
+
+def paid(price: Price) -> Callable[[F], F]:
+    """Put a view behind the paywall at ``price`` (int or function of the request facts).
+
+    ``OPTIONS`` to the view's URL (answered by Flask automatically) gets the 204 ``Pay``
+    answer; a view that raises is refunded.
+    """
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            service = get_service()
+            decision = service.check(facts_from_environ(request.environ), price)
+            if decision.reply is not None:
+                return to_response(decision.reply)
+            try:
+                rv = current_app.ensure_sync(view)(*args, **kwargs)
+                response = current_app.make_response(rv)
+            except BaseException:
+                service.refund(decision)
+                raise
+            response.headers.update(decision.headers)
+            return response
+
+        setattr(wrapper, _PRICE_ATTR, price)
+        return wrapper  # type: ignore[return-value]
+
+    return decorator

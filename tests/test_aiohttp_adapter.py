@@ -1,0 +1,203 @@
+"""The aiohttp adapter (``integrations/ilp_receiver_aiohttp``) with aiohttp's TestClient."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ilp_receiver.codec.ilp import IlpFulfill
+from ilp_receiver.errors import ConfigError
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, token_account
+from ilp_receiver.receiver import AsyncReceiver
+from ilp_receiver_aiohttp import (
+    RECEIVER_KEY,
+    SERVICE_KEY,
+    get_receiver,
+    paid,
+    request_facts,
+    setup,
+)
+from tests.test_paywall import (
+    SERVER,
+    TOKEN,
+    TOKEN_HEADER,
+    MemoryParent,
+    async_receiver,
+    check_pay,
+    funding_prepare,
+)
+
+PATHS = ["/decorated", "/mapped", "/any-method", "/priced"]
+
+
+def make_app(rx: AsyncReceiver) -> web.Application:
+    async def content(request: web.Request) -> web.Response:
+        if request.query.get("fail") == "500":
+            raise RuntimeError("route failed")
+        if request.query.get("fail") == "404":
+            raise web.HTTPNotFound()
+        return web.Response(text="paid content")
+
+    @paid(10)
+    async def decorated(request: web.Request) -> web.Response:
+        return await content(request)
+
+    @paid(lambda facts: int(facts.header("x-units") or "1") * 10)
+    async def priced(request: web.Request) -> web.Response:
+        return await content(request)
+
+    async def balance(request: web.Request) -> web.Response:
+        value = await get_receiver(request).balance(token_account(TOKEN))
+        return web.json_response({"balance": value, "path": request_facts(request).path})
+
+    async def bob(request: web.Request) -> web.Response:
+        return web.Response(text="bob's page")
+
+    app = web.Application()
+    app.router.add_post("/decorated", decorated)
+    app.router.add_post("/priced", priced)
+    app.router.add_post("/mapped", content)
+    app.router.add_route("*", "/any-method", decorated)
+    app.router.add_get("/balance", balance)
+    app.router.add_get("/bob", bob)
+    setup(app, rx, paid={"/mapped": 10}, pointers=["bob"])
+    return app
+
+
+class Net:
+    def __init__(
+        self,
+        parent: MemoryParent,
+        rx: AsyncReceiver,
+        client: TestClient[web.Request, web.Application],
+    ) -> None:
+        self.parent, self.rx, self.client = parent, rx, client
+
+    async def pay(self, pay_value: str, amount: int) -> None:
+        reply = await self.parent.pay(funding_prepare(pay_value, amount))
+        assert isinstance(reply, IlpFulfill)
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Net]:
+    parent = MemoryParent()
+    await parent.start()
+    rx = async_receiver(parent)
+    app = make_app(rx)
+    assert app[RECEIVER_KEY] is rx
+    async with TestClient(TestServer(app)) as client:
+        assert rx.link.is_connected  # started by cleanup_ctx
+        yield Net(parent, rx, client)
+    assert not rx.link.is_connected  # stopped by cleanup_ctx
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_every_status(net: Net, path: str) -> None:
+    c = net.client
+    r = await c.options(path)
+    assert r.status == 204
+    check_pay(r.headers["Pay"], 10)
+    assert "Pay-Balance" not in r.headers
+    r = await c.options(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 204
+    assert r.headers["Pay-Balance"] == "0"
+
+    r = await c.post(path)
+    assert r.status == 402
+    check_pay(r.headers["Pay"], 10)
+    assert (await r.json())["message"] == NO_TOKEN_MESSAGE
+
+    r = await c.post(path, headers={"Pay-Token": "AAAA"})
+    assert r.status == 400
+    assert (await r.json())["id"] == "InvalidPayToken"
+
+    r = await c.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 402
+    assert r.headers["Pay-Balance"] == "0"
+    await net.pay(r.headers["Pay"], 25)
+
+    r = await c.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 200
+    assert await r.text() == "paid content"
+    assert r.headers["Pay-Balance"] == "15"
+    check_pay(r.headers["Pay"], 10)
+    assert await (await c.get("/balance")).json() == {"balance": 15, "path": "/balance"}
+
+
+async def test_refunds_on_failure_but_not_on_http_answers(net: Net) -> None:
+    c = net.client
+    r = await c.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    await net.pay(r.headers["Pay"], 30)
+    r = await c.post("/decorated?fail=500", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 500
+    assert await net.rx.balance(token_account(TOKEN)) == 30
+    r = await c.post("/decorated?fail=404", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 404
+    assert r.headers["Pay-Balance"] == "20"
+    assert await net.rx.balance(token_account(TOKEN)) == 20
+
+
+async def test_price_function(net: Net) -> None:
+    r = await net.client.post("/priced", headers={"Pay-Token": TOKEN_HEADER, "X-Units": "3"})
+    assert r.status == 402
+    assert r.headers["Pay"].endswith(" 30")
+
+
+async def test_payment_pointers(net: Net) -> None:
+    c = net.client
+    r = await c.get("/.well-known/pay", headers={"Accept": "application/spsp+json"})
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "application/spsp+json"
+    assert (await r.json(content_type=None))["destination_account"].startswith(SERVER + ".")
+    r = await c.get("/bob", headers={"Accept": "application/spsp+json"})
+    assert r.status == 200
+    r = await c.get("/bob", headers={"Accept": "text/html"})
+    assert await r.text() == "bob's page"
+    assert (await c.get("/nothing")).status == 404
+    assert (await c.options("/balance")).status == 405
+
+
+async def test_no_double_spend_with_asyncio_concurrency(net: Net) -> None:
+    await net.rx.store.credit(token_account(TOKEN), 250)
+    responses = await asyncio.gather(
+        *(net.client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER}) for _ in range(50))
+    )
+    codes = [r.status for r in responses]
+    assert codes.count(200) == 25
+    assert codes.count(402) == 25
+    assert await net.rx.balance(token_account(TOKEN)) == 0
+
+
+async def test_setup_builds_the_receiver_and_checks_arguments() -> None:
+    parent = MemoryParent()
+    await parent.start()
+    app = web.Application()
+
+    async def address(request: web.Request) -> web.Response:
+        return web.Response(text=get_receiver(request).address)
+
+    app.router.add_get("/", address)
+    service = setup(app, uplink=parent.child, secret=bytes(32))
+    assert app[SERVICE_KEY] is service
+    async with TestClient(TestServer(app)) as client:
+        assert await (await client.get("/")).text() == SERVER
+    with pytest.raises(ConfigError):
+        setup(web.Application())
+    with pytest.raises(ConfigError):
+        setup(web.Application(), async_receiver(parent), uplink="btp+ws://:x@h")
+
+
+async def test_paid_without_setup_says_what_is_missing() -> None:
+    @paid(1)
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="x")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get("/")
+        assert r.status == 500

@@ -1,0 +1,266 @@
+"""The Flask adapter (``integrations/ilp_receiver_flask``): test_client, threads, dev server."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask, jsonify
+from werkzeug.serving import make_server
+
+from ilp_receiver._portal import BlockingPortal, default_portal
+from ilp_receiver.codec.ilp import IlpFulfill
+from ilp_receiver.errors import ConfigError
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, RequestFacts, token_account
+from ilp_receiver.receiver import Receiver
+from ilp_receiver_flask import IlpReceiver, get_service, paid
+from tests.test_paywall import (
+    SECRET,
+    SERVER,
+    TOKEN,
+    TOKEN_HEADER,
+    MemoryParent,
+    check_pay,
+    funding_prepare,
+    sync_receiver,
+)
+
+PATHS = ["/decorated", "/mapped", "/priced"]
+
+
+class Net:
+    """A portal, an in-memory parent and the Flask app under test."""
+
+    def __init__(self) -> None:
+        self.portal = BlockingPortal("test-flask")
+        self.parent = MemoryParent()
+        self.rx: Receiver = sync_receiver(self.parent, self.portal)
+        self.app = make_app(self.rx)
+
+    def pay(self, pay_value: str, amount: int) -> None:
+        reply = self.portal.call(self.parent.pay, funding_prepare(pay_value, amount))
+        assert isinstance(reply, IlpFulfill)
+
+    def balance(self) -> int:
+        return get_service(self.app).balance(token_account(TOKEN))
+
+    def close(self) -> None:
+        get_service(self.app).stop()
+        self.portal.stop()
+
+
+def make_app(rx: Receiver) -> Flask:
+    app = Flask(__name__)
+    app.config["ILP_RECEIVER_PAID"] = {"/mapped": 10}
+    app.config["ILP_RECEIVER_POINTERS"] = ["bob"]
+    IlpReceiver(app, receiver=rx)
+
+    @app.post("/decorated")
+    @paid(10)
+    def decorated() -> str:
+        return "paid content"
+
+    @app.post("/priced")
+    @paid(lambda facts: int(facts.header("x-units") or "1") * 10)
+    def priced() -> str:
+        return "paid content"
+
+    @app.post("/mapped")
+    def mapped() -> str:
+        return "paid content"
+
+    @app.post("/fails")
+    @paid(10)
+    def fails() -> str:
+        raise RuntimeError("route failed")
+
+    @app.get("/bob")
+    def bob() -> str:
+        return "bob's page"
+
+    @app.get("/free")
+    def free() -> Any:
+        return jsonify(ok=True)
+
+    return app
+
+
+@pytest.fixture
+def net() -> Iterator[Net]:
+    n = Net()
+    yield n
+    n.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_status(net: Net, path: str) -> None:
+    client = net.app.test_client()
+    r = client.options(path)
+    assert r.status_code == 204
+    check_pay(r.headers["Pay"], 10)
+    assert "Pay-Balance" not in r.headers
+    r = client.options(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 204
+    assert r.headers["Pay-Balance"] == "0"
+
+    r = client.post(path)
+    assert r.status_code == 402
+    check_pay(r.headers["Pay"], 10)
+    assert r.json == {"id": "PaymentRequired", "message": NO_TOKEN_MESSAGE, "price": "10"}
+
+    r = client.post(path, headers={"Pay-Token": "AAAA"})
+    assert r.status_code == 400
+    assert r.json is not None
+    assert r.json["id"] == "InvalidPayToken"
+
+    r = client.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 402
+    assert r.headers["Pay-Balance"] == "0"
+    net.pay(r.headers["Pay"], 25)
+
+    r = client.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 200
+    assert r.text == "paid content"
+    assert r.headers["Pay-Balance"] == "15"
+    check_pay(r.headers["Pay"], 10)
+    assert net.balance() == 15
+    assert client.get("/free").json == {"ok": True}
+
+
+def test_price_function_and_refund(net: Net) -> None:
+    client = net.app.test_client()
+    r = client.post("/priced", headers={"Pay-Token": TOKEN_HEADER, "X-Units": "3"})
+    assert r.status_code == 402
+    assert r.headers["Pay"].endswith(" 30")
+    net.pay(r.headers["Pay"], 30)
+    r = client.post("/fails", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 500
+    assert net.balance() == 30
+
+
+def test_payment_pointers(net: Net) -> None:
+    client = net.app.test_client()
+    r = client.get("/.well-known/pay", headers={"Accept": "application/spsp+json"})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/spsp+json"
+    assert r.json is not None
+    assert r.json["destination_account"].startswith(SERVER + ".")
+    r = client.get("/bob", headers={"Accept": "application/spsp+json"})
+    assert r.status_code == 200
+    assert client.get("/bob", headers={"Accept": "text/html"}).text == "bob's page"
+
+
+def test_no_double_spend_with_threads(net: Net) -> None:
+    store = get_service(net.app).receiver.async_receiver.store
+    net.portal.call(store.credit, token_account(TOKEN), 250)
+
+    def call(_: int) -> int:
+        client = net.app.test_client()
+        return client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(call, range(50)))
+    assert codes.count(200) == 25
+    assert codes.count(402) == 25
+    assert net.balance() == 0
+
+
+def test_sync_facade_under_the_threaded_dev_server(net: Net) -> None:
+    server = make_server("127.0.0.1", 0, net.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    http = httpx.Client(base_url=base, limits=httpx.Limits(max_connections=50), timeout=30)
+    try:
+        r = http.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+        assert r.status_code == 402
+        net.pay(r.headers["Pay"], 250)
+
+        def call(_: int) -> int:
+            return http.post("/decorated", headers={"Pay-Token": TOKEN_HEADER}).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            codes = list(pool.map(call, range(50)))
+        assert codes.count(200) == 25
+        assert codes.count(402) == 25
+        assert net.balance() == 0
+    finally:
+        http.close()
+        server.shutdown()
+        thread.join(5)
+
+
+def test_receiver_built_from_config() -> None:
+    portal = default_portal()
+    parent = MemoryParent()
+    portal.call(parent.start)
+    app = Flask(__name__)
+    app.config.update(
+        ILP_RECEIVER_UPLINK=lambda: parent.child,
+        ILP_RECEIVER_SECRET=SECRET.hex(),
+        ILP_RECEIVER_NAME="Example",
+    )
+    ext = IlpReceiver()
+    ext.init_app(app)
+
+    @app.get("/")
+    @paid(0)
+    def index() -> str:
+        return ext.receiver().address
+
+    try:
+        client = app.test_client()
+        assert client.get("/").text == SERVER
+        r = client.get("/.well-known/pay")
+        assert r.json is not None
+        assert r.json["receiver_info"] == {"name": "Example"}
+        assert ext.balance("anything") == 0
+    finally:
+        ext.stop(app)
+
+
+def test_missing_uplink_and_missing_extension() -> None:
+    app = Flask(__name__)
+    with pytest.raises(ConfigError):
+        IlpReceiver(app)
+    other = Flask(__name__)
+    other.testing = True
+
+    @other.get("/")
+    @paid(1)
+    def index() -> str:
+        return "x"
+
+    with pytest.raises(RuntimeError, match="init_app"):
+        other.test_client().get("/")
+
+
+def test_request_facts_in_the_flask_thread(net: Net) -> None:
+    seen: list[tuple[RequestFacts, str]] = []
+
+    def price(facts: RequestFacts) -> int:
+        seen.append((facts, threading.current_thread().name))
+        return 10
+
+    @net.app.get("/facts")
+    @paid(price)
+    def facts_view() -> str:
+        return "x"
+
+    net.app.test_client().get("/facts?q=1", headers={"Pay-Token": TOKEN_HEADER})
+    facts, thread_name = seen[0]
+    assert (facts.method, facts.path, facts.header("pay-token")) == ("GET", "/facts", TOKEN_HEADER)
+    assert thread_name != "test-flask"
+
+
+def test_missing_flask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "flask", None)
+    monkeypatch.delitem(sys.modules, "ilp_receiver_flask")
+    with pytest.raises(ImportError, match=r"pip install 'ilp-receiver\[flask\]'"):
+        importlib.import_module("ilp_receiver_flask")

@@ -405,6 +405,11 @@ class Receiver:
         self._async: AsyncReceiver | None = None
 
     @property
+    def portal(self) -> BlockingPortal:
+        """The background event-loop thread this receiver runs on."""
+        return self._portal
+
+    @property
     def async_receiver(self) -> AsyncReceiver:
         """The underlying AsyncReceiver (after :meth:`start`)."""
         if self._async is None:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from ilp_receiver._portal import BlockingPortal
@@ -192,6 +194,27 @@ def test_plan_request_covers_every_case() -> None:
     assert charge.account == token_account(TOKEN)
     assert plan_request("GET", None, 10).account == PAYWALL_ACCOUNT
     assert TOKEN_HEADER not in repr(charge)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "OPTIONS", "HEAD"]),
+    header=st.one_of(st.none(), st.text(max_size=40), st.binary(min_size=16, max_size=16)),
+    price=st.integers(0, 2**64 - 1),
+)
+def test_plan_request_never_raises(method: str, header: str | bytes | None, price: int) -> None:
+    value = format_pay_token(header) if isinstance(header, bytes) else header
+    plan = plan_request(method, value, price)
+    if price == 0:
+        assert plan.kind is PlanKind.FREE
+    elif plan.kind is PlanKind.BAD_TOKEN:
+        assert value is not None
+        assert plan.reason
+    else:
+        assert plan.token is None or len(plan.token) == 16
+        assert (plan.kind is PlanKind.OPTIONS) == (method == "OPTIONS")
+    if isinstance(header, bytes) and price:
+        assert plan.token == header
 
 
 def test_token_account_hides_the_token() -> None:

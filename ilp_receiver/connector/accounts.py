@@ -10,7 +10,10 @@ values meaning the balance is in the requester's favour").
 
 The ledger keeps the authoritative numbers in memory (one process owns a connector's
 balances) and writes every settled change to the balance store before the Fulfill is
-passed upstream (design principle 5), so balances survive a restart.
+passed upstream (design principle 5), so balances survive a restart.  The writes are
+*group-committed*: settlements that arrive while a write is in flight are summed per
+account and written together by the next one (one ``add_many`` call, one SQLite
+transaction), so under load the cost of a commit is shared by many packets.
 """
 
 from __future__ import annotations
@@ -141,6 +144,9 @@ class Ledger:
     :meth:`reserve` checks the limits against settled + reserved and reserves the
     change; :meth:`settle` persists it (store first, then memory); :meth:`release`
     drops a reservation (Reject, timeout, invalid fulfillment).
+
+    At most one store write is in flight; settlements arriving meanwhile wait for the
+    next write, which carries all of them (summed per account).
     """
 
     def __init__(self, store: BalanceStore, key_prefix: str = "") -> None:
@@ -148,6 +154,10 @@ class Ledger:
         self._prefix = key_prefix
         self._settled: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
+        #: settled changes not yet handed to the store, summed per account
+        self._unwritten: dict[str, int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def _key(self, account: str) -> str:
         return self._prefix + account
@@ -196,21 +206,56 @@ class Ledger:
             self._reserved.pop(account, None)
 
     async def settle(self, changes: list[tuple[str, int]]) -> None:
-        """Make reserved changes final: write them to the store, then count them.
+        """Make reserved changes final: write them to the store, then count them;
+        returns once they are committed (group-committed with concurrent calls).
 
         A store failure is logged and the change still counts in memory (the Fulfill
-        has to go upstream anyway: we already paid downstream).
+        has to go upstream anyway: we already paid downstream).  A caller cancelled
+        while waiting does not undo its change: it is written all the same.
         """
-        deltas = [(account, delta) for account, delta in changes if delta]
+        unwritten = self._unwritten
+        for account, delta in changes:
+            if delta:
+                unwritten[account] = unwritten.get(account, 0) + delta
+        if not unwritten:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_loop())
+        await waiter
+
+    async def _write_loop(self) -> None:
+        """Write batches until nothing is left (then the next settle starts a new one)."""
         try:
-            await asyncio.gather(*(self.store.add(self._key(a), d) for a, d in deltas))
-        except Exception:
-            log.exception("balance store failed while settling a fulfilled packet")
-        for account, delta in deltas:
-            self.release(account, delta)
-            self._settled[account] = self._settled.get(account, 0) + delta
+            while self._unwritten:
+                changes, self._unwritten = self._unwritten, {}
+                waiters, self._waiters = self._waiters, []
+                try:
+                    await self.store.add_many(
+                        [(self._key(a), d) for a, d in changes.items() if d]
+                    )
+                except Exception:
+                    log.exception("balance store failed while settling fulfilled packets")
+                finally:
+                    settled = self._settled
+                    for account, delta in changes.items():
+                        self.release(account, delta)
+                        settled[account] = settled.get(account, 0) + delta
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until every settled change has been written to the store."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
 
     async def close(self) -> None:
-        """Close the store."""
+        """Write what is pending, then close the store."""
+        with contextlib.suppress(Exception):
+            await self.flush()
         with contextlib.suppress(Exception):
             await self.store.close()

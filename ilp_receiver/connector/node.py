@@ -578,6 +578,9 @@ class Connector:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        if self._ledger is not None:
+            with contextlib.suppress(Exception):
+                await self._ledger.flush()  # settled balances reach the store
         if self._ledger is not None and self._own_store:
             await self._ledger.close()
             self._store = None

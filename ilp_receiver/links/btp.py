@@ -118,6 +118,11 @@ class ReconnectPolicy:
         return base * (1.0 - self.jitter * rng.random())
 
 
+def _time_out(future: asyncio.Future[BtpFrame]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class _Pending:
     __slots__ = ("future", "request")
 
@@ -187,7 +192,12 @@ class BtpSession:
         try:
             await self._send_bytes(raw)
             if not self.idempotent:
-                return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+                # a timer instead of wait_for(shield(...)): no extra task or future
+                timer = loop.call_later(timeout, _time_out, pending.future)
+                try:
+                    return await pending.future
+                finally:
+                    timer.cancel()
             deadline = loop.time() + timeout
             while True:
                 wait = min(self.retry_interval, deadline - loop.time())

@@ -21,8 +21,9 @@ includes a key.
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -182,6 +183,15 @@ class BalanceStore(abc.ABC):
         :class:`BalanceLimitError` is raised. The call returns after the change is
         committed. Raises :class:`StoreError` when the backend fails.
         """
+
+    async def add_many(self, changes: Sequence[tuple[str, int]]) -> list[AddResult]:
+        """Add several deltas (no limits, no idempotency keys), committed together where
+        the store can (one transaction for SQLite); returns after the commit.
+
+        The default runs :meth:`add` for each change concurrently.  Raises
+        :class:`StoreError` when the backend fails.
+        """
+        return list(await asyncio.gather(*(self.add(key, delta) for key, delta in changes)))
 
     @abc.abstractmethod
     async def balance(self, key: str) -> int:

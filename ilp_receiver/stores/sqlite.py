@@ -12,7 +12,9 @@ everything queued, applies it in one ``BEGIN IMMEDIATE`` transaction (balances r
 one statement, limits checked per item in queue order, rows written with
 ``executemany``), commits, and then resolves all the futures of the batch with one
 ``call_soon_threadsafe`` per event loop. Under concurrency the cost of the thread hop,
-the transaction and the commit is shared by the whole batch.
+the transaction and the commit is shared by the whole batch. :meth:`SqliteStore.add_many`
+queues several changes as one entry with one future (they always share a transaction);
+the connector's ledger uses it to group-commit the settlements of many packets.
 
 Reads (:meth:`balance`) run inline on the calling thread on a separate read connection:
 a point lookup in WAL mode takes microseconds and never waits for the writer.
@@ -80,17 +82,11 @@ CREATE TABLE IF NOT EXISTS ilp_idempotency (
 CREATE INDEX IF NOT EXISTS ilp_idempotency_at ON ilp_idempotency (at);
 """
 
-# Item queued for the writer: (key, delta, minimum, maximum, idempotency_key, future, loop)
-_Item = tuple[
-    str,
-    int,
-    int | None,
-    int | None,
-    str | None,
-    "asyncio.Future[AddResult]",
-    asyncio.AbstractEventLoop,
-]
+# One change: (key, delta, minimum, maximum, idempotency_key)
+_Item = tuple[str, int, int | None, int | None, str | None]
 _Outcome = AddResult | BaseException
+# Entry queued for the writer: (changes, future of their outcomes, the caller's loop)
+_Entry = tuple[list[_Item], "asyncio.Future[list[_Outcome]]", asyncio.AbstractEventLoop]
 
 _MAX_IN = 512  # largest IN (...) list; lists are padded to powers of two (few statements)
 _IN_SQL_BALANCES: dict[int, str] = {}
@@ -122,14 +118,10 @@ def _chunks(values: Sequence[str]) -> Iterable[tuple[int, list[str]]]:
         yield size, chunk
 
 
-def _resolve(pairs: list[tuple[asyncio.Future[AddResult], _Outcome]]) -> None:
-    for future, outcome in pairs:
-        if future.done():  # the caller was cancelled; the change stands
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+def _resolve(pairs: list[tuple[asyncio.Future[list[_Outcome]], list[_Outcome]]]) -> None:
+    for future, outcomes in pairs:
+        if not future.done():  # else the caller was cancelled; the change stands
+            future.set_result(outcomes)
 
 
 class SqliteStore(BalanceStore):
@@ -196,7 +188,7 @@ class SqliteStore(BalanceStore):
             raise
         self._scanner: sqlite3.Connection | None = None
         self._scan_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, args=(writer,), name="ilp-receiver-sqlite-writer", daemon=True
         )
@@ -240,33 +232,37 @@ class SqliteStore(BalanceStore):
         stop = False
         while not stop:
             first = q.get()
+            entries: list[_Entry] = []
             batch: list[_Item] = []
             if first is None:
                 stop = True
             else:
-                batch.append(first)
+                entries.append(first)
+                batch.extend(first[0])
                 while len(batch) < max_batch:
                     try:
-                        item = q.get_nowait()
+                        entry = q.get_nowait()
                     except queue.Empty:
                         break
-                    if item is None:
+                    if entry is None:
                         stop = True
                         break
-                    batch.append(item)
-            if batch:
-                self._deliver(batch, self._apply(conn, batch))
+                    entries.append(entry)
+                    batch.extend(entry[0])
+            if entries:
+                self._deliver(entries, self._apply(conn, batch))
         # Anything that slipped in after the sentinel is refused, never dropped silently.
-        late: list[_Item] = []
+        late: list[_Entry] = []
         while True:
             try:
-                item = q.get_nowait()
+                entry = q.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
-                late.append(item)
+            if entry is not None:
+                late.append(entry)
         if late:
-            self._deliver(late, [StoreClosedError("store is closed")] * len(late))
+            n = sum(len(entry[0]) for entry in late)
+            self._deliver(late, [StoreClosedError("store is closed")] * n)
         conn.close()
 
     def _apply(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
@@ -312,7 +308,7 @@ class SqliteStore(BalanceStore):
         outcomes: list[_Outcome] = []
         dirty: dict[str, int] = {}
         new_keys: list[tuple[str, str, str, float]] = []
-        for key, delta, minimum, maximum, idempotency_key, _future, _loop in batch:
+        for key, delta, minimum, maximum, idempotency_key in batch:
             current = balances.get(key, 0)
             if idempotency_key is not None and idempotency_key in seen:
                 outcomes.append(AddResult(current, False))
@@ -337,12 +333,16 @@ class SqliteStore(BalanceStore):
         return outcomes
 
     @staticmethod
-    def _deliver(batch: Sequence[_Item], outcomes: Sequence[_Outcome]) -> None:
+    def _deliver(entries: Sequence[_Entry], outcomes: Sequence[_Outcome]) -> None:
         by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[AddResult], _Outcome]]
+            asyncio.AbstractEventLoop,
+            list[tuple[asyncio.Future[list[_Outcome]], list[_Outcome]]],
         ] = {}
-        for item, outcome in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(item[6], []).append((item[5], outcome))
+        start = 0
+        for items, future, loop in entries:
+            end = start + len(items)
+            by_loop.setdefault(loop, []).append((future, list(outcomes[start:end])))
+            start = end
         for loop, pairs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
                 loop.call_soon_threadsafe(_resolve, pairs)
@@ -365,9 +365,35 @@ class SqliteStore(BalanceStore):
         if self._closed:
             raise StoreClosedError("store is closed")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[AddResult] = loop.create_future()
-        self._queue.put((key, delta, minimum, maximum, idempotency_key, future, loop))
-        return await future
+        future: asyncio.Future[list[_Outcome]] = loop.create_future()
+        self._queue.put(([(key, delta, minimum, maximum, idempotency_key)], future, loop))
+        outcome = (await future)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def add_many(self, changes: Sequence[tuple[str, int]]) -> list[AddResult]:
+        """Add several deltas in one transaction (one queue entry, one future); returns
+        after COMMIT.  See ``BalanceStore.add_many``."""
+        items: list[_Item] = []
+        for key, delta in changes:
+            check_add_args(key, delta, None, None, None)
+            items.append((key, delta, None, None, None))
+        if not items:
+            return []
+        if self._pid != os.getpid():
+            self._check_fork()
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[_Outcome]] = loop.create_future()
+        self._queue.put((items, future, loop))
+        results: list[AddResult] = []
+        for outcome in await future:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+        return results
 
     async def balance(self, key: str) -> int:
         """The committed balance of ``key`` (0 if unknown); a point read on this thread."""

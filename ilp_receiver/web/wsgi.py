@@ -69,7 +69,7 @@ def status_line(status: int) -> str:
 
 def _portal_of(receiver: Receiver) -> BlockingPortal:
     # The sync facade keeps its portal private; every sync call must go through it.
-    portal: BlockingPortal = receiver._portal
+    portal: BlockingPortal = receiver.portal
     return portal
 
 

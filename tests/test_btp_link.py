@@ -29,6 +29,7 @@ from ilp_receiver.codec.ilp import (
     IlpPrepare,
     IlpReject,
     IlpReply,
+    decode_prepare,
     decode_reply,
     encode_packet,
 )
@@ -295,3 +296,82 @@ async def test_btp2i_repeated_request_is_answered_from_the_cache(parent: FakePar
     finally:
         await ws.close()
         await http.close()
+
+
+async def test_client_link_answers_malformed_frames_from_its_parent_and_stays_up() -> None:
+    """The receiver's side: a parent sending garbage gets BTP Errors / F01, link stays up."""
+    port = free_port()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+    sends: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        auth = decode_btp((await ws.receive()).data)
+        await ws.send_bytes(encode_btp(BtpResponse(auth.request_id, ())))
+
+        async def pump() -> None:
+            while True:
+                await ws.send_bytes(await sends.get())
+
+        pumping = asyncio.create_task(pump())
+        try:
+            async for msg in ws:
+                frame = decode_btp(msg.data)
+                entry = find_protocol_data(frame, "ilp")
+                if isinstance(frame, BtpMessage) and entry is not None:
+                    # IL-DCP from the client
+                    prepare = decode_prepare(entry.data)
+                    info = IldcpResponse("test.parent.kid", 9, "XYZ")
+                    reply = ildcp_serve(
+                        prepare, info, server_address="test.parent", now=datetime.now(UTC)
+                    )
+                    await ws.send_bytes(
+                        encode_btp(
+                            BtpResponse(
+                                frame.request_id, (ProtocolData("ilp", 0, encode_packet(reply)),)
+                            )
+                        )
+                    )
+                else:
+                    await answers.put(msg.data)
+        finally:
+            pumping.cancel()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    link = BtpClientLink(f"btp+ws://kid:tok@127.0.0.1:{port}", reconnect=FAST)
+    uplink = Uplink(link)
+
+    async def accept(prepare: IlpPrepare) -> IlpReply:
+        return IlpFulfill(bytes(32), b"ok")
+
+    link.set_handler(accept)
+    try:
+        await uplink.start()
+        assert link.is_connected
+        await sends.put(bytes.fromhex("0600000011ff"))  # truncated frame, request id 17
+        error = decode_btp(await asyncio.wait_for(answers.get(), 2))
+        assert isinstance(error, BtpError) and error.code == "F01" and error.request_id == 17
+        await sends.put(encode_btp(ilp_message(18, b"\x0c\x02\x00\x00")))  # malformed ILP
+        response = decode_btp(await asyncio.wait_for(answers.get(), 2))
+        assert isinstance(response, BtpResponse) and response.request_id == 18
+        entry = find_protocol_data(response, "ilp")
+        assert entry is not None
+        reject = decode_reply(entry.data)
+        assert isinstance(reject, IlpReject) and reject.code == "F01"
+        assert reject.triggered_by == "test.parent.kid"
+        # still up: a valid Prepare is answered by the handler
+        await sends.put(encode_btp(ilp_message(19, encode_packet(prepare_to("test.parent.kid")))))
+        response = decode_btp(await asyncio.wait_for(answers.get(), 2))
+        entry = find_protocol_data(response, "ilp")
+        assert entry is not None
+        assert decode_reply(entry.data) == IlpFulfill(bytes(32), b"ok")
+        assert link.is_connected and link.connections == 1
+    finally:
+        await uplink.stop()
+        await runner.cleanup()

@@ -156,8 +156,9 @@ class Ledger:
         self._reserved: dict[str, int] = {}
         #: settled changes not yet handed to the store, summed per account
         self._unwritten: dict[str, int] = {}
-        self._waiters: list[asyncio.Future[None]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._writing = False
+        self._orphan_writes: set[asyncio.Task[None]] = set()
 
     def _key(self, account: str) -> str:
         return self._prefix + account
@@ -212,29 +213,55 @@ class Ledger:
         A store failure is logged and the change still counts in memory (the Fulfill
         has to go upstream anyway: we already paid downstream).  A caller cancelled
         while waiting does not undo its change: it is written all the same.
+
+        Group commit without a writer task: the first caller writes (it *leads*);
+        callers arriving meanwhile wait, and the first of them is woken to lead the
+        next write, which carries every change queued until then.
         """
         unwritten = self._unwritten
+        changed = False
         for account, delta in changes:
             if delta:
                 unwritten[account] = unwritten.get(account, 0) + delta
-        if not unwritten:
+                changed = True
+        if not changed:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write_loop())
-        await waiter
+        if self._writing:
+            if not await self._wait_turn():
+                return  # written by the leader
+        else:
+            self._writing = True
+            # Let the Fulfills already delivered in this loop iteration join the write
+            # (one commit for all of them; the store may commit inline, without yielding).
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self._writing = False  # pass the write on (ours stays queued)
+                self._hand_over()
+                raise
+        await self._lead()
 
-    async def _write_loop(self) -> None:
-        """Write batches until nothing is left (then the next settle starts a new one)."""
+    async def _wait_turn(self) -> bool:
+        """Wait for the write in flight; True when woken to lead the next one."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._writing = False  # made leader, then cancelled: pass it on
+                self._hand_over()
+            raise
+
+    async def _lead(self) -> None:
+        """Write the queued changes (``_writing`` is set) until handing over or done."""
+        handed_over = False
         try:
             while self._unwritten:
                 changes, self._unwritten = self._unwritten, {}
                 waiters, self._waiters = self._waiters, []
                 try:
-                    await self.store.add_many(
-                        [(self._key(a), d) for a, d in changes.items() if d]
-                    )
+                    await self.store.add_many([(self._key(a), d) for a, d in changes.items() if d])
                 except Exception:
                     log.exception("balance store failed while settling fulfilled packets")
                 finally:
@@ -244,14 +271,45 @@ class Ledger:
                         settled[account] = settled.get(account, 0) + delta
                     for waiter in waiters:
                         if not waiter.done():
-                            waiter.set_result(None)
+                            waiter.set_result(False)
+                if self._unwritten and self._wake_next_leader():
+                    handed_over = True
+                    return
         finally:
-            self._writer = None
+            if not handed_over:
+                self._writing = False
+                self._hand_over()
+
+    def _wake_next_leader(self) -> bool:
+        """Make the first live waiter the leader of the next write."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(True)
+                return True
+        return False
+
+    def _hand_over(self) -> None:
+        """Called with ``_writing`` cleared: if changes are still queued (a leader was
+        cancelled), let a waiter or a task write them."""
+        if not self._unwritten:
+            return
+        self._writing = True
+        if not self._wake_next_leader():
+            task = asyncio.ensure_future(self._lead())
+            self._orphan_writes.add(task)
+            task.add_done_callback(self._orphan_writes.discard)
 
     async def flush(self) -> None:
         """Wait until every settled change has been written to the store."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        while self._writing or self._unwritten:
+            if not self._writing:
+                self._writing = True
+                await self._lead()
+                continue
+            if await self._wait_turn():
+                await self._lead()
 
     async def close(self) -> None:
         """Write what is pending, then close the store."""

@@ -35,7 +35,7 @@ from ..errors import (
     RemoteProtocolError,
 )
 from .base import Link
-from .btp import DEFAULT_REQUEST_TIMEOUT, BtpSession
+from .btp import DEFAULT_REQUEST_TIMEOUT, BtpSession, FrameSender
 
 __all__ = ["Authenticator", "BtpServer", "BtpServerLink"]
 
@@ -51,6 +51,8 @@ class BtpServerLink(Link):
     A newer authenticated connection for the same account replaces the older one (as
     ilp-plugin-btp's server mode does).
     """
+
+    enforces_timeout = True
 
     def __init__(self, account: str, *, idempotent: bool = False) -> None:
         super().__init__()
@@ -144,8 +146,9 @@ class BtpServer:
             return ws
         if link is None:
             return ws
+        transport = request.transport
         session = BtpSession(
-            ws.send_bytes,
+            ws.send_bytes if transport is None else FrameSender(ws, transport).send,
             link._handle_incoming,
             local_address=lambda: link.local_address,
             idempotent=link.idempotent,

@@ -37,8 +37,29 @@ Configuration keys (``app.config``):
 ``ILP_RECEIVER_ON_PAYMENT``     ``on_payment`` hook (default: the paywall hook)
 ==============================  ==========================================================
 
-All logic lives in :mod:`ilp_receiver.web.wsgi` and :mod:`ilp_receiver.paywall`; this
-module only speaks Flask.
+Web Monetization and Web Payments (``docs/web-monetization.md``, ``docs/web-payments.md``)::
+
+    from ilp_receiver_flask import Monetization, monetized
+
+    monetization = Monetization(app)        # after IlpReceiver(app)
+
+    @app.get("/article/body")
+    @monetized(100)                          # debit 100 from the visitor's bucket, or 402
+    def body(): ...
+
+:class:`Monetization` sets the ``__monetizer`` visitor cookie, serves
+``/__monetizer/client.js``, the era-A SPSP endpoint ``/__monetizer/<id>``, the era-C one
+``/__monetizer`` (``Web-Monetization-Id``), order pointers ``/orders/<id>`` when given an
+:class:`~ilp_receiver.webpayments.OrderBook`, and the Jinja globals
+``monetization_meta()``, ``monetization_link()``, ``monetization_script()``,
+``monetization_pointer()`` (filters ``monetization_meta`` and ``monetization_link``).
+Configuration: ``ILP_MONETIZATION_SECRET`` (default ``SECRET_KEY``),
+``ILP_MONETIZATION_MAX_BALANCE``, ``ILP_MONETIZATION_IDLE_EXPIRY``,
+``ILP_MONETIZATION_COOKIE``, ``ILP_MONETIZATION_PREFIX``, ``ILP_MONETIZATION_POINTER``
+(what the tags name; default: this site's ``/__monetizer``).
+
+All logic lives in :mod:`ilp_receiver.web.wsgi`, :mod:`ilp_receiver.paywall` and
+:mod:`ilp_receiver.web.monetization_endpoints`; this module only speaks Flask.
 """
 
 from __future__ import annotations
@@ -53,13 +74,48 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ilp_receiver_flask needs Flask: pip install 'ilp-receiver[flask]'") from exc
 
+from markupsafe import Markup
+
 from ilp_receiver.errors import ConfigError
+from ilp_receiver.monetization import (
+    CLIENT_SCRIPT_NAME,
+    COOKIE_NAME,
+    ENDPOINT_PREFIX,
+    Monetizer,
+    Visitor,
+    link_tag,
+    meta_tag,
+    script_tag,
+    site_pointer,
+)
 from ilp_receiver.paywall import Price, paywall_payment_hook
 from ilp_receiver.receiver import Receiver
+from ilp_receiver.web.monetization_endpoints import (
+    MonetizationService,
+    OrderEndpoints,
+    SyncMonetizationService,
+    SyncOrderEndpoints,
+    VisitorLookup,
+)
 from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.web.wsgi import ReceiverSource, SyncIlpService, facts_from_environ
+from ilp_receiver.webpayments import OrderBook
 
-__all__ = ["EXTENSION_KEY", "IlpReceiver", "get_service", "paid", "to_response"]
+__all__ = [
+    "EXTENSION_KEY",
+    "MONETIZATION_KEY",
+    "WEB_PAYMENTS_KEY",
+    "IlpReceiver",
+    "Monetization",
+    "WebPayments",
+    "current_visitor",
+    "get_monetization",
+    "get_service",
+    "get_web_payments",
+    "monetized",
+    "paid",
+    "to_response",
+]
 
 #: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`SyncIlpService`.
 EXTENSION_KEY = "ilp_receiver"
@@ -235,3 +291,238 @@ def paid(price: Price) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+# ---------------------------------------------------------------------------------------
+# Web Monetization and Web Payments
+
+#: ``app.extensions[MONETIZATION_KEY]`` holds the app's :class:`SyncMonetizationService`.
+MONETIZATION_KEY = "ilp_receiver.monetization"
+_LOOKUP = "_ilp_receiver_visitor"
+
+
+def get_monetization(app: Flask | None = None) -> SyncMonetizationService:
+    """The monetization service of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    try:
+        service: SyncMonetizationService = target.extensions[MONETIZATION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "Web Monetization is not initialised on this app: call Monetization(app)"
+        ) from None
+    return service
+
+
+class Monetization:
+    """The Flask extension for Web Monetization (and Web Payments order pointers).
+
+    Initialise it after :class:`IlpReceiver` (it uses that receiver and its store).
+    ``monetizer``: a ready :class:`~ilp_receiver.monetization.Monetizer` (otherwise one
+    is built from ``ILP_MONETIZATION_*`` config); ``orders``: an
+    :class:`~ilp_receiver.webpayments.OrderBook` whose pointers are served at
+    ``<orders_prefix>/<id>``.  For ``max_balance`` and 2018-style spliced addresses
+    put ``monetizer.payment_hook`` into ``ILP_RECEIVER_ON_PAYMENT`` (with
+    :func:`~ilp_receiver.paywall.combine_hooks`).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        monetizer: Monetizer | None = None,
+        orders: OrderBook | None = None,
+        orders_prefix: str = "/orders",
+        cookie_max_age: int | None = None,
+    ) -> None:
+        self.monetizer = monetizer
+        self.orders = orders
+        self.orders_prefix = orders_prefix
+        self.cookie_max_age = cookie_max_age
+        self._app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Set up ``app``: the service, request hooks and Jinja helpers."""
+        config = app.config
+        config.setdefault("ILP_MONETIZATION_SECRET", None)
+        config.setdefault("ILP_MONETIZATION_MAX_BALANCE", None)
+        config.setdefault("ILP_MONETIZATION_IDLE_EXPIRY", None)
+        config.setdefault("ILP_MONETIZATION_COOKIE", COOKIE_NAME)
+        config.setdefault("ILP_MONETIZATION_PREFIX", ENDPOINT_PREFIX)
+        config.setdefault("ILP_MONETIZATION_POINTER", None)
+        monetizer = self.monetizer
+        if monetizer is None:
+            monetizer = self.monetizer = Monetizer(
+                secret=config["ILP_MONETIZATION_SECRET"] or app.secret_key,
+                cookie_name=config["ILP_MONETIZATION_COOKIE"],
+                prefix=config["ILP_MONETIZATION_PREFIX"],
+                max_balance=config["ILP_MONETIZATION_MAX_BALANCE"],
+                idle_expiry=config["ILP_MONETIZATION_IDLE_EXPIRY"],
+            )
+        service = MonetizationService(
+            monetizer,
+            self.orders,
+            orders_prefix=self.orders_prefix,
+            cookie_max_age=self.cookie_max_age,
+        )
+        app.extensions[MONETIZATION_KEY] = SyncMonetizationService(get_service(app), service)
+        self._app = app
+        app.before_request(_monetization_before_request)
+        app.after_request(_monetization_after_request)
+        app.jinja_env.globals.update(
+            monetization_meta=_meta_global,
+            monetization_link=_link_global,
+            monetization_script=_script_global,
+            monetization_pointer=monetization_pointer,
+        )
+        app.jinja_env.filters["monetization_meta"] = _meta_filter
+        app.jinja_env.filters["monetization_link"] = _link_filter
+
+    def service(self, app: Flask | None = None) -> SyncMonetizationService:
+        """The service of ``app``: the current app, else the last one initialised."""
+        if app is None and not has_app_context():
+            app = self._app
+        return get_monetization(app)
+
+
+def monetization_pointer() -> str:
+    """What the tags name by default: ``ILP_MONETIZATION_POINTER`` or this site's pointer."""
+    configured = current_app.config.get("ILP_MONETIZATION_POINTER")
+    if configured:
+        return str(configured)
+    prefix = get_monetization().monetizer.prefix
+    return site_pointer(request.host, prefix, scheme=request.scheme)
+
+
+def _meta_global(pointer: str | None = None) -> Markup:
+    return Markup(meta_tag(pointer or monetization_pointer()))  # noqa: S704 (escaped)
+
+
+def _link_global(href: str | None = None) -> Markup:
+    return Markup(link_tag(href or monetization_pointer()))  # noqa: S704 (escaped)
+
+
+def _script_global() -> Markup:
+    prefix = get_monetization().monetizer.prefix
+    return Markup(script_tag(f"{prefix}/{CLIENT_SCRIPT_NAME}"))  # noqa: S704 (escaped)
+
+
+def _meta_filter(pointer: str) -> Markup:
+    return Markup(meta_tag(str(pointer)))  # noqa: S704 (escaped)
+
+
+def _link_filter(href: str) -> Markup:
+    return Markup(link_tag(str(href)))  # noqa: S704 (escaped)
+
+
+def _monetization_before_request() -> Response | None:
+    service = get_monetization()
+    facts = facts_from_environ(request.environ)
+    reply = service.handle(facts)
+    if reply is not None:
+        return to_response(reply)
+    setattr(g, _LOOKUP, service.lookup(facts, secure=request.is_secure))
+    return None
+
+
+def _monetization_after_request(response: Response) -> Response:
+    lookup: VisitorLookup | None = g.get(_LOOKUP)
+    if lookup is not None and lookup.set_cookie is not None:
+        response.headers.add("Set-Cookie", lookup.set_cookie)
+    return response
+
+
+def _lookup() -> VisitorLookup:
+    lookup: VisitorLookup | None = g.get(_LOOKUP)
+    if lookup is None:
+        service = get_monetization()
+        lookup = service.lookup(facts_from_environ(request.environ), secure=request.is_secure)
+        setattr(g, _LOOKUP, lookup)
+    return lookup
+
+
+def current_visitor() -> Visitor | None:
+    """The visitor of the current request (None when its id was refused)."""
+    return _lookup().visitor
+
+
+def monetized(
+    price: Price, *, wait: float | None = None, per_byte: int | None = None
+) -> Callable[[F], F]:
+    """Serve a view only to visitors whose bucket holds ``price``; debit it.
+
+    Otherwise ``402`` (JSON), or with ``wait`` first wait up to that many seconds for
+    the money; a tampered visitor cookie gets ``400``.  ``per_byte``: for a streamed
+    response, charge that much per byte of each chunk before sending it and stop the
+    stream when the bucket runs dry.  A view that raises is refunded.
+    """
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            service = get_monetization()
+            facts = facts_from_environ(request.environ)
+            decision = service.check(facts, _lookup(), price, wait=wait)
+            if decision.reply is not None:
+                return to_response(decision.reply)
+            try:
+                rv = current_app.ensure_sync(view)(*args, **kwargs)
+                response = current_app.make_response(rv)
+            except BaseException:
+                service.refund(decision)
+                raise
+            visitor = decision.visitor
+            if per_byte and visitor is not None and response.is_streamed:
+                response.response = service.metered(
+                    response.iter_encoded(), visitor, per_byte, wait=wait
+                )
+            return response
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+#: ``app.extensions[WEB_PAYMENTS_KEY]`` holds the app's :class:`SyncOrderEndpoints`.
+WEB_PAYMENTS_KEY = "ilp_receiver.web_payments"
+
+
+def get_web_payments(app: Flask | None = None) -> SyncOrderEndpoints:
+    """The order endpoints of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    try:
+        endpoints: SyncOrderEndpoints = target.extensions[WEB_PAYMENTS_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "Web Payments is not initialised on this app: call WebPayments(app)"
+        ) from None
+    return endpoints
+
+
+class WebPayments:
+    """The Flask extension serving per-order payment pointers at ``<prefix>/<id>``.
+
+    Initialise it after :class:`IlpReceiver`.  Use ``get_web_payments().call(
+    orders.is_paid, order_id)`` (or any :class:`~ilp_receiver.webpayments.OrderBook`
+    coroutine method) from views.
+    """
+
+    def __init__(
+        self, app: Flask | None = None, *, orders: OrderBook, prefix: str = "/orders"
+    ) -> None:
+        self.orders = orders
+        self.prefix = prefix
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Set up ``app``: the endpoints and a request hook."""
+        endpoints = OrderEndpoints(self.orders, prefix=self.prefix)
+        app.extensions[WEB_PAYMENTS_KEY] = SyncOrderEndpoints(get_service(app), endpoints)
+        app.before_request(_web_payments_before_request)
+
+
+def _web_payments_before_request() -> Response | None:
+    reply = get_web_payments().handle(facts_from_environ(request.environ))
+    return to_response(reply) if reply is not None else None

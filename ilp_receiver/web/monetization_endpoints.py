@@ -1,0 +1,657 @@
+"""Framework-neutral HTTP pieces for Web Monetization and Web Payments.
+
+Written once (design principle 7) and translated by the adapters:
+
+* :class:`MonetizationService` -- the endpoints (``<prefix>/client.js``, the era-A SPSP
+  endpoint ``<prefix>/<id>``, the era-C SPSP endpoint ``<prefix>`` reading
+  ``Web-Monetization-Id``, per-order pointers ``/orders/<id>``), the visitor lookup
+  (cookie or header; a fresh signed cookie when there is none) and the ``monetized``
+  route guard (debit the price from the visitor's bucket, or 402, optionally waiting).
+* :class:`OrderEndpoints` -- per-order payment pointers ``/orders/<id>`` on their own
+  (Web Payments), with :class:`OrdersAsgiMiddleware` and :class:`SyncOrderEndpoints`.
+* :class:`MonetizationAsgiMiddleware` -- the monetization service as pure ASGI
+  middleware (it puts the visitor lookup into the scope and adds ``Set-Cookie``).
+* :class:`SyncMonetizationService` -- the same for WSGI apps, on the portal of a
+  :class:`~ilp_receiver.web.wsgi.SyncIlpService`.
+
+Replies (JSON bodies, ``{"id": ..., "message": ...}``):
+
+======================================  ================================================
+a tampered cookie / malformed id        ``400`` ``InvalidVisitorId``
+SPSP query with an unusable ``Accept``  ``406`` (open question 26: "Use 404 (or 406)")
+unknown order pointer                   ``404`` ``InvalidReceiverError``
+bucket below the price                  ``402`` ``InsufficientBalance`` ("insufficient
+                                        balance on id. id=...", as the 2018 middleware)
+no visitor at all                       ``402`` ``MonetizationRequired``
+======================================  ================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ..monetization import (
+    CLIENT_SCRIPT_NAME,
+    MONETIZATION_ID_HEADER,
+    InvalidVisitorIdError,
+    Monetizer,
+    Visitor,
+    client_script,
+)
+from ..paywall import Price, RequestFacts, price_value, resolve_price
+from ..spsp import SPSP_MEDIA_TYPE, invalid_receiver_body, negotiate_spsp, not_acceptable_body
+from ..webpayments import OrderBook, is_order_id
+from .asgi import SCOPE_KEY, AsgiApp, IlpService, Receive, Scope, Send, facts_from_scope, send_reply
+from .reply import HttpReply, json_reply
+
+if TYPE_CHECKING:
+    from .._portal import BlockingPortal
+    from ..receiver import AsyncReceiver
+    from ..spsp import SpspResponse
+    from .wsgi import SyncIlpService
+
+__all__ = [
+    "LOOKUP_SCOPE_KEY",
+    "MONETIZATION_SCOPE_KEY",
+    "MonetizationAsgiMiddleware",
+    "MonetizationService",
+    "MonetizedDecision",
+    "OrderEndpoints",
+    "OrdersAsgiMiddleware",
+    "SyncMonetizationService",
+    "SyncOrderEndpoints",
+    "VisitorLookup",
+    "cookie_value",
+    "insufficient_balance_reply",
+    "invalid_visitor_reply",
+    "metered_sync",
+    "order_spsp_reply",
+    "service_and_lookup",
+]
+
+#: Where :class:`MonetizationAsgiMiddleware` puts the service in the ASGI scope.
+MONETIZATION_SCOPE_KEY: Final = "ilp_receiver.monetization"
+#: Where it puts the request's :class:`VisitorLookup`.
+LOOKUP_SCOPE_KEY: Final = "ilp_receiver.visitor"
+_JS_TYPE: Final = "application/javascript; charset=utf-8"
+
+
+def cookie_value(cookie_header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` request header (first one wins)."""
+    if not cookie_header:
+        return None
+    for part in cookie_header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorLookup:
+    """Who a request is from, as far as monetization goes.
+
+    ``visitor``: the bucket owner (None only when a presented id was refused in strict
+    mode).  ``set_cookie``: a ``Set-Cookie`` value to add to the response (a fresh
+    visitor).  ``error``: why a presented cookie or header was refused (a guard answers
+    400; other pages just get the fresh cookie).
+    """
+
+    visitor: Visitor | None
+    set_cookie: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MonetizedDecision:
+    """What the ``monetized`` guard decided.
+
+    ``reply`` set: answer with it.  Otherwise serve; ``charged`` was debited from
+    ``visitor``'s bucket (refund it if the route fails) and ``balance`` is what is left.
+    """
+
+    reply: HttpReply | None
+    visitor: Visitor | None = None
+    charged: int = 0
+    balance: int | None = None
+
+    @property
+    def serve(self) -> bool:
+        """True when the route should run."""
+        return self.reply is None
+
+
+def invalid_visitor_reply(reason: str) -> HttpReply:
+    """``400`` for a tampered or malformed visitor id (the value is not echoed)."""
+    return json_reply(400, {"id": "InvalidVisitorId", "message": reason})
+
+
+def insufficient_balance_reply(visitor: Visitor | None, price: int, balance: int) -> HttpReply:
+    """``402`` for a bucket below ``price`` (or no visitor at all)."""
+    if visitor is None:
+        body = {
+            "id": "MonetizationRequired",
+            "message": "no visitor id: load a monetized page first",
+            "price": str(price),
+        }
+    else:
+        body = {
+            "id": "InsufficientBalance",
+            "message": f"insufficient balance on id. id={visitor.label}",
+            "price": str(price),
+            "balance": str(max(balance, 0)),
+        }
+    return json_reply(402, body)
+
+
+def _spsp_json(response: SpspResponse, max_age: int, vary: str) -> HttpReply:
+    return json_reply(
+        200,
+        response.to_json(),
+        content_type=SPSP_MEDIA_TYPE,
+        headers={"Cache-Control": f"max-age={max_age}", "Vary": vary},
+    )
+
+
+async def order_spsp_reply(
+    orders: OrderBook | None, order_id: str, accept: str | None
+) -> HttpReply:
+    """The SPSP reply of an order pointer: 200, 404 (unknown order) or 406.
+
+    "unknown receiver -> ``404 Not Found``, ``Content-Type: application/json``, body
+    ``{"id": "InvalidReceiverError", "message": "Invalid receiver ID"}``".
+    """
+    if orders is None or not is_order_id(order_id):
+        return json_reply(404, invalid_receiver_body())
+    if negotiate_spsp(accept) is None:
+        return json_reply(406, not_acceptable_body())
+    response = await orders.spsp_response(order_id)
+    if response is None:
+        return json_reply(404, invalid_receiver_body())
+    return _spsp_json(response, orders.receiver.spsp_max_age, "Accept")
+
+
+class OrderEndpoints:
+    """Per-order payment pointers at ``<prefix>/<id>`` (Web Payments), framework-neutral.
+
+    Only SPSP queries are answered (an ``Accept`` that allows ``application/spsp+json``);
+    other requests to the same paths go to the shop's own pages.
+    """
+
+    def __init__(self, orders: OrderBook, *, prefix: str = "/orders") -> None:
+        self.orders = orders
+        self.prefix = prefix.rstrip("/")
+
+    def bind(self, receiver: AsyncReceiver) -> None:
+        """Attach the order book to ``receiver``."""
+        self.orders.attach(receiver)
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` is ``<prefix>/<one segment>`` (cheap; no I/O)."""
+        prefix = self.prefix + "/"
+        return path.startswith(prefix) and "/" not in path[len(prefix) :]
+
+    async def handle(self, facts: RequestFacts) -> HttpReply | None:
+        """The SPSP reply for an order pointer, or None when ``facts`` is not one."""
+        if facts.method not in ("GET", "HEAD") or not self.handles(facts.path):
+            return None
+        accept = facts.header("accept")
+        if negotiate_spsp(accept) is None:
+            return None
+        return await order_spsp_reply(self.orders, facts.path[len(self.prefix) + 1 :], accept)
+
+
+class MonetizationService:
+    """Monetization endpoints, visitor lookup and the route guard for one receiver.
+
+    ``monetizer``: the :class:`~ilp_receiver.monetization.Monetizer`; ``orders``: an
+    :class:`~ilp_receiver.webpayments.OrderBook` whose pointers are served at
+    ``<orders_prefix>/<id>`` (None: no order pointers).  ``cookie_max_age``: seconds
+    the visitor cookie lives (None: a session cookie).
+    """
+
+    def __init__(
+        self,
+        monetizer: Monetizer,
+        orders: OrderBook | None = None,
+        *,
+        orders_prefix: str = "/orders",
+        cookie_max_age: int | None = None,
+    ) -> None:
+        self.monetizer = monetizer
+        self.orders = orders
+        self.orders_prefix = orders_prefix.rstrip("/")
+        self.cookie_max_age = cookie_max_age
+        self._receiver: AsyncReceiver | None = None
+
+    def bind(self, receiver: AsyncReceiver) -> None:
+        """Attach the monetizer (and the order book) to ``receiver``."""
+        if receiver is self._receiver:
+            return
+        self.monetizer.attach(receiver)
+        if self.orders is not None:
+            self.orders.attach(receiver)
+        self._receiver = receiver
+
+    @property
+    def bound(self) -> AsyncReceiver | None:
+        """The receiver bound last (None before the first :meth:`bind`)."""
+        return self._receiver
+
+    # -- routing -----------------------------------------------------------------------
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` may be one of our endpoints (cheap; no I/O)."""
+        prefix = self.monetizer.prefix
+        if path == prefix or path.startswith(prefix + "/"):
+            return True
+        orders = self.orders_prefix + "/"
+        return (
+            self.orders is not None and path.startswith(orders) and "/" not in path[len(orders) :]
+        )
+
+    async def handle(self, facts: RequestFacts) -> HttpReply | None:
+        """The reply of one of our endpoints, or None when ``facts`` is not for one."""
+        if facts.method not in ("GET", "HEAD") or not self.handles(facts.path):
+            return None
+        prefix = self.monetizer.prefix
+        path = facts.path
+        if path == f"{prefix}/{CLIENT_SCRIPT_NAME}":
+            script = client_script(cookie_name=self.monetizer.cookie_name, prefix=prefix)
+            headers = {"Content-Type": _JS_TYPE, "Cache-Control": "no-cache"}
+            return HttpReply(200, headers, script.encode("utf-8"))
+        accept = facts.header("accept")
+        if path == prefix:
+            return await self._era_c(accept, facts.header(MONETIZATION_ID_HEADER))
+        if path.startswith(prefix + "/"):
+            return await self._era_a(path[len(prefix) + 1 :], accept)
+        order_id = path[len(self.orders_prefix) + 1 :]
+        if negotiate_spsp(accept) is None:
+            return None  # the shop's own page for the order, if it has one
+        return await self.order_reply(order_id, accept)
+
+    async def _era_a(self, value: str, accept: str | None) -> HttpReply:
+        # "Server SPSP route ``GET /pay/:id``" / "SPSP endpoint ``/__monetizer/:id``"
+        try:
+            visitor_id = self.monetizer.ids.from_path(value)
+        except InvalidVisitorIdError as exc:
+            return invalid_visitor_reply(str(exc))
+        if negotiate_spsp(accept) is None:
+            return json_reply(406, not_acceptable_body())
+        response = await self.monetizer.spsp_response(visitor_id)
+        return _spsp_json(response, self.monetizer.receiver.spsp_max_age, "Accept")
+
+    async def _era_c(self, accept: str | None, monetization_id: str | None) -> HttpReply:
+        # "Serve SPSP at the pointer's URL; read ``Web-Monetization-Id`` and bind the
+        # generated destination/secret to it"
+        visitor: Visitor | None = None
+        if monetization_id is not None:
+            try:
+                visitor = self.monetizer.ids.monetization_visitor(monetization_id.strip())
+            except InvalidVisitorIdError as exc:
+                return invalid_visitor_reply(str(exc))
+        if negotiate_spsp(accept) is None:
+            return json_reply(406, not_acceptable_body())
+        response = await self.monetizer.spsp_response(visitor)
+        max_age = self.monetizer.receiver.spsp_max_age
+        return _spsp_json(response, max_age, f"Accept, {MONETIZATION_ID_HEADER}")
+
+    async def order_reply(self, order_id: str, accept: str | None) -> HttpReply:
+        """The SPSP reply of an order pointer: 200, 404 (unknown order) or 406."""
+        return await order_spsp_reply(self.orders, order_id, accept)
+
+    # -- visitors ----------------------------------------------------------------------
+
+    def lookup(self, facts: RequestFacts, *, secure: bool = False) -> VisitorLookup:
+        """The visitor of a request; a fresh one (with ``set_cookie``) when it has none.
+
+        ``Web-Monetization-Id`` (era C) wins over the cookie.  A malformed header gives
+        ``visitor=None`` and an ``error``; a tampered cookie gives a fresh visitor, its
+        cookie, *and* an ``error`` (a guard refuses the request with 400).
+        """
+        monetizer = self.monetizer
+        header = facts.header(MONETIZATION_ID_HEADER)
+        if header is not None:
+            try:
+                return VisitorLookup(monetizer.ids.monetization_visitor(header.strip()))
+            except InvalidVisitorIdError as exc:
+                return VisitorLookup(None, error=str(exc))
+        presented = cookie_value(facts.header("cookie"), monetizer.cookie_name)
+        error: str | None = None
+        if presented is not None:
+            try:
+                return VisitorLookup(monetizer.ids.visitor(monetizer.ids.verify(presented)))
+            except InvalidVisitorIdError as exc:
+                error = str(exc)
+        visitor, value = monetizer.new_visitor()
+        cookie = monetizer.cookie_header(value, secure=secure, max_age=self.cookie_max_age)
+        return VisitorLookup(visitor, cookie, error)
+
+    # -- the guard ---------------------------------------------------------------------
+
+    async def guard(
+        self,
+        lookup: VisitorLookup,
+        price: int | Awaitable[int],
+        *,
+        wait: float | None = None,
+    ) -> MonetizedDecision:
+        """Debit ``price`` from the visitor's bucket, or say why not.
+
+        Enough balance: served and debited.  Otherwise ``402``, or, with ``wait``,
+        wait up to that many seconds for the money (event-driven) first.  A tampered
+        id: ``400``.
+        """
+        amount = await price_value(price)
+        if lookup.error is not None:
+            return MonetizedDecision(invalid_visitor_reply(lookup.error))
+        visitor = lookup.visitor
+        if amount == 0:
+            return MonetizedDecision(None, visitor)
+        monetizer = self.monetizer
+        if visitor is None or lookup.set_cookie is not None:
+            # a visitor minted for this very request cannot have paid yet
+            return MonetizedDecision(insufficient_balance_reply(visitor, amount, 0), visitor)
+        if wait:
+            try:
+                left = await monetizer.await_and_spend(visitor, amount, wait)
+            except TimeoutError:
+                current = await monetizer.balance(visitor)
+                reply = insufficient_balance_reply(visitor, amount, current)
+                return MonetizedDecision(reply, visitor, balance=current)
+            return MonetizedDecision(None, visitor, amount, left)
+        balance = await monetizer.try_spend(visitor, amount)
+        if balance is None:
+            current = await monetizer.balance(visitor)
+            reply = insufficient_balance_reply(visitor, amount, current)
+            return MonetizedDecision(reply, visitor, balance=current)
+        return MonetizedDecision(None, visitor, amount, balance)
+
+    async def check(
+        self, facts: RequestFacts, lookup: VisitorLookup, price: Price, *, wait: float | None = None
+    ) -> MonetizedDecision:
+        """:meth:`guard` with a :data:`~ilp_receiver.paywall.Price` (int or function)."""
+        return await self.guard(lookup, resolve_price(price, facts), wait=wait)
+
+    async def refund(self, decision: MonetizedDecision) -> None:
+        """Give back what ``decision`` charged (the route failed)."""
+        if decision.charged and decision.visitor is not None:
+            await self.monetizer.credit(decision.visitor, decision.charged)
+
+    async def metered(
+        self,
+        chunks: AsyncIterable[bytes],
+        visitor: Visitor,
+        per_byte: int,
+        *,
+        wait: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Charge ``per_byte`` for each chunk before it is sent; stop when funds run out.
+
+        With ``wait``, waits up to that many seconds for money before each chunk.
+        """
+        iterator = aiter(chunks)
+        try:
+            async for chunk in iterator:
+                cost = len(chunk) * per_byte
+                if cost:
+                    if wait:
+                        try:
+                            await self.monetizer.await_and_spend(visitor, cost, wait)
+                        except TimeoutError:
+                            return
+                    elif await self.monetizer.try_spend(visitor, cost) is None:
+                        return
+                yield chunk
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+def metered_sync(chunks: Iterable[bytes], spend: Callable[[int], bool]) -> Iterator[bytes]:
+    """Sync :meth:`MonetizationService.metered`: ``spend(cost)`` says whether it was paid."""
+    iterator = iter(chunks)
+    try:
+        for chunk in iterator:
+            cost = len(chunk)
+            if cost and not spend(cost):
+                return
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+# ---------------------------------------------------------------------------------------
+# ASGI
+
+
+class MonetizationAsgiMiddleware:
+    """Pure ASGI middleware: the monetization endpoints, the visitor cookie, the lookup.
+
+    Put it *inside* the ilp-receiver middleware (it takes the receiver from the
+    :class:`~ilp_receiver.web.asgi.IlpService` in the scope) or give ``receiver``.  The
+    request's :class:`VisitorLookup` is ``scope["ilp_receiver.visitor"]``.
+    """
+
+    def __init__(
+        self,
+        app: AsgiApp,
+        service: MonetizationService,
+        *,
+        receiver: AsyncReceiver | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.receiver = receiver
+
+    def _bind(self, scope: Scope) -> None:
+        self.service.bind(_receiver_of(scope, self.receiver))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self._bind(scope)
+        service = self.service
+        scope[MONETIZATION_SCOPE_KEY] = service
+        facts = facts_from_scope(scope)
+        if service.handles(facts.path):
+            reply = await service.handle(facts)
+            if reply is not None:
+                await send_reply(send, reply, head=facts.method == "HEAD")
+                return
+        lookup = service.lookup(facts, secure=scope.get("scheme") in ("https", "wss"))
+        scope[LOOKUP_SCOPE_KEY] = lookup
+        cookie = lookup.set_cookie
+        if cookie is None:
+            await self.app(scope, receive, send)
+            return
+        raw_cookie = (b"set-cookie", cookie.encode("latin-1"))
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), raw_cookie]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+class OrdersAsgiMiddleware:
+    """Pure ASGI middleware serving :class:`OrderEndpoints` (order payment pointers).
+
+    Put it inside the ilp-receiver middleware or give ``receiver``.
+    """
+
+    def __init__(
+        self, app: AsgiApp, endpoints: OrderEndpoints, *, receiver: AsyncReceiver | None = None
+    ) -> None:
+        self.app = app
+        self.endpoints = endpoints
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # bind on every request: the app may use the order book before any SPSP query
+        self.endpoints.bind(_receiver_of(scope, self.receiver))
+        if self.endpoints.handles(scope["path"]):
+            facts = facts_from_scope(scope)
+            reply = await self.endpoints.handle(facts)
+            if reply is not None:
+                await send_reply(send, reply, head=facts.method == "HEAD")
+                return
+        await self.app(scope, receive, send)
+
+
+def _receiver_of(scope: Scope, receiver: AsyncReceiver | None) -> AsyncReceiver:
+    if receiver is not None:
+        return receiver
+    ilp = scope.get(SCOPE_KEY)
+    if not isinstance(ilp, IlpService):
+        raise RuntimeError(
+            "no receiver for this middleware: put it inside the ilp-receiver middleware "
+            "or give receiver="
+        )
+    return ilp.receiver
+
+
+def service_and_lookup(scope: Scope) -> tuple[MonetizationService, VisitorLookup]:
+    """The service and visitor lookup :class:`MonetizationAsgiMiddleware` put in ``scope``."""
+    service = scope.get(MONETIZATION_SCOPE_KEY)
+    lookup = scope.get(LOOKUP_SCOPE_KEY)
+    if not isinstance(service, MonetizationService) or not isinstance(lookup, VisitorLookup):
+        raise RuntimeError(
+            "no monetization middleware in front of this endpoint: add "
+            "MonetizationAsgiMiddleware (or the adapter's monetization middleware)"
+        )
+    return service, lookup
+
+
+# ---------------------------------------------------------------------------------------
+# WSGI
+
+
+class SyncMonetizationService:
+    """:class:`MonetizationService` for sync apps, on a :class:`SyncIlpService`'s portal.
+
+    Binds to the receiver of the current process on first use (after any fork).
+    """
+
+    def __init__(self, ilp: SyncIlpService, service: MonetizationService) -> None:
+        self.ilp = ilp
+        self.service = service
+
+    @property
+    def monetizer(self) -> Monetizer:
+        """The monetizer."""
+        return self.service.monetizer
+
+    @property
+    def orders(self) -> OrderBook | None:
+        """The order book, if any."""
+        return self.service.orders
+
+    def _portal(self) -> BlockingPortal:
+        ilp_service = self.ilp.service
+        self.service.bind(ilp_service.receiver)
+        return self.ilp.portal
+
+    def handle(self, facts: RequestFacts) -> HttpReply | None:
+        """See :meth:`MonetizationService.handle` (no portal hop for other paths)."""
+        if facts.method not in ("GET", "HEAD") or not self.service.handles(facts.path):
+            return None
+        return self._portal().call(self.service.handle, facts)
+
+    def lookup(self, facts: RequestFacts, *, secure: bool = False) -> VisitorLookup:
+        """See :meth:`MonetizationService.lookup` (no I/O)."""
+        return self.service.lookup(facts, secure=secure)
+
+    def check(
+        self, facts: RequestFacts, lookup: VisitorLookup, price: Price, *, wait: float | None = None
+    ) -> MonetizedDecision:
+        """The guard; a sync price function runs in the caller's thread."""
+        portal = self._portal()
+        return portal.call(self.service.guard, lookup, resolve_price(price, facts), wait=wait)
+
+    def refund(self, decision: MonetizedDecision) -> None:
+        """Give back what ``decision`` charged."""
+        if decision.charged:
+            self._portal().call(self.service.refund, decision)
+
+    def metered(
+        self, chunks: Iterable[bytes], visitor: Visitor, per_byte: int, *, wait: float | None = None
+    ) -> Iterator[bytes]:
+        """Charge ``per_byte`` per byte of each chunk before it is sent (see ``metered``)."""
+        monetizer = self.service.monetizer
+        portal = self._portal()
+
+        def spend(size: int) -> bool:
+            cost = size * per_byte
+            if wait:
+                try:
+                    portal.call(monetizer.await_and_spend, visitor, cost, wait)
+                except TimeoutError:
+                    return False
+                return True
+            return portal.call(monetizer.try_spend, visitor, cost) is not None
+
+        return metered_sync(chunks, spend)
+
+    # conveniences for views
+
+    def balance(self, visitor: Visitor | str) -> int:
+        """The bucket's balance."""
+        return self._portal().call(self.service.monetizer.balance, visitor)
+
+    def spend(self, visitor: Visitor | str, amount: int) -> int:
+        """See :meth:`~ilp_receiver.monetization.Monetizer.spend`."""
+        return self._portal().call(self.service.monetizer.spend, visitor, amount)
+
+    def await_balance(self, visitor: Visitor | str, amount: int, timeout: float | None) -> int:
+        """See :meth:`~ilp_receiver.monetization.Monetizer.await_balance`."""
+        return self._portal().call(self.service.monetizer.await_balance, visitor, amount, timeout)
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run any coroutine function (an :class:`OrderBook` method, ...) on the portal."""
+        return self._portal().call(fn, *args, **kwargs)
+
+
+class SyncOrderEndpoints:
+    """:class:`OrderEndpoints` for sync apps, on a :class:`SyncIlpService`'s portal."""
+
+    def __init__(self, ilp: SyncIlpService, endpoints: OrderEndpoints) -> None:
+        self.ilp = ilp
+        self.endpoints = endpoints
+
+    @property
+    def orders(self) -> OrderBook:
+        """The order book."""
+        return self.endpoints.orders
+
+    def _portal(self) -> BlockingPortal:
+        self.endpoints.bind(self.ilp.service.receiver)
+        return self.ilp.portal
+
+    def handle(self, facts: RequestFacts) -> HttpReply | None:
+        """See :meth:`OrderEndpoints.handle` (no portal hop for other paths)."""
+        if facts.method not in ("GET", "HEAD") or not self.endpoints.handles(facts.path):
+            return None
+        return self._portal().call(self.endpoints.handle, facts)
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run an :class:`OrderBook` coroutine method on the portal."""
+        return self._portal().call(fn, *args, **kwargs)

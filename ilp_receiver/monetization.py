@@ -49,7 +49,6 @@ import base64
 import contextlib
 import hashlib
 import html
-import inspect
 import json
 import logging
 import os
@@ -62,6 +61,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from itsdangerous import BadSignature, Signer
 
+from ._attached import Callbacks, ReceiverAttachment
 from .codec.oer import MAX_UINT64
 from .crypto import hmac_sha256
 from .errors import ConfigError, IlpError, IlpReceiverError
@@ -470,9 +470,8 @@ class Monetizer:
         self.legacy_splice = legacy_splice
         self.recheck_interval = recheck_interval
         self.clock = clock
-        self._receiver: AsyncReceiver | None = None
-        self._attached: set[int] = set()
-        self._callbacks: list[MonetizationCallback] = []
+        self._attachment = ReceiverAttachment("the monetizer", self._on_payment_event)
+        self._callbacks = Callbacks[MonetizationEvent](log, "monetization event callback failed")
         self._wakeups: dict[str, asyncio.Event] = {}
         self._started: set[str] = set()
         self._last_seen: dict[str, float] = {}
@@ -487,20 +486,13 @@ class Monetizer:
 
     def attach(self, receiver: AsyncReceiver) -> None:
         """Use ``receiver`` (its store, its addresses) and listen to its payment events."""
-        if receiver is self._receiver:
-            return
-        self._receiver = receiver
-        self._wakeups.clear()
-        if id(receiver) not in self._attached:
-            self._attached.add(id(receiver))
-            receiver.on_event(self._on_payment_event)
+        if self._attachment.attach(receiver):
+            self._wakeups.clear()
 
     @property
     def receiver(self) -> AsyncReceiver:
         """The attached receiver."""
-        if self._receiver is None:
-            raise RuntimeError("the monetizer has no receiver: call attach(receiver)")
-        return self._receiver
+        return self._attachment.receiver
 
     @property
     def store(self) -> BalanceStore:
@@ -509,26 +501,15 @@ class Monetizer:
 
     def on_event(self, callback: MonetizationCallback) -> MonetizationCallback:
         """Call ``callback`` (sync or async) for every :class:`MonetizationEvent`; a decorator."""
-        self._callbacks.append(callback)
-        return callback
+        return self._callbacks.add(callback)
 
     def on_start(self, callback: MonetizationCallback) -> MonetizationCallback:
         """Call ``callback`` when a visitor starts paying (first payment to a bucket)."""
-
-        def only_start(event: MonetizationEvent) -> Awaitable[None] | None:
-            return callback(event) if event.kind == "start" else None
-
-        self._callbacks.append(only_start)
-        return callback
+        return self._callbacks.add_for(("start",), callback)
 
     def on_progress(self, callback: MonetizationCallback) -> MonetizationCallback:
         """Call ``callback`` as money arrives (every credited payment to a bucket)."""
-
-        def only_money(event: MonetizationEvent) -> Awaitable[None] | None:
-            return callback(event) if event.kind in ("start", "progress") else None
-
-        self._callbacks.append(only_money)
-        return callback
+        return self._callbacks.add_for(("start", "progress"), callback)
 
     # -- visitors ----------------------------------------------------------------------
 
@@ -730,7 +711,7 @@ class Monetizer:
                 continue  # spent meanwhile: it was not idle after all
             await store.credit(EXPIRED_ACCOUNT, balance)
             expired.append(account)
-            await self._emit(
+            await self._callbacks.emit(
                 MonetizationEvent("expired", account, _visitor_id_of(account), balance, 0)
             )
         return expired
@@ -755,7 +736,7 @@ class Monetizer:
         ):
             target = account = visitor_account(payment.segments[-1])
         if self.max_balance is not None and is_bucket_account(account):
-            receiver = self._receiver
+            receiver = self._attachment.current
             if receiver is not None:
                 balance = await receiver.store.balance(account)
                 if balance + payment.amount > self.max_balance:
@@ -772,17 +753,8 @@ class Monetizer:
         if account not in self._started:
             self._started.add(account)
             kind = "start"
-        await self._emit(
+        await self._callbacks.emit(
             MonetizationEvent(
                 kind, account, _visitor_id_of(account), event.amount, event.balance, event.at
             )
         )
-
-    async def _emit(self, event: MonetizationEvent) -> None:
-        for callback in list(self._callbacks):
-            try:
-                result = callback(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("monetization event callback failed")

@@ -3,7 +3,9 @@
 Implements the server side of HTTP-ILP draft 3 (spec ``08-http-ilp.md``; interledger/rfcs
 ``0014-http-ilp`` as koa-ilp and superagent-ilp implemented it), once, for every
 framework.  The decision is sans-I/O (:func:`plan_request` and the reply builders); the
-only I/O is one or two awaited balance-store calls in :meth:`Paywall.check`.
+only I/O is one or two awaited balance-store calls in :meth:`Paywall.check` (or, for
+sync callers, :meth:`Paywall.check_blocking`: the same decision with the store's
+blocking methods, on the calling thread).
 
 On a paid route with price ``p > 0``:
 
@@ -411,22 +413,70 @@ class Paywall:
             balance = await store.try_debit(account, amount)
             pay = self.pay_header(account, amount)
             if balance is None:
-                current = await store.balance(account)
-                return PaywallDecision(
-                    payment_required_reply(pay, amount, current), account=account, balance=current
-                )
-            headers = {"Pay": pay, "Pay-Balance": _balance_header(balance)}
-            return PaywallDecision(None, headers, account, amount, balance)
+                return self._short(pay, account, amount, await store.balance(account))
+            return self._served(pay, account, amount, balance)
         pay = self.pay_header(account, amount)
         if kind is PlanKind.OPTIONS:
             balance_now = None if plan.token is None else await store.balance(account)
             return PaywallDecision(options_reply(pay, balance_now), account=account)
         return PaywallDecision(payment_required_reply(pay, amount, None))
 
+    def check_blocking(self, request: RequestFacts, price: int) -> PaywallDecision | None:
+        """:meth:`check` on the calling thread, for sync callers (WSGI request threads).
+
+        Uses the store's blocking methods (``BalanceStore.add_blocking``: the same
+        atomic, exactly-once debit); returns None when the store has none
+        (``supports_blocking`` False: Redis, PostgreSQL), so the caller runs
+        :meth:`check` on the event loop instead.  Issuing ``Pay`` is pure computation
+        and thread-safe.  Never call it on an event loop's thread.
+        """
+        store = self.receiver.store
+        if not store.supports_blocking:
+            return None
+        plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), price)
+        kind = plan.kind
+        if kind is PlanKind.FREE:
+            return FREE
+        if kind is PlanKind.BAD_TOKEN:
+            return PaywallDecision(bad_token_reply(plan.reason))
+        account = plan.account
+        if kind is PlanKind.CHARGE:
+            balance = store.try_debit_blocking(account, price)
+            pay = self.pay_header(account, price)
+            if balance is None:
+                return self._short(pay, account, price, store.balance_blocking(account))
+            return self._served(pay, account, price, balance)
+        pay = self.pay_header(account, price)
+        if kind is PlanKind.OPTIONS:
+            balance_now = None if plan.token is None else store.balance_blocking(account)
+            return PaywallDecision(options_reply(pay, balance_now), account=account)
+        return PaywallDecision(payment_required_reply(pay, price, None))
+
+    @staticmethod
+    def _served(pay: str, account: str, price: int, balance: int) -> PaywallDecision:
+        headers = {"Pay": pay, "Pay-Balance": _balance_header(balance)}
+        return PaywallDecision(None, headers, account, price, balance)
+
+    @staticmethod
+    def _short(pay: str, account: str, price: int, current: int) -> PaywallDecision:
+        return PaywallDecision(
+            payment_required_reply(pay, price, current), account=account, balance=current
+        )
+
     async def refund(self, decision: PaywallDecision) -> None:
         """Give back what ``decision`` charged (call it when the route failed)."""
         if decision.charged and decision.account is not None:
             await self.receiver.store.credit(decision.account, decision.charged)
+
+    def refund_blocking(self, decision: PaywallDecision) -> bool:
+        """:meth:`refund` on the calling thread; False (nothing done) when the store has
+        no blocking methods."""
+        store = self.receiver.store
+        if not store.supports_blocking:
+            return False
+        if decision.charged and decision.account is not None:
+            store.add_blocking(decision.account, decision.charged)
+        return True
 
 
 # ---------------------------------------------------------------------------------------

@@ -109,6 +109,12 @@ PaymentHook = Callable[[IncomingPayment], "Awaitable[str | bool | None] | str | 
 EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
 
 
+def _account_of(decision: Acceptance) -> str:
+    """The account bound into the destination's authenticated key."""
+    key = decision.key
+    return key.decode("utf-8", "replace") if key else DEFAULT_ACCOUNT
+
+
 def _load_secret(secret: bytes | str | None) -> bytes:
     if secret is None:
         return os.urandom(32)
@@ -157,6 +163,8 @@ class AsyncReceiver:
         self._subscribers: list[asyncio.Queue[PaymentEvent]] = []
         #: Events dropped because the queue was full (slow application code).
         self.dropped_events = 0
+        #: Prepares rejected (T00) because the balance store failed.
+        self.store_failures = 0
         self._link.set_handler(self.handle_prepare)
         self._started = False
 
@@ -285,9 +293,12 @@ class AsyncReceiver:
             # a draft-2 quote or a request asking for more than arrived: the encrypted
             # error tells the sender how much arrived
             return psk2.refuse(decision, iv=os.urandom(12))
-        payment = self._payment(prepare, decision)
-        account = payment.account
+        # build the application's view of the payment only when someone will look at it
+        listening = bool(self._callbacks or self._subscribers)
+        payment = self._payment(prepare, decision) if self._hook is not None or listening else None
+        account = payment.account if payment is not None else _account_of(decision)
         if self._hook is not None:
+            assert payment is not None
             try:
                 verdict = self._hook(payment)
                 if inspect.isawaitable(verdict):
@@ -312,10 +323,14 @@ class AsyncReceiver:
                 decision, iv=os.urandom(12), message="receiver balance limit reached"
             )
         except Exception:
-            log.exception("balance store failed; not fulfilling")
+            self.store_failures += 1
+            if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
+                log.exception(
+                    "balance store failed (%d times); not fulfilling", self.store_failures
+                )
             return IlpReject("T00", self.address, "receiver temporarily unavailable")
         fulfill = psk2.fulfill(decision, iv=os.urandom(12))
-        if result.applied:
+        if result.applied and payment is not None:
             amount = prepare.amount
             self._emit(PaymentEvent("received", account, amount, result.balance, payment))
             if self._is_complete(psk2, decision):
@@ -331,10 +346,8 @@ class AsyncReceiver:
 
     @staticmethod
     def _payment(prepare: IlpPrepare, decision: Acceptance) -> IncomingPayment:
-        key = decision.key
-        account = key.decode("utf-8", "replace") if key else DEFAULT_ACCOUNT
         return IncomingPayment(
-            account=account,
+            account=_account_of(decision),
             amount=prepare.amount,
             destination=prepare.destination,
             format="psk2-draft1" if decision.format is Psk2Format.DRAFT1 else "psk2-draft2",

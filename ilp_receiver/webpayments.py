@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._attached import Callbacks, ReceiverAttachment
 from .codec.oer import MAX_UINT64
 from .errors import ConfigError, DecodeError, IlpReceiverError
 from .psk2.secrets import decode_base64_lenient
@@ -300,9 +301,8 @@ class OrderBook:
         total_of: TotalLookup | None = None,
         receiver_name: str | None = None,
     ) -> None:
-        self._receiver: AsyncReceiver | None = None
-        self._attached: set[int] = set()
-        self._callbacks: list[OrderCallback] = []
+        self._attachment = ReceiverAttachment("the order book", self._on_payment_event)
+        self._callbacks = Callbacks[OrderEvent](log, "order event callback failed")
         self.total_of = total_of
         self.receiver_name = receiver_name
         if receiver is not None:
@@ -310,44 +310,26 @@ class OrderBook:
 
     def attach(self, receiver: AsyncReceiver) -> None:
         """Use ``receiver`` and listen to its payment events."""
-        if receiver is self._receiver:
-            return
-        self._receiver = receiver
-        if id(receiver) not in self._attached:
-            self._attached.add(id(receiver))
-            receiver.on_event(self._on_payment_event)
+        self._attachment.attach(receiver)
 
     @property
     def receiver(self) -> AsyncReceiver:
         """The attached receiver."""
-        if self._receiver is None:
-            raise RuntimeError("the order book has no receiver: call attach(receiver)")
-        return self._receiver
+        return self._attachment.receiver
 
     # -- events ------------------------------------------------------------------------
 
     def on_event(self, callback: OrderCallback) -> OrderCallback:
         """Call ``callback`` (sync or async) for every :class:`OrderEvent`; a decorator."""
-        self._callbacks.append(callback)
-        return callback
+        return self._callbacks.add(callback)
 
     def on_paid(self, callback: OrderCallback) -> OrderCallback:
         """Call ``callback`` once per order, when it becomes paid."""
-
-        def only_paid(event: OrderEvent) -> Awaitable[None] | None:
-            return callback(event) if event.kind == "paid" else None
-
-        self._callbacks.append(only_paid)
-        return callback
+        return self._callbacks.add_for(("paid",), callback)
 
     def on_overpaid(self, callback: OrderCallback) -> OrderCallback:
         """Call ``callback`` for each payment that took an order beyond its total."""
-
-        def only_overpaid(event: OrderEvent) -> Awaitable[None] | None:
-            return callback(event) if event.kind == "overpaid" else None
-
-        self._callbacks.append(only_overpaid)
-        return callback
+        return self._callbacks.add_for(("overpaid",), callback)
 
     async def _on_payment_event(self, event: PaymentEvent) -> None:
         if event.kind != "received" or not event.account.startswith(ORDER_ACCOUNT_PREFIX):
@@ -366,13 +348,7 @@ class OrderBook:
             extra = min(event.amount, event.balance - total)
             events.append(OrderEvent("overpaid", status, event.amount, extra, event.at))
         for order_event in events:
-            for callback in list(self._callbacks):
-                try:
-                    result = callback(order_event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("order event callback failed")
+            await self._callbacks.emit(order_event)
 
     # -- orders ------------------------------------------------------------------------
 

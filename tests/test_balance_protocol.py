@@ -24,26 +24,26 @@ from ilp_receiver.codec.balance import (
 from ilp_receiver.codec.ildcp import PEER_PROTOCOL_EXPIRY, PeerProtocolRequestError
 from ilp_receiver.codec.ilp import (
     PEER_PROTOCOL_CONDITION,
-    PEER_PROTOCOL_FULFILLMENT,
     IlpFulfill,
     IlpPrepare,
     decode_fulfill,
     decode_prepare,
     encode_fulfill,
-    encode_prepare,
 )
 from ilp_receiver.errors import DecodeError, EncodeError
+from tests.peer_vectors import (
+    assert_built_prepare,
+    assert_peer_fulfill,
+    peer_request_case,
+    vector_time,
+)
 from tests.vectorlib import case_id, cases, section
 
 FAST = settings(max_examples=200, deadline=None)
 FILE = "il-balance.json"
 
 
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-NOW = _time(section(FILE, "fixed_now"))
+NOW = vector_time(section(FILE, "fixed_now"))
 
 
 def test_fixed_now() -> None:
@@ -54,27 +54,17 @@ def test_fixed_now() -> None:
 def test_cases(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
     if case["name"] == "request":
-        p = case["prepare"]
-        expected = IlpPrepare(
-            int(p["amount"]),
-            _time(p["expiresAt"]),
-            bytes.fromhex(p["executionCondition_hex"]),
-            p["destination"],
-            bytes.fromhex(p["data_hex"]),
-        )
+        expected = peer_request_case(case)
         assert expected.destination == BALANCE_DESTINATION
         built = balance_request(NOW + PEER_PROTOCOL_EXPIRY)
-        assert built == expected
-        assert decode_prepare(raw) == expected
-        assert encode_prepare(built) == raw
+        assert_built_prepare(built, expected, raw)
         check_balance_request(decode_prepare(raw), NOW)
         return
     balance = int(case["balance"])
     data = bytes.fromhex(case["fulfill_data_hex"])
     assert encode_balance(balance) == data
     assert decode_balance(data) == balance
-    assert balance_fulfill(balance) == IlpFulfill(PEER_PROTOCOL_FULFILLMENT, data)
-    assert encode_fulfill(balance_fulfill(balance)) == raw
+    assert_peer_fulfill(balance_fulfill(balance), data, raw)
     assert decode_balance_fulfill(decode_fulfill(raw)) == balance
 
 

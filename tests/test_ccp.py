@@ -42,33 +42,24 @@ from ilp_receiver.codec.ilp import (
     IlpPrepare,
     decode_fulfill,
     decode_prepare,
-    encode_fulfill,
     encode_prepare,
 )
 from ilp_receiver.errors import DecodeError, EncodeError
+from tests.peer_vectors import (
+    assert_built_prepare,
+    assert_peer_fulfill,
+    peer_request_case,
+    vector_time,
+)
 from tests.vectorlib import case_id, cases, section
 
 FAST = settings(max_examples=200, deadline=None)
 FILE = "ccp.json"
 
 
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-NOW = _time(section(FILE, "fixed_now"))
+NOW = vector_time(section(FILE, "fixed_now"))
 CONSTANTS: dict[str, Any] = section(FILE, "constants")
 EXPIRES = NOW + PEER_PROTOCOL_EXPIRY
-
-
-def prepare_from_json(p: dict[str, Any]) -> IlpPrepare:
-    return IlpPrepare(
-        int(p["amount"]),
-        _time(p["expiresAt"]),
-        bytes.fromhex(p["executionCondition_hex"]),
-        p["destination"],
-        bytes.fromhex(p["data_hex"]),
-    )
 
 
 def prop_from_json(p: dict[str, Any]) -> RouteProp:
@@ -119,13 +110,11 @@ def test_cases(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
     name = case["name"]
     if name == "ccp_response":
-        assert encode_fulfill(CCP_RESPONSE) == raw
+        assert_peer_fulfill(CCP_RESPONSE, b"", raw)
         check_ccp_response(decode_fulfill(raw))
         return
-    expected_prepare = prepare_from_json(case["prepare"])
-    assert expected_prepare.execution_condition == PEER_PROTOCOL_CONDITION
+    expected_prepare = peer_request_case(case)
     assert expected_prepare.expires_at == EXPIRES
-    assert decode_prepare(raw) == expected_prepare
     data = expected_prepare.data
     if name.startswith("route_control"):
         j = case["json"]
@@ -138,9 +127,7 @@ def test_cases(case: dict[str, Any]) -> None:
         assert bytes_to_uuid(request.last_known_routing_table_id) == j["lastKnownRoutingTableId"]
         assert encode_route_control_request(request) == data
         assert decode_route_control_request(data) == request
-        prepare = route_control_prepare(request, EXPIRES)
-        assert prepare == expected_prepare
-        assert encode_prepare(prepare) == raw
+        assert_built_prepare(route_control_prepare(request, EXPIRES), expected_prepare, raw)
         assert check_route_control_request(decode_prepare(raw), NOW) == request
         return
     assert name.startswith("route_update")
@@ -158,9 +145,7 @@ def test_cases(case: dict[str, Any]) -> None:
             assert [p.meta for p in expected_props] == [0x50, 0xE0, 0x80]
         else:
             assert decoded == update
-        prepare = route_update_prepare(update, EXPIRES)
-        assert prepare == expected_prepare
-        assert encode_prepare(prepare) == raw
+        assert_built_prepare(route_update_prepare(update, EXPIRES), expected_prepare, raw)
     else:  # heartbeat: no json, check the fields the note describes
         assert decoded.new_routes == ()
         assert decoded.withdrawn_routes == ()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,25 +23,12 @@ from ilp_receiver.codec.echo import (
     encode_echo_request,
     is_echo_response,
 )
-from ilp_receiver.codec.ilp import IlpPrepare, decode_prepare, encode_prepare
+from ilp_receiver.codec.ilp import decode_prepare, encode_prepare
 from ilp_receiver.errors import DecodeError, EncodeError
+from tests.peer_vectors import prepare_case
 from tests.vectorlib import case_id, cases
 
 FAST = settings(max_examples=200, deadline=None)
-
-
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-def prepare_from_json(p: dict[str, Any]) -> IlpPrepare:
-    return IlpPrepare(
-        int(p["amount"]),
-        _time(p["expiresAt"]),
-        bytes.fromhex(p["executionCondition_hex"]),
-        p["destination"],
-        bytes.fromhex(p["data_hex"]),
-    )
 
 
 def _cases() -> dict[str, dict[str, Any]]:
@@ -52,9 +38,7 @@ def _cases() -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("case", cases("echo.json", "cases"), ids=case_id)
 def test_cases_both_directions(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
-    expected = prepare_from_json(case["prepare"])
-    assert decode_prepare(raw) == expected
-    assert encode_prepare(expected) == raw
+    expected = prepare_case(case)
     message = decode_echo_data(expected.data)
     assert encode_echo_data(message) == expected.data
     if case["name"] == "ping_request":

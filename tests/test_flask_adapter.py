@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import threading
@@ -19,6 +20,7 @@ from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.paywall import NO_TOKEN_MESSAGE, RequestFacts, token_account
 from ilp_receiver.receiver import Receiver
+from ilp_receiver.stores import SqliteStore
 from ilp_receiver_flask import IlpReceiver, get_service, paid
 from tests.test_paywall import (
     SECRET,
@@ -169,6 +171,39 @@ def test_no_double_spend_with_threads(net: Net) -> None:
     assert codes.count(200) == 25
     assert codes.count(402) == 25
     assert net.balance() == 0
+
+
+def test_no_double_spend_with_threads_on_sqlite(tmp_path: Any) -> None:
+    """The paid decision runs on the request threads (blocking SQLite debits)."""
+    portal = BlockingPortal("test-flask-sqlite")
+    store = SqliteStore(str(tmp_path / "flask.db"))
+    rx = sync_receiver(MemoryParent(), portal, store=store)
+    app = make_app(rx)
+    try:
+        portal.call(
+            get_service(app).receiver.async_receiver.store.credit, token_account(TOKEN), 250
+        )
+
+        def call(_: int) -> int:
+            client = app.test_client()
+            return client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER}).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            codes = list(pool.map(call, range(50)))
+        assert codes.count(200) == 25
+        assert codes.count(402) == 25
+        assert get_service(app).balance(token_account(TOKEN)) == 0
+        assert store.commit_counts["blocking"] == 50
+        # a failing view is refunded on its thread too
+        portal.call(store.credit, token_account(TOKEN), 10)
+        failed = app.test_client().post("/fails", headers={"Pay-Token": TOKEN_HEADER})
+        assert failed.status_code == 500
+        assert get_service(app).balance(token_account(TOKEN)) == 10
+        assert store.commit_counts["blocking"] == 52
+    finally:
+        get_service(app).stop()
+        portal.stop()
+        asyncio.run(store.close())
 
 
 def test_sync_facade_under_the_threaded_dev_server(net: Net) -> None:

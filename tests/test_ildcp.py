@@ -26,7 +26,6 @@ from ilp_receiver.codec.ildcp import (
 )
 from ilp_receiver.codec.ilp import (
     PEER_PROTOCOL_CONDITION,
-    PEER_PROTOCOL_FULFILLMENT,
     IlpFulfill,
     IlpPrepare,
     IlpReject,
@@ -35,33 +34,24 @@ from ilp_receiver.codec.ilp import (
     decode_reject,
     decode_reply,
     encode_fulfill,
-    encode_prepare,
     encode_reject,
 )
 from ilp_receiver.errors import DecodeError, EncodeError, IlpError, RemoteProtocolError
+from tests.peer_vectors import (
+    assert_built_prepare,
+    assert_peer_fulfill,
+    peer_request_case,
+    vector_time,
+)
 from tests.vectorlib import case_id, cases, section
 
 FAST = settings(max_examples=200, deadline=None)
 FILE = "ildcp.json"
 
 
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-NOW = _time(section(FILE, "fixed_now"))
+NOW = vector_time(section(FILE, "fixed_now"))
 SERVER = "test.connie"
 CHILD = IldcpResponse("test.connie.child1", 9, "XRP")
-
-
-def prepare_from_json(p: dict[str, Any]) -> IlpPrepare:
-    return IlpPrepare(
-        int(p["amount"]),
-        _time(p["expiresAt"]),
-        bytes.fromhex(p["executionCondition_hex"]),
-        p["destination"],
-        bytes.fromhex(p["data_hex"]),
-    )
 
 
 def _case(name: str) -> dict[str, Any]:
@@ -81,13 +71,10 @@ def test_cases(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["hex"])
     name = case["name"]
     if name == "request":
-        expected = prepare_from_json(case["prepare"])
+        expected = peer_request_case(case)
         assert expected.destination == ILDCP_DESTINATION
-        assert expected.execution_condition == PEER_PROTOCOL_CONDITION
         built = ildcp_request(NOW + PEER_PROTOCOL_EXPIRY)
-        assert built == expected
-        assert decode_prepare(raw) == expected
-        assert encode_prepare(built) == raw
+        assert_built_prepare(built, expected, raw)
         check_ildcp_request(built, NOW)
     elif name.startswith("response_"):
         j = case["json"]
@@ -95,10 +82,8 @@ def test_cases(case: dict[str, Any]) -> None:
         data = bytes.fromhex(case["fulfill_data_hex"])
         assert encode_ildcp_response(response) == data
         assert decode_ildcp_response(data) == response
-        assert encode_fulfill(ildcp_fulfill(response)) == raw
-        fulfill = decode_fulfill(raw)
-        assert fulfill == IlpFulfill(PEER_PROTOCOL_FULFILLMENT, data)
-        assert decode_ildcp_fulfill(fulfill) == response
+        assert_peer_fulfill(ildcp_fulfill(response), data, raw)
+        assert decode_ildcp_fulfill(decode_fulfill(raw)) == response
         assert ildcp_result(decode_reply(raw)) == response
     elif name == "serve_valid":
         request = decode_prepare(bytes.fromhex(_case("request")["hex"]))

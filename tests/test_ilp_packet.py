@@ -42,27 +42,17 @@ from ilp_receiver.codec.ilp import (
     parse_timestamp,
 )
 from ilp_receiver.errors import DecodeError, EncodeError
+from tests.peer_vectors import prepare_from_json, vector_time
 from tests.vectorlib import case_id, cases, section
 
 FAST = settings(max_examples=200, deadline=None)
-
-
-def iso(text: str) -> datetime:
-    """Parse the vectors' ``2017-12-23T01:21:40.549Z`` form."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def packet_from_case(case: dict[str, Any]) -> IlpPacket:
     """Build the packet a vector case describes, from its field values."""
     j = case["json"]
     if case["type"] == IlpPacketType.PREPARE:
-        return IlpPrepare(
-            amount=int(j["amount"]),
-            expires_at=iso(j["expiresAt"]),
-            execution_condition=bytes.fromhex(j["executionCondition_hex"]),
-            destination=j["destination"],
-            data=bytes.fromhex(j["data_hex"]),
-        )
+        return prepare_from_json(j)
     if case["type"] == IlpPacketType.FULFILL:
         return IlpFulfill(bytes.fromhex(j["fulfillment_hex"]), bytes.fromhex(j["data_hex"]))
     return IlpReject(j["code"], j["triggeredBy"], j["message"], bytes.fromhex(j["data_hex"]))
@@ -107,7 +97,7 @@ def test_case_decode(case: dict[str, Any]) -> None:
         assert isinstance(packet, IlpPrepare)
         assert decode_prepare(raw) == packet
         assert packet.amount == int(j["amount"])
-        assert packet.expires_at == iso(j["expiresAt"])
+        assert packet.expires_at == vector_time(j["expiresAt"])
         assert packet.expires_at.tzinfo is not None
         assert packet.expires_at.utcoffset() == timedelta(0)
         assert packet.execution_condition.hex() == j["executionCondition_hex"]
@@ -187,7 +177,7 @@ def test_fixture(fixture: dict[str, Any]) -> None:
     if fixture["type"] == 12:
         expected = IlpPrepare(
             amount=int(j["amount"]),
-            expires_at=iso(j["expiresAt"]),
+            expires_at=vector_time(j["expiresAt"]),
             execution_condition=base64.b64decode(j["executionCondition"]),
             destination=j["destination"],
             data=base64.b64decode(j["data"]),

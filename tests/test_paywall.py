@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import threading
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -36,6 +38,7 @@ from ilp_receiver.paywall import (
     PaidRoute,
     PaidRoutes,
     Paywall,
+    PaywallDecision,
     PaywallPaymentHook,
     PlanKind,
     RequestFacts,
@@ -486,6 +489,130 @@ async def test_no_double_spend_50_concurrent(tmp_path: Any, store_kind: str) -> 
         assert sorted(d.balance for d in served) == list(range(0, 250, 10))  # type: ignore[type-var]
         assert await store.balance(token_account(TOKEN)) == 0
     await store.close()
+
+
+# ---------------------------------------------------------------------------------------
+# The blocking decision (sync callers decide on their own thread)
+
+
+class AsyncOnlyStore(MemoryStore):
+    """A store without blocking methods (like Redis and PostgreSQL)."""
+
+    supports_blocking = False
+
+
+def _shape(decision: PaywallDecision) -> tuple[Any, ...]:
+    reply = decision.reply
+    headers = {k: v for k, v in decision.headers.items() if k != "Pay"}
+    return (
+        None if reply is None else (reply.status, reply.headers.get("Pay-Balance"), reply.body),
+        headers,
+        decision.account,
+        decision.charged,
+        decision.balance,
+    )
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_check_blocking_decides_like_check(tmp_path: Any, store_kind: str) -> None:
+    parent = MemoryParent()
+    await parent.start()
+    store = MemoryStore() if store_kind == "memory" else SqliteStore(str(tmp_path / "c.db"))
+    async with async_receiver(parent, store=store) as rx:
+        wall = Paywall(rx)
+        account = token_account(TOKEN)
+        cases = [
+            (facts(), 0),
+            (facts(token="AAAA"), 10),
+            (facts("OPTIONS"), 10),
+            (facts("OPTIONS", token=None), 10),
+            (facts(token=None), 10),
+            (facts(), 10),  # balance 0: 402 with Pay-Balance
+        ]
+        for request, price in cases:
+            by_check = await wall.check(request, price)
+            by_blocking = await asyncio.to_thread(wall.check_blocking, request, price)
+            assert by_blocking is not None
+            assert _shape(by_blocking) == _shape(by_check)
+            if by_check.reply is not None and "Pay" in by_check.reply.headers:
+                check_pay(by_blocking.reply.headers["Pay"], price)  # type: ignore[union-attr]
+        await store.credit(account, 25)
+        served = await asyncio.to_thread(wall.check_blocking, facts(), 10)
+        assert served is not None and served.serve
+        assert (served.charged, served.balance, served.headers["Pay-Balance"]) == (10, 15, "15")
+        check_pay(served.headers["Pay"], 10)
+        assert await asyncio.to_thread(wall.refund_blocking, served) is True
+        assert await store.balance(account) == 25
+    await store.close()
+
+
+async def test_check_blocking_declines_without_blocking_store() -> None:
+    parent = MemoryParent()
+    await parent.start()
+    store = AsyncOnlyStore()
+    async with async_receiver(parent, store=store) as rx:
+        wall = Paywall(rx)
+        await store.credit(token_account(TOKEN), 25)
+        assert wall.check_blocking(facts(), 10) is None
+        assert wall.refund_blocking(PaywallDecision(None, {}, token_account(TOKEN), 10)) is False
+        assert await store.balance(token_account(TOKEN)) == 25
+
+
+def _ok_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+def test_no_double_spend_50_threads_blocking(tmp_path: Any, store_kind: str) -> None:
+    portal = BlockingPortal("test-blocking")
+    parent = MemoryParent()
+    store = MemoryStore() if store_kind == "memory" else SqliteStore(str(tmp_path / "t.db"))
+    rx = sync_receiver(parent, portal, store=store)
+    wsgi = IlpWsgiMiddleware(_ok_app, rx, paid={"/upload": 10})
+    try:
+        wsgi.start()
+        portal.call(store.credit, token_account(TOKEN), 250)
+        wall = wsgi.service.paywall
+        barrier = threading.Barrier(50)
+
+        def check(_: int) -> PaywallDecision:
+            barrier.wait()
+            return wsgi.check(facts(), 10)
+
+        with ThreadPoolExecutor(50) as pool:
+            decisions = list(pool.map(check, range(50)))
+        served = [d for d in decisions if d.serve]
+        assert len(served) == 25
+        assert sorted(d.balance for d in served) == list(range(0, 250, 10))  # type: ignore[type-var]
+        assert all(d.reply is not None and d.reply.status == 402 for d in decisions if not d.serve)
+        assert rx.balance(token_account(TOKEN)) == 0
+        assert wall.receiver.store is store
+        if isinstance(store, SqliteStore):
+            assert store.commit_counts["blocking"] == 50
+    finally:
+        wsgi.stop()
+        portal.stop()
+        asyncio.run(store.close())
+
+
+def test_wsgi_falls_back_to_the_portal_for_async_only_stores() -> None:
+    portal = BlockingPortal("test-async-only")
+    parent = MemoryParent()
+    store = AsyncOnlyStore()
+    rx = sync_receiver(parent, portal, store=store)
+    wsgi = IlpWsgiMiddleware(_ok_app, rx, paid={"/upload": 10})
+    try:
+        wsgi.start()
+        portal.call(store.credit, token_account(TOKEN), 25)
+        with ThreadPoolExecutor(10) as pool:
+            decisions = list(pool.map(lambda _: wsgi.check(facts(), 10), range(10)))
+        assert sum(d.serve for d in decisions) == 2
+        wsgi.refund(next(d for d in decisions if d.serve))
+        assert rx.balance(token_account(TOKEN)) == 15
+    finally:
+        wsgi.stop()
+        portal.stop()
 
 
 # ---------------------------------------------------------------------------------------

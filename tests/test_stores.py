@@ -15,9 +15,12 @@ import pathlib
 import random
 import sqlite3
 import sys
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -454,9 +457,14 @@ async def test_sqlite_prunes_old_idempotency_keys(tmp_path: pathlib.Path) -> Non
         await asyncio.gather(*(store.credit("a", 1, idempotency_key=f"o{i}") for i in range(10)))
         clock.now += 101
         await store.credit("a", 1, idempotency_key="new")
-        conn = sqlite3.connect(path)
-        keys = [row[0] for row in conn.execute("SELECT key FROM ilp_idempotency")]
-        conn.close()
+        # an inline commit leaves the (possibly long) DELETE to the writer thread
+        for _ in range(100):
+            conn = sqlite3.connect(path)
+            keys = [row[0] for row in conn.execute("SELECT key FROM ilp_idempotency")]
+            conn.close()
+            if keys == ["new"]:
+                break
+            await asyncio.sleep(0.02)
         assert keys == ["new"]
         assert await store.balance("a") == 11
 
@@ -612,3 +620,379 @@ async def test_unreachable_services_raise_store_error() -> None:
     with pytest.raises(StoreError):
         await pg_store.credit("k", 1)
     await pg_store.close()
+
+
+# -- add_many -----------------------------------------------------------------------------
+
+
+async def test_add_many_contract(make_store: Factory) -> None:
+    """Every store: one result per change, each the key's balance right after that
+    change (a repeated key accumulates), no limits (balances may go negative), no
+    idempotency keys (the same changes twice apply twice), sums beyond 64 bits.
+
+    Memory and SQLite apply the changes in order (SQLite in one transaction); the
+    default ``add_many`` (Redis, PostgreSQL) runs the adds concurrently, so the results
+    of a repeated key come in commit order."""
+    ordered = make_store.kind in ("memory", "sqlite")  # type: ignore[attr-defined]
+    async with make_store() as store:
+        assert await store.add_many([]) == []
+        changes = [("a", 5), ("b", -3), ("a", 5), ("big", U64), ("big", U64)]
+        results = await store.add_many(changes)
+        assert all(r.applied for r in results)
+        expected = [5, -3, 10, U64, 2 * U64]
+        got = [r.balance for r in results]
+        if ordered:
+            assert got == expected
+        else:
+            assert sorted(got) == sorted(expected)
+        twice = [("a", 1), ("a", 1)]
+        assert sorted(r.balance for r in await store.add_many(twice)) == [11, 12]
+        assert sorted(r.balance for r in await store.add_many(twice)) == [13, 14]
+        assert await store.balances() == {"a": 14, "b": -3, "big": 2 * U64}
+        # Mixed with ordinary adds and their limits.
+        await store.debit("a", 14)
+        assert await store.add_many([("a", -1)]) == [AddResult(-1, True)]
+        with pytest.raises(BalanceLimitError):
+            await store.debit("a", 1)
+        assert await store.balance("a") == -1
+
+
+async def test_add_many_validates_arguments(store: BalanceStore) -> None:
+    with pytest.raises(TypeError):
+        await store.add_many([(b"k", 1)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        await store.add_many([("k", 1.5)])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        await store.add_many([("k", True)])
+    assert await store.balance("k") == 0
+
+
+async def test_add_many_concurrent_with_add(store: BalanceStore) -> None:
+    await store.credit("c", 1000)
+    await asyncio.gather(
+        *(store.add_many([("c", -1), ("d", 1)]) for _ in range(50)),
+        *(store.debit("c", 2) for _ in range(50)),
+    )
+    assert await store.balances() == {"c": 1000 - 50 - 100, "d": 50}
+
+
+class _AddOnlyStore(BalanceStore):
+    """The smallest store: only the abstract methods (what Redis/PostgreSQL inherit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, int] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    async def add(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        self.calls.append((key, delta))
+        await asyncio.sleep(0)
+        if key == "fail":
+            raise StoreError("backend down")
+        self.data[key] = self.data.get(key, 0) + delta
+        return AddResult(self.data[key], True)
+
+    async def balance(self, key: str) -> int:
+        return self.data.get(key, 0)
+
+    async def balances(self, prefix: str = "") -> dict[str, int]:
+        return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_base_add_many_falls_back_to_add_and_is_not_atomic() -> None:
+    """The default ``add_many`` runs ``add`` per change (no limits, no idempotency
+    keys); it is not one transaction: a failing change raises StoreError and the others
+    stand."""
+    store = _AddOnlyStore()
+    assert await store.add_many([]) == []
+    assert await store.add_many([("x", 1), ("y", 2), ("x", 3)]) == [
+        AddResult(1, True),
+        AddResult(2, True),
+        AddResult(4, True),
+    ]
+    assert store.calls == [("x", 1), ("y", 2), ("x", 3)]
+    with pytest.raises(StoreError):
+        await store.add_many([("x", 1), ("fail", 1), ("y", 1)])
+    await asyncio.sleep(0.01)
+    assert store.data == {"x": 5, "y": 3}
+
+
+async def test_base_store_has_no_blocking_methods() -> None:
+    store = _AddOnlyStore()
+    assert store.supports_blocking is False
+    with pytest.raises(NotImplementedError):
+        store.add_blocking("k", 1)
+    with pytest.raises(NotImplementedError):
+        store.balance_blocking("k")
+    with pytest.raises(NotImplementedError):
+        store.try_debit_blocking("k", 1)
+
+
+async def test_sqlite_add_many_is_one_transaction(tmp_path: pathlib.Path) -> None:
+    async with SqliteStore(tmp_path / "many.db") as store:
+        await store.credit("warm", 1)
+        await asyncio.sleep(0.05)  # the writer's first prune (requested once) is done
+        before = store.commit_counts
+        results = await store.add_many([(f"k{i % 7}", i) for i in range(100)])
+        after = store.commit_counts
+        assert after["inline"] == before["inline"] + 1  # one transaction, inline
+        assert after["writer"] == before["writer"]
+        assert [r.balance for r in results[:7]] == list(range(7))
+        assert await store.balance("k0") == sum(range(0, 100, 7))
+        # A bad change refuses the whole call before anything is written.
+        with pytest.raises(TypeError):
+            await store.add_many([("k0", 1), (b"bad", 1)])  # type: ignore[list-item]
+        assert await store.balance("k0") == sum(range(0, 100, 7))
+
+
+async def test_sqlite_add_many_failure_changes_nothing(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "fail.db"
+    async with SqliteStore(path) as store:
+        await store.add_many([("a", 1), ("b", 1)])
+        other = sqlite3.connect(path, isolation_level=None)
+        # refuse writes to 'b' only: the whole transaction rolls back
+        other.execute(
+            "CREATE TRIGGER no_b BEFORE UPDATE ON ilp_balances WHEN NEW.key = 'b' "
+            "BEGIN SELECT RAISE(ABORT, 'no b'); END"
+        )
+        other.close()
+        with pytest.raises(StoreError, match="SQLite write failed"):
+            await store.add_many([("a", 10), ("b", 10)])
+        assert await store.balances() == {"a": 1, "b": 1}
+
+
+# -- the inline commit path, the writer fall-back ------------------------------------------
+
+
+async def _run_sequence(store: BalanceStore) -> list[Any]:
+    """The same mix of operations, for comparing commit paths."""
+    out: list[Any] = []
+    out.append(await store.credit("s", 100, idempotency_key="i1"))
+    out.append(await store.credit("s", 100, idempotency_key="i1"))
+    out.append(await store.add_many([("s", -10), ("t", 5), ("s", -10)]))
+    out += await asyncio.gather(*(store.try_debit("s", 30) for _ in range(4)))
+    out += await asyncio.gather(
+        *(store.credit("t", 1, idempotency_key=f"t{i % 5}") for i in range(10))
+    )
+    try:
+        await store.credit("t", 1000, maximum=100)
+    except BalanceLimitError as exc:
+        out.append(("limit", exc.balance))
+    out.append(await store.balances())
+    return out
+
+
+async def test_sqlite_inline_path_matches_writer_path(tmp_path: pathlib.Path) -> None:
+    async with SqliteStore(tmp_path / "inline.db") as inline:
+        got_inline = await _run_sequence(inline)
+        counts = inline.commit_counts
+    assert counts["inline"] >= 5
+    assert counts["blocking"] == 0
+    async with SqliteStore(tmp_path / "writer.db", synchronous="FULL") as writer:
+        got_writer = await _run_sequence(writer)
+        counts = writer.commit_counts
+    assert counts["inline"] == 0
+    assert counts["writer"] >= 5
+    assert got_inline == got_writer
+    async with MemoryStore() as memory:
+        assert await _run_sequence(memory) == got_inline
+
+
+async def test_sqlite_sequential_adds_commit_inline(tmp_path: pathlib.Path) -> None:
+    async with SqliteStore(tmp_path / "seq.db") as store:
+        await store.credit("warm", 1)
+        await asyncio.sleep(0.05)  # the writer's first prune (requested once) is done
+        before = store.commit_counts
+        for i in range(20):
+            await store.credit("q", 1, idempotency_key=f"q{i}")
+        after = store.commit_counts
+        assert after["inline"] - before["inline"] == 20
+        assert after["writer"] == before["writer"]
+        assert await store.balance("q") == 20
+
+
+async def test_sqlite_full_never_goes_inline(tmp_path: pathlib.Path) -> None:
+    async with SqliteStore(tmp_path / "full.db", synchronous="FULL") as store:
+        assert store.supports_blocking is False
+        await asyncio.gather(*(store.credit("f", 1) for _ in range(30)))
+        await store.credit("f", 1, idempotency_key="x")
+        await store.add_many([("f", 1), ("g", 1)])
+        assert await store.try_debit("f", 100) is None
+        assert store.commit_counts["inline"] == 0
+        assert store.commit_counts["writer"] >= 4
+        assert await store.balances() == {"f": 32, "g": 1}
+        with pytest.raises(NotImplementedError):
+            store.add_blocking("f", 1)
+
+
+class _LockHolder:
+    """Another connection (as another process would) holding SQLite's write lock."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.locked = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO ilp_meta (name, value) VALUES ('holder', 'x')")
+        self.locked.set()
+        self.release.wait(30)
+        conn.execute("COMMIT")
+        conn.close()
+
+    def __enter__(self) -> _LockHolder:
+        self.thread.start()
+        assert self.locked.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+async def _max_tick_gap(stop: asyncio.Event, interval: float = 0.005) -> float:
+    """The longest gap between ``interval`` sleeps until ``stop``: loop responsiveness."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    last = loop.time()
+    while not stop.is_set():
+        await asyncio.sleep(interval)
+        now = loop.time()
+        worst = max(worst, now - last)
+        last = now
+    return worst
+
+
+async def test_sqlite_write_lock_held_elsewhere_falls_back_to_writer(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    async with SqliteStore(path) as store:
+        await store.credit("w", 1000)
+        await asyncio.sleep(0.05)
+        before = store.commit_counts
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_max_tick_gap(stop))
+        with _LockHolder(path):
+            tasks = [
+                *(asyncio.create_task(store.credit("w", 1)) for _ in range(30)),
+                *(
+                    asyncio.create_task(store.credit("w", 1, idempotency_key=f"k{i % 10}"))
+                    for i in range(20)
+                ),
+                *(asyncio.create_task(store.try_debit("w", 5)) for _ in range(10)),
+                asyncio.create_task(store.add_many([("w", 100), ("v", 1)])),
+            ]
+            await asyncio.sleep(0.3)
+            # Waiting for the lock, not failed, and the loop kept running.
+            assert not any(task.done() for task in tasks)
+            stop.set()
+            worst = await ticker
+            assert worst < 0.1, f"the event loop stalled for {worst:.3f}s"
+            assert store.commit_counts["inline"] == before["inline"]
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert all(r is not None for r in results)
+        applied = [r for r in results[30:50] if isinstance(r, AddResult) and r.applied]
+        assert len(applied) == 10
+        assert await store.balances() == {"w": 1000 + 30 + 10 - 50 + 100, "v": 1}
+        after = store.commit_counts
+        assert after["writer"] > before["writer"]
+        # Once the lock is free, the inline path is used again.
+        await store.credit("w", 1)
+        assert store.commit_counts["inline"] == after["inline"] + 1
+
+
+async def test_sqlite_add_many_lock_held_elsewhere_waits_in_the_writer(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "locked-many.db"
+    async with SqliteStore(path) as store:
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_max_tick_gap(stop))
+        with _LockHolder(path):
+            task = asyncio.create_task(store.add_many([("m", 1), ("n", 2)]))
+            await asyncio.sleep(0.2)
+            assert not task.done()
+            stop.set()
+            assert await ticker < 0.1
+        assert await asyncio.wait_for(task, 10) == [AddResult(1, True), AddResult(2, True)]
+        assert store.commit_counts["writer"] >= 1
+
+
+# -- blocking twins (sync callers) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_blocking_debits_from_50_threads(tmp_path: pathlib.Path, kind: str) -> None:
+    store: BalanceStore = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "b.db")
+    assert store.supports_blocking
+    assert store.add_blocking("d", 250) == AddResult(250, True)
+    barrier = threading.Barrier(50)
+
+    def debit(_: int) -> int | None:
+        barrier.wait()
+        return store.try_debit_blocking("d", 10)
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(debit, range(50)))
+    succeeded = [r for r in results if r is not None]
+    assert sorted(succeeded) == list(range(0, 250, 10))
+    assert store.balance_blocking("d") == 0
+    if isinstance(store, SqliteStore):
+        assert store.commit_counts["blocking"] == 51
+    asyncio.run(store.close())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_blocking_and_async_adds_interleave(tmp_path: pathlib.Path, kind: str) -> None:
+    store: BalanceStore = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "i.db")
+    async with store:
+
+        def blocking(i: int) -> None:
+            for j in range(20):
+                store.add_blocking("x", 1, idempotency_key=f"b{i}-{j}")
+                store.add_blocking("x", 1, idempotency_key=f"b{i}-{j}")  # duplicate
+
+        threads = [asyncio.to_thread(blocking, i) for i in range(4)]
+        await asyncio.gather(
+            *threads, *(store.credit("x", 1, idempotency_key=f"a{i}") for i in range(100))
+        )
+        assert await store.balance("x") == 180
+        assert store.balance_blocking("x") == 180
+        with pytest.raises(BalanceLimitError):
+            store.add_blocking("x", -181, minimum=0)
+        assert store.add_blocking("x", 1, idempotency_key="a0") == AddResult(180, False)
+
+
+def test_sqlite_blocking_waits_for_the_lock_then_fails_loudly(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "busy.db"
+    store = SqliteStore(path, busy_timeout=0.3)
+    store.add_blocking("b", 1)
+    with _LockHolder(path):
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="SQLite write failed"):
+            store.add_blocking("b", 1)
+        assert time.monotonic() - started >= 0.25  # it waited, then said so
+    # the lock released while a call waits: it succeeds
+    with _LockHolder(path) as holder:
+        timer = threading.Timer(0.1, holder.release.set)
+        timer.start()
+        assert store.add_blocking("b", 1) == AddResult(2, True)
+        timer.join()
+    asyncio.run(store.close())
+    with pytest.raises(StoreClosedError):
+        store.add_blocking("b", 1)

@@ -101,6 +101,11 @@ def _random_request_id() -> int:
     return int.from_bytes(os.urandom(4), "big")
 
 
+def _single_payment_id(draft: Psk2Draft, payment_id: bytes | None) -> bytes:
+    """A draft-1 payment id (``payment_id``, else random); draft 2 has none."""
+    return (payment_id or os.urandom(_ID_BYTES)) if draft == "draft1" else b""
+
+
 def _error_detail(body: bytes) -> str:
     """A short human description of an SPSP error body (its JSON ``message``/``id``)."""
     try:
@@ -346,10 +351,15 @@ class AsyncPaymentClient:
             await self.start()
         return await self._link.send(prepare)
 
-    async def _send_or_fail(self, prepare: IlpPrepare, nothing: PaymentResult) -> IlpReply:
+    async def _send_or_fail(
+        self, prepare: IlpPrepare, target: Psk2Destination, draft: Psk2Draft
+    ) -> IlpReply:
+        """Send a single payment's or quote's Prepare; PaymentError (nothing paid) when
+        the uplink fails."""
         try:
             return await self.send(prepare)
         except LinkError as exc:
+            nothing = PaymentResult(target.destination, 0, 0, 0, draft=draft)
             raise PaymentError(
                 f"the uplink failed while paying: {exc or type(exc).__name__}", result=nothing
             ) from exc
@@ -394,14 +404,13 @@ class AsyncPaymentClient:
             min_destination_amount=min_destination_amount,
             expires_at=self._expires_at(expiry),
             iv=os.urandom(_IV_BYTES),
-            payment_id=(payment_id or os.urandom(_ID_BYTES)) if chosen == "draft1" else b"",
+            payment_id=_single_payment_id(chosen, payment_id),
             sequence=sequence,
             last_chunk=last_chunk,
             request_id=_random_request_id() if request_id is None else request_id,
             data=data,
         )
-        nothing = PaymentResult(target_dest.destination, 0, 0, 0, draft=chosen)
-        reply = await self._send_or_fail(prepare, nothing)
+        reply = await self._send_or_fail(prepare, target_dest, chosen)
         return payment_outcome(target_dest, prepare, request, reply)
 
     async def quote(
@@ -430,13 +439,12 @@ class AsyncPaymentClient:
             expires_at=self._expires_at(expiry),
             iv=os.urandom(_IV_BYTES),
             condition=os.urandom(32),
-            payment_id=(payment_id or os.urandom(_ID_BYTES)) if chosen == "draft1" else b"",
+            payment_id=_single_payment_id(chosen, payment_id),
             sequence=sequence,
             request_id=_random_request_id(),
             data=data,
         )
-        nothing = PaymentResult(target_dest.destination, 0, 0, 0, draft=chosen)
-        reply = await self._send_or_fail(prepare, nothing)
+        reply = await self._send_or_fail(prepare, target_dest, chosen)
         return quote_outcome(target_dest, prepare, request, reply)
 
     async def pay_chunked(

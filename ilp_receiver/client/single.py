@@ -73,8 +73,7 @@ def payment_prepare(
     ``min_destination_amount`` and ``data``.
     """
     if draft == "draft1":
-        if len(payment_id) != 16:
-            raise EncodeError(f"a draft-1 payment id must be 16 bytes, got {len(payment_id)}")
+        _check_payment_id(payment_id)
         prepare = build_chunk_prepare(
             target.destination,
             target.shared_secret,
@@ -94,18 +93,55 @@ def payment_prepare(
         )
         return prepare, request
     if draft == "draft2":
-        prepare = build_request_prepare(
-            target.destination,
-            target.shared_secret,
-            amount=source_amount,
+        return _draft2_request(
+            target,
+            source_amount=source_amount,
             expires_at=expires_at,
             iv=iv,
             request_id=request_id,
             min_amount=min_destination_amount,
             data=data,
         )
-        return prepare, Draft2Packet(Draft2Type.REQUEST, request_id, min_destination_amount, data)
-    raise EncodeError(f"unknown PSK2 draft {draft!r} (use 'draft1' or 'draft2')")
+    raise _unknown_draft(draft)
+
+
+def _check_payment_id(payment_id: bytes) -> None:
+    if len(payment_id) != 16:
+        raise EncodeError(f"a draft-1 payment id must be 16 bytes, got {len(payment_id)}")
+
+
+def _unknown_draft(draft: str) -> EncodeError:
+    return EncodeError(f"unknown PSK2 draft {draft!r} (use 'draft1' or 'draft2')")
+
+
+def _draft2_request(
+    target: Psk2Destination,
+    *,
+    source_amount: int,
+    expires_at: datetime,
+    iv: bytes,
+    request_id: int,
+    min_amount: int,
+    data: bytes,
+    unfulfillable_condition: bytes | None = None,
+) -> tuple[IlpPrepare, Psk2Packet]:
+    """A draft-2 type-4 request asking for ``min_amount``, and its Prepare."""
+    prepare = build_request_prepare(
+        target.destination,
+        target.shared_secret,
+        amount=source_amount,
+        expires_at=expires_at,
+        iv=iv,
+        request_id=request_id,
+        min_amount=min_amount,
+        data=data,
+        unfulfillable_condition=unfulfillable_condition,
+    )
+    return prepare, Draft2Packet(Draft2Type.REQUEST, request_id, min_amount, data)
+
+
+def _draft_of(request: Psk2Packet) -> Psk2Draft:
+    return "draft1" if isinstance(request, Draft1Packet) else "draft2"
 
 
 def _describe(code: str, message: str, triggered_by: str) -> str:
@@ -131,8 +167,7 @@ def payment_outcome(
     ``result`` counts the source amount as paid and the delivered amount as the
     minimum the receiver was asked to guarantee.
     """
-    is_draft1 = isinstance(request, Draft1Packet)
-    draft: Psk2Draft = "draft1" if is_draft1 else "draft2"
+    draft = _draft_of(request)
     payment_id = request.payment_id if isinstance(request, Draft1Packet) else None
     nothing = PaymentResult(target.destination, 0, 0, 0, 1, draft=draft, payment_id=payment_id)
     parsed = parse_reply(target.shared_secret, reply, request)
@@ -200,8 +235,7 @@ def quote_prepare(
     2: a type-4 request asking for 2^64-1 under the random ``condition`` (32 bytes).
     """
     if draft == "draft1":
-        if len(payment_id) != 16:
-            raise EncodeError(f"a draft-1 payment id must be 16 bytes, got {len(payment_id)}")
+        _check_payment_id(payment_id)
         prepare = build_quote_prepare(
             target.destination,
             target.shared_secret,
@@ -217,10 +251,9 @@ def quote_prepare(
         )
         return prepare, request
     if draft == "draft2":
-        prepare = build_request_prepare(
-            target.destination,
-            target.shared_secret,
-            amount=source_amount,
+        return _draft2_request(
+            target,
+            source_amount=source_amount,
             expires_at=expires_at,
             iv=iv,
             request_id=request_id,
@@ -228,15 +261,14 @@ def quote_prepare(
             data=data,
             unfulfillable_condition=condition,
         )
-        return prepare, Draft2Packet(Draft2Type.REQUEST, request_id, MAX_UINT64, data)
-    raise EncodeError(f"unknown PSK2 draft {draft!r} (use 'draft1' or 'draft2')")
+    raise _unknown_draft(draft)
 
 
 def quote_outcome(
     target: Psk2Destination, prepare: IlpPrepare, request: Psk2Packet, reply: IlpReply
 ) -> QuoteResult:
     """The quote's delivered amount, from the receiver's encrypted error; else QuoteError."""
-    draft: Psk2Draft = "draft1" if isinstance(request, Draft1Packet) else "draft2"
+    draft = _draft_of(request)
     nothing = PaymentResult(target.destination, 0, 0, 0, 0, draft=draft)
     if isinstance(reply, IlpFulfill):
         # cannot happen with a random condition; the money is gone, say so

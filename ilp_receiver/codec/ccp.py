@@ -346,26 +346,19 @@ def decode_route_update_request(data: bytes) -> RouteUpdateRequest:
 # ------------------------------------------------------------------- packets
 
 
+def _ccp_prepare(destination: str, data: bytes, expires_at: datetime) -> IlpPrepare:
+    """A CCP request Prepare: amount 0, the peer-protocol condition, ``data``."""
+    return IlpPrepare(0, expires_at, PEER_PROTOCOL_CONDITION, destination, data)
+
+
 def route_control_prepare(request: RouteControlRequest, expires_at: datetime) -> IlpPrepare:
     """The ILP Prepare carrying a route control request (reference expiry: now + 60 s)."""
-    return IlpPrepare(
-        0,
-        expires_at,
-        PEER_PROTOCOL_CONDITION,
-        CCP_CONTROL_DESTINATION,
-        encode_route_control_request(request),
-    )
+    return _ccp_prepare(CCP_CONTROL_DESTINATION, encode_route_control_request(request), expires_at)
 
 
 def route_update_prepare(request: RouteUpdateRequest, expires_at: datetime) -> IlpPrepare:
     """The ILP Prepare carrying a route update request (reference expiry: now + 60 s)."""
-    return IlpPrepare(
-        0,
-        expires_at,
-        PEER_PROTOCOL_CONDITION,
-        CCP_UPDATE_DESTINATION,
-        encode_route_update_request(request),
-    )
+    return _ccp_prepare(CCP_UPDATE_DESTINATION, encode_route_update_request(request), expires_at)
 
 
 def check_route_control_request(prepare: IlpPrepare, now: datetime) -> RouteControlRequest:

@@ -197,6 +197,46 @@ class BalanceStore(abc.ABC):
     async def balance(self, key: str) -> int:
         """The balance of ``key``; ``0`` for a key never seen."""
 
+    # -- blocking twins, for synchronous callers (WSGI request threads) ----------------
+
+    #: True when :meth:`add_blocking` and :meth:`balance_blocking` are implemented: the
+    #: same operations, same guarantees, run on the calling thread.  Sync callers
+    #: (the WSGI glue) use them instead of a round trip to the event-loop thread; for
+    #: other stores they go through the portal.
+    supports_blocking: bool = False
+
+    def add_blocking(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` on the calling thread (only when :attr:`supports_blocking`).
+
+        Thread-safe and atomic with respect to :meth:`add` on the event loop; returns
+        after the commit.  It may wait (for a lock held by another thread or process,
+        up to the store's timeout), so never call it on an event loop's thread.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no blocking methods")
+
+    def balance_blocking(self, key: str) -> int:
+        """:meth:`balance` on the calling thread (only when :attr:`supports_blocking`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking methods")
+
+    def try_debit_blocking(self, key: str, amount: int) -> int | None:
+        """:meth:`try_debit` on the calling thread (only when :attr:`supports_blocking`)."""
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"amount must be int, not {type(amount).__name__}")
+        if amount <= 0:
+            raise ValueError("debit amount must be positive")
+        try:
+            return self.add_blocking(key, -amount, minimum=0).balance
+        except BalanceLimitError:
+            return None
+
     @abc.abstractmethod
     async def balances(self, prefix: str = "") -> dict[str, int]:
         """Every stored key starting with ``prefix`` and its balance.

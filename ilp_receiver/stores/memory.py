@@ -1,11 +1,14 @@
 """In-memory balance store: a dict, for tests and single-process demos.
 
 Nothing survives the process. Every operation runs synchronously inside the coroutine
-(no ``await`` between reading and writing), so it is atomic with respect to other tasks
-on the event loop. It is not meant to be shared between threads.
+(no ``await`` between reading and writing) under a :class:`threading.Lock`, so it is
+atomic with respect to other tasks on the event loop and to the blocking twins
+(:meth:`~MemoryStore.add_blocking`) called from other threads (WSGI request threads).
 """
 
 from __future__ import annotations
+
+import threading
 
 from .base import (
     DEFAULT_RETENTION,
@@ -23,12 +26,15 @@ __all__ = ["MemoryStore"]
 class MemoryStore(BalanceStore):
     """Balances in a dict; idempotency keys pruned after ``retention`` seconds."""
 
+    supports_blocking = True
+
     def __init__(self, *, retention: float = DEFAULT_RETENTION, clock: Clock | None = None):
         super().__init__(retention=retention, clock=clock)
         self._balances: dict[str, int] = {}
         # Insertion-ordered, so the oldest keys are at the front (clock assumed monotonic).
         self._seen: dict[str, float] = {}
         self._closed = False
+        self._mutex = threading.Lock()
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.retention
@@ -49,7 +55,32 @@ class MemoryStore(BalanceStore):
         idempotency_key: str | None = None,
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
+        return self.add_blocking(
+            key, delta, minimum=minimum, maximum=maximum, idempotency_key=idempotency_key
+        )
+
+    def add_blocking(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` on the calling thread (never waits longer than another add)."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
+        with self._mutex:
+            return self._add(key, delta, minimum, maximum, idempotency_key)
+
+    def _add(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+    ) -> AddResult:
         if self._closed:
             raise StoreClosedError("store is closed")
         current = self._balances.get(key, 0)
@@ -72,15 +103,20 @@ class MemoryStore(BalanceStore):
 
     async def balance(self, key: str) -> int:
         """The balance of ``key`` (0 if unknown)."""
+        return self.balance_blocking(key)
+
+    def balance_blocking(self, key: str) -> int:
+        """:meth:`balance` on the calling thread."""
         if self._closed:
             raise StoreClosedError("store is closed")
         return self._balances.get(key, 0)
 
     async def balances(self, prefix: str = "") -> dict[str, int]:
         """Every key starting with ``prefix`` and its balance."""
-        if self._closed:
-            raise StoreClosedError("store is closed")
-        return {k: v for k, v in self._balances.items() if k.startswith(prefix)}
+        with self._mutex:  # another thread may be adding keys
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            return {k: v for k, v in self._balances.items() if k.startswith(prefix)}
 
     async def close(self) -> None:
         """Mark the store closed (the data is dropped with the object)."""

@@ -21,7 +21,16 @@ the event loop), the changes go to one dedicated writer thread instead, which ta
 everything queued, applies it in one transaction, commits, and resolves the futures
 with one ``call_soon_threadsafe`` per event loop.  :meth:`SqliteStore.add_many` applies
 several changes in one transaction (inline when the writer is idle); the connector's
-ledger uses it to group-commit the settlements of many packets.
+ledger uses it to group-commit the settlements of many packets.  :attr:`commit_counts`
+tells how many transactions took each path.
+
+Synchronous callers (WSGI request threads) use :meth:`SqliteStore.add_blocking`: one
+transaction on the calling thread, on a connection shared by such callers under the
+store's write lock (so in-process writers queue on a Python lock instead of SQLite's
+sleeping busy handler), waiting at most ``busy_timeout`` for the lock and again for
+another process; then :class:`StoreError`, never a silent failure.  With
+``synchronous="FULL"`` there are no blocking methods (:attr:`supports_blocking` is
+False): an fsync per request thread would defeat the writer's group commit.
 
 Reads (:meth:`balance`) run inline on the calling thread on a separate read connection:
 a point lookup in WAL mode takes microseconds and never waits for the writer.
@@ -107,6 +116,8 @@ _UPSERT = (
 _INSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO ilp_idempotency (key, account, delta, at) VALUES (?, ?, ?, ?)"
 )
+_SELECT_BALANCE = "SELECT balance FROM ilp_balances WHERE key = ?"
+_SELECT_SEEN = "SELECT 1 FROM ilp_idempotency WHERE key = ? AND at >= ?"
 
 
 def _in_sql(cache: dict[int, str], template: str, n: int) -> str:
@@ -161,6 +172,8 @@ class SqliteStore(BalanceStore):
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
             raise ConfigError("store", "the SQLite store needs a file path")
         self._synchronous = synchronous
+        #: blocking twins only without per-commit fsync (see the module docstring)
+        self.supports_blocking = synchronous == "NORMAL"
         self._busy_timeout = busy_timeout
         self._max_batch = max_batch
         self._prune_interval = min(self.retention / 4, 60.0)
@@ -200,7 +213,10 @@ class SqliteStore(BalanceStore):
         # held while a transaction runs, by the writer thread or an inline add_many
         self._write_lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
+        self._blocking: sqlite3.Connection | None = None
         self._inline_commits = 0
+        self._blocking_commits = 0
+        self._writer_commits = 0
         # changes add() collected in the current loop iteration (committed together)
         self._loop_batch: list[_Entry] = []
         self._loop_batch_loop: asyncio.AbstractEventLoop | None = None
@@ -271,6 +287,7 @@ class SqliteStore(BalanceStore):
             if batch:
                 with self._write_lock:
                     outcomes = self._apply(conn, batch)
+                    self._writer_commits += 1
                 self._deliver(entries, outcomes)
             if self._prune_wanted and not batch:
                 self._prune_wanted = False
@@ -311,6 +328,8 @@ class SqliteStore(BalanceStore):
             return outcomes
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
+        if len(batch) == 1:
+            return [self._transaction_one(conn, *batch[0])]
         now = self.clock()
         cutoff = now - self.retention  # older idempotency keys count as forgotten
         conn.execute("BEGIN IMMEDIATE")
@@ -355,6 +374,43 @@ class SqliteStore(BalanceStore):
             conn.executemany(_INSERT_IDEMPOTENCY, new_keys)
         if dirty:
             conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
+        self._maybe_prune(conn, now, cutoff)
+        conn.execute("COMMIT")
+        return outcomes
+
+    def _transaction_one(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+    ) -> _Outcome:
+        """:meth:`_transaction` for one change (the common case: point statements)."""
+        now = self.clock()
+        cutoff = now - self.retention
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
+        current = 0 if row is None else int(row[0])
+        if idempotency_key is not None and (
+            conn.execute(_SELECT_SEEN, (idempotency_key, cutoff)).fetchone() is not None
+        ):
+            outcome: _Outcome = AddResult(current, False)
+        else:
+            new = current + delta
+            if (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
+                outcome = BalanceLimitError(key, current, delta, minimum, maximum)
+            else:
+                if idempotency_key is not None:
+                    conn.execute(_INSERT_IDEMPOTENCY, (idempotency_key, key, str(delta), now))
+                conn.execute(_UPSERT, (key, str(new)))
+                outcome = AddResult(new, True)
+        self._maybe_prune(conn, now, cutoff)
+        conn.execute("COMMIT")  # also after a refusal or duplicate: nothing was written
+        return outcome
+
+    def _maybe_prune(self, conn: sqlite3.Connection, now: float, cutoff: float) -> None:
         if now >= self._next_prune:
             if threading.current_thread() is self._thread:
                 conn.execute("DELETE FROM ilp_idempotency WHERE at < ?", (cutoff,))
@@ -362,8 +418,6 @@ class SqliteStore(BalanceStore):
             elif not self._prune_wanted:  # inline: leave the (long?) DELETE to the writer
                 self._prune_wanted = True
                 self._queue.put(_WAKE)
-        conn.execute("COMMIT")
-        return outcomes
 
     @staticmethod
     def _deliver(entries: Sequence[_Entry], outcomes: Sequence[_Outcome]) -> None:
@@ -518,16 +572,93 @@ class SqliteStore(BalanceStore):
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 raise StoreError(f"SQLite write failed: {exc}") from exc
+            self._inline_commits += 1
+            self._after_direct_commit()
         finally:
             self._write_lock.release()
-        self._inline_commits += 1
-        if self._inline_commits % 256 == 0:
-            self._checkpoint_wanted = True  # the writer thread checkpoints the WAL
+        return outcomes
+
+    def _after_direct_commit(self) -> None:
+        """After an inline or blocking commit (write lock held): every 256th asks the
+        writer thread for a WAL checkpoint (those connections never checkpoint)."""
+        if (self._inline_commits + self._blocking_commits) % 256 == 0:
+            self._checkpoint_wanted = True
             self._queue.put(_WAKE)
+
+    @property
+    def commit_counts(self) -> dict[str, int]:
+        """How many write transactions committed on each path (diagnostics).
+
+        ``inline``: on an event loop's thread (:meth:`add` / :meth:`add_many` while
+        nothing else was writing); ``writer``: on the writer thread (the write lock was
+        taken, another process held SQLite's lock, or ``synchronous="FULL"``);
+        ``blocking``: :meth:`add_blocking` on a caller's thread.
+        """
+        return {
+            "inline": self._inline_commits,
+            "writer": self._writer_commits,
+            "blocking": self._blocking_commits,
+        }
+
+    # -- blocking twins (sync callers) ---------------------------------------------------
+
+    def add_blocking(
+        self,
+        key: str,
+        delta: int,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` as one transaction on the calling thread; returns after COMMIT.
+
+        Waits up to ``busy_timeout`` for the store's write lock (held by another
+        thread's transaction) and up to ``busy_timeout`` for another process's SQLite
+        write lock, then raises :class:`StoreError`.  Never call it on an event loop's
+        thread.  Only with ``synchronous="NORMAL"`` (:attr:`supports_blocking`).
+        """
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        if not self.supports_blocking:
+            raise NotImplementedError('no blocking methods with synchronous="FULL"')
+        if self._pid != os.getpid():
+            self._check_fork()
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _blocking_transaction(self, items: list[_Item]) -> list[_Outcome]:
+        if not self._write_lock.acquire(timeout=self._busy_timeout):
+            raise StoreError("SQLite write failed: timed out waiting for the write lock")
+        try:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            conn = self._blocking
+            if conn is None:
+                conn = self._blocking = self._connect()  # busy_timeout: waits for others
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+            try:
+                outcomes = self._transaction(conn, items)
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+            self._blocking_commits += 1
+            self._after_direct_commit()
+        finally:
+            self._write_lock.release()
         return outcomes
 
     async def balance(self, key: str) -> int:
         """The committed balance of ``key`` (0 if unknown); a point read on this thread."""
+        return self.balance_blocking(key)
+
+    def balance_blocking(self, key: str) -> int:
+        """:meth:`balance` (a point read that never waits for writers) on this thread."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, not {type(key).__name__}")
         if self._pid != os.getpid():
@@ -587,6 +718,9 @@ class SqliteStore(BalanceStore):
             if self._inline is not None:
                 self._inline.close()
                 self._inline = None
+            if self._blocking is not None:
+                self._blocking.close()
+                self._blocking = None
         with self._scan_lock:
             if self._scanner is not None:
                 self._scanner.close()

@@ -4,7 +4,10 @@ Design principle 3: sync callers reach the one asyncio implementation through on
 long-lived background event loop (:class:`~ilp_receiver._portal.BlockingPortal`).
 :class:`SyncIlpService` runs :class:`~ilp_receiver.web.asgi.IlpService` (SPSP endpoints,
 paywall) on the portal of a sync :class:`~ilp_receiver.Receiver`; every call blocks only
-the request's own thread.
+the request's own thread.  The paywall's decision is the one exception: when the price
+is known without awaiting and the store has blocking methods (memory, SQLite), it runs
+on the request's thread (:meth:`~ilp_receiver.paywall.Paywall.check_blocking`: same
+logic, same atomic debit), saving the two thread switches of a portal round trip.
 
 Fork-aware: the receiver is started on first use *in each process* (give a factory, so
 gunicorn ``--preload`` workers each connect their own uplink after the fork), and the
@@ -168,15 +171,25 @@ class SyncIlpService:
         return portal.call(service.spsp, method, path, accept)
 
     def check(self, request: RequestFacts, price: Price) -> PaywallDecision:
-        """Run the paywall; a sync price function runs in the caller's thread."""
+        """Run the paywall; a sync price function runs in the caller's thread.
+
+        On the caller's thread too when the price is an ``int`` and the store has
+        blocking methods; otherwise on the portal.
+        """
         service, portal = self._ensure()
-        return portal.call(service.paywall.check, request, resolve_price(price, request))
+        value = resolve_price(price, request)
+        if isinstance(value, int) and not portal.in_portal_thread():
+            decision = service.paywall.check_blocking(request, value)
+            if decision is not None:
+                return decision
+        return portal.call(service.paywall.check, request, value)
 
     def refund(self, decision: PaywallDecision) -> None:
         """Give back what ``decision`` charged."""
         if decision.charged:
             service, portal = self._ensure()
-            portal.call(service.refund, decision)
+            if portal.in_portal_thread() or not service.paywall.refund_blocking(decision):
+                portal.call(service.refund, decision)
 
     def balance(self, account: str) -> int:
         """The balance of ``account`` in the store."""

@@ -11,99 +11,36 @@ delivered.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from ilp_receiver.client import AsyncPaymentClient, ChunkProgress
 
+from .procs import BIN, child_env, js_connector, started
+
 pytestmark = pytest.mark.interop
 
-BIN = Path(sys.executable).parent
 BASE = 21700
 RECEIVERS_PORT, SENDER_PORT, SPSP_PORT = BASE + 1, BASE + 2, BASE + 3
 SENDER_URL = f"btp+ws://:sender-token@127.0.0.1:{SENDER_PORT}"
 SPSP_URL = f"http://127.0.0.1:{SPSP_PORT}/.well-known/pay"
 
 
-class Process:
-    """A child process whose stdout JSON lines are read by a thread; always reaped."""
-
-    def __init__(self, args: list[str], cwd: Path, log: Path) -> None:
-        self.log = log
-        self._stderr = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            args, cwd=cwd, stdout=subprocess.PIPE, stderr=self._stderr, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line)
-
-    def wait_event(self, event: str, timeout: float) -> dict[str, Any]:
-        """The first JSON line with ``"event": event`` (fails after ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.proc.poll() is not None and self.lines.empty()):
-                pytest.fail(f"no {event!r} event; log:\n{self.log.read_text()[-3000:]}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            with contextlib.suppress(ValueError):
-                message = json.loads(line)
-                if isinstance(message, dict) and message.get("event") == event:
-                    return message
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._stderr.close()
-
-
 @pytest.fixture(scope="module")
 def js_side(harness: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    logs = tmp_path_factory.mktemp("client-interop")
-    started: list[Process] = []
-    try:
-        connector = Process(
-            [
-                "node",
-                "connector.js",
-                "--receivers-port",
-                str(RECEIVERS_PORT),
-                "--sender-port",
-                str(SENDER_PORT),
-                "--max-runtime",
-                "600",
-            ],
+    with started(tmp_path_factory.mktemp("client-interop")) as procs:
+        procs.start(
+            "connector",
+            js_connector(RECEIVERS_PORT, SENDER_PORT, "--max-runtime", "600"),
             harness,
-            logs / "connector.log",
         )
-        started.append(connector)
-        connector.wait_event("ready", 60)
-        receiver = Process(
+        receiver = procs.start(
+            "js-receiver",
             [
                 "node",
                 "js-receiver.js",
@@ -115,13 +52,8 @@ def js_side(harness: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "600",
             ],
             harness,
-            logs / "js-receiver.log",
         )
-        started.append(receiver)
-        yield receiver.wait_event("ready", 60)
-    finally:
-        for process in reversed(started):
-            process.stop()
+        yield receiver.wait_event("ready")
 
 
 @pytest.fixture
@@ -188,8 +120,7 @@ async def test_min_destination_amount_is_enforced(client: AsyncPaymentClient) ->
 
 async def test_cli_pay_and_query(client: AsyncPaymentClient) -> None:
     before = await balance(client)
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env = child_env()
     result = subprocess.run(  # noqa: ASYNC221 - a short CLI run inside the test
         [str(BIN / "ilp-receiver"), "pay", SPSP_URL, "1500", "--uplink", SENDER_URL,
          "--chunked", "--chunk-size", "600"],

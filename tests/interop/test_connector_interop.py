@@ -12,113 +12,56 @@ Ports 20700-20739; every process started here is killed by its PID at the end.
 from __future__ import annotations
 
 import json
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .procs import (
+    BIN,
+    JsonRun,
+    Procs,
+    child_env,
+    http_json,
+    js_connector,
+    js_pay,
+    run_json_lines,
+    started,
+)
+
 pytestmark = pytest.mark.interop
-
-BIN = Path(sys.executable).parent
-
-
-class Procs:
-    """Processes started by one test; all are killed at teardown."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, cmd: list[str], cwd: Path, *, wait_ready: bool = True) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HARNESS_", "ILP_"))}
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.procs.append(proc)
-        lines: queue.Queue[str] = queue.Queue()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.put(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-        threading.Thread(target=lambda: proc.stderr and proc.stderr.read(), daemon=True).start()
-        if not wait_ready:
-            return {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                if proc.poll() is not None:
-                    raise AssertionError(f"{cmd[:3]} exited with {proc.returncode}") from None
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "ready":
-                return event
-        raise AssertionError(f"{cmd[:3]} did not become ready")
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.kill_all()
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    with started(tmp_path, child_env(drop=("HARNESS_", "ILP_"))) as group:
+        yield group
+
+
+def start(procs: Procs, name: str, cmd: list[str], cwd: Path) -> dict[str, Any]:
+    return procs.start(name, cmd, cwd, timeout=30).wait_event("ready")
 
 
 def our_connector(procs: Procs, tmp_path: Path, toml: str) -> dict[str, Any]:
     path = tmp_path / "connector.toml"
     path.write_text(toml)
     cmd = [str(BIN / "ilp-receiver"), "connector", "--config", str(path)]
-    return procs.start(cmd, tmp_path)
+    return start(procs, "connector", cmd, tmp_path)
 
 
-def node(harness: Path, *args: str, timeout: float = 180) -> dict[str, Any]:
-    result = subprocess.run(
-        ["node", *args],
-        cwd=harness,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")},
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no JSON from node {args[0]}: {result.stderr[-2000:]}"
-    out: dict[str, Any] = json.loads(lines[-1])
-    out["_exit"] = result.returncode
-    out["_lines"] = [json.loads(line) for line in lines]
-    return out
+def node_env() -> dict[str, str]:
+    """The environment of the harness's one-shot scripts: no HARNESS_* option defaults."""
+    return child_env(drop=("HARNESS_",))
+
+
+def node(harness: Path, *args: str, timeout: float = 180) -> JsonRun:
+    return run_json_lines(["node", *args], harness, timeout, node_env())
 
 
 def admin_get(url: str, token: str) -> Any:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
+    return http_json(url, {"Authorization": f"Bearer {token}"})
 
 
 def test_a_js_sender_through_our_connector_to_a_js_child(
@@ -142,7 +85,9 @@ transport = "mini-accounts"
 listen = "127.0.0.1:20702"
 """,
     )
-    receiver = procs.start(
+    receiver = start(
+        procs,
+        "js-receiver",
         [
             "node",
             "js-receiver.js",
@@ -162,24 +107,17 @@ listen = "127.0.0.1:20702"
         "http://127.0.0.1:20703/.well-known/pay",
         "--btp-url",
         "btp+ws://:sender-token@127.0.0.1:20701",
-    )
+    ).last
     failed = [c for c in report["checks"] if c.get("required") and not c["ok"]]
     assert not failed, json.dumps(failed, indent=1)[:3000]
     assert report["ok"] is True
 
 
 def test_b_ccp_peering_with_the_js_connector(harness: Path, procs: Procs, tmp_path: Path) -> None:
-    procs.start(
-        [
-            "node",
-            "connector.js",
-            "--peer-port",
-            "20711",
-            "--receivers-port",
-            "0",
-            "--sender-port",
-            "20713",
-        ],
+    start(
+        procs,
+        "js-connector",
+        js_connector(0, 20713, "--peer-port", "20711"),
         harness,
     )
     ours = our_connector(
@@ -218,7 +156,9 @@ listen = "127.0.0.1:20715"
         time.sleep(0.2)
     assert routes.get("test.harness", {}).get("next_hop") == "js", routes
     assert routes["test.harness"]["path"] == ["test.harness"]
-    procs.start(
+    start(
+        procs,
+        "js-receiver",
         [
             "node",
             "js-receiver.js",
@@ -233,17 +173,13 @@ listen = "127.0.0.1:20715"
     # connector can only forward to test.pyconn.jsr if it learned our route by CCP.
     result: dict[str, Any] = {}
     for _ in range(20):
-        result = node(
+        result = js_pay(
             harness,
-            "sender.js",
-            "single",
-            "--receiver",
             "http://127.0.0.1:20717/.well-known/pay",
-            "--amount",
-            "1000",
-            "--btp-url",
             "btp+ws://:sender-token@127.0.0.1:20713",
-        )
+            1000,
+            env=node_env(),
+        ).last
         if result.get("ok"):
             break
         time.sleep(0.5)
@@ -262,18 +198,18 @@ listen = "127.0.0.1:20715"
         "6",
         timeout=60,
     )
-    assert seen["_exit"] == 0, seen
+    assert seen.returncode == 0, seen
     updates = [
         e
-        for e in seen["_lines"]
+        for e in seen.lines
         if e.get("event") == "ccp"
         and e.get("direction") == "in"
         and e.get("type") == "route_update"
     ]
-    assert updates, seen["_lines"]
+    assert updates, seen.lines
     assert all(u.get("speaker") == "test.pyconn" for u in updates), updates
     assert all(u.get("our_response") == "fulfill" for u in updates), updates
-    summary = seen["_lines"][-1]
+    summary = seen.lines[-1]
     assert summary["event"] == "summary"
     # our own address and the JS connector's prefix (learned from the other peer), both
     # advertised with our address first in the path
@@ -304,7 +240,9 @@ token = "http-secret"
 listen = "127.0.0.1:20721"
 """,
     )
-    receiver = procs.start(
+    receiver = start(
+        procs,
+        "js-receiver",
         [
             "node",
             "js-receiver.js",
@@ -322,17 +260,13 @@ listen = "127.0.0.1:20721"
         harness,
     )
     assert receiver["address"] == "test.pyconn.web"
-    result = node(
+    result = js_pay(
         harness,
-        "sender.js",
-        "single",
-        "--receiver",
         "http://127.0.0.1:20724/.well-known/pay",
-        "--amount",
-        "1000",
-        "--btp-url",
         "btp+ws://:sender-token@127.0.0.1:20723",
-    )
+        1000,
+        env=node_env(),
+    ).last
     assert result.get("ok"), json.dumps(result)[:3000]
     assert result["result"]["fulfilled"] is True
     assert int(result["receiver_balance_delta"]) == 1000

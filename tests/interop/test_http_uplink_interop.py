@@ -8,26 +8,20 @@ CLI on the HTTP uplink is paid by the JS sender through the connector.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from ilp_receiver.links.http import HttpSyncLink
 from ilp_receiver.uplink import fetch_peer_config
 
+from .procs import js_connector, js_pay, our_receiver, started
+
 pytestmark = pytest.mark.interop
 
-BIN = Path(sys.executable).parent
 BASE = 19700
 RECEIVERS_PORT, SENDER_PORT, HTTP_ACCOUNT_PORT, OUR_PORT, SPSP_PORT = (
     BASE + 1,
@@ -40,81 +34,22 @@ TOKEN = "secret"
 UPLINK_URL = f"http+oer://{TOKEN}@127.0.0.1:{HTTP_ACCOUNT_PORT}/?listen=127.0.0.1:{OUR_PORT}"
 
 
-class Process:
-    """A child process whose stdout JSON lines are read by a thread."""
-
-    def __init__(self, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None):
-        self.log = log
-        self._stderr = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line)
-
-    def wait_event(self, event: str, timeout: float) -> dict[str, Any]:
-        """The first JSON line with ``"event": event`` (fails after ``timeout`` s)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.proc.poll() is not None and self.lines.empty()):
-                pytest.fail(f"no {event!r} event; log:\n{self.log.read_text()[-3000:]}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            with contextlib.suppress(ValueError):
-                message = json.loads(line)
-                if isinstance(message, dict) and message.get("event") == event:
-                    return message
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s; always reaps the child."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._stderr.close()
-
-
 @pytest.fixture(scope="module")
 def connector(harness: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    log = tmp_path_factory.mktemp("http-uplink") / "connector.log"
-    process = Process(
-        [
-            "node",
-            "connector.js",
-            "--receivers-port",
-            str(RECEIVERS_PORT),
-            "--sender-port",
-            str(SENDER_PORT),
-            "--http-account",
-            f"myrecv,{HTTP_ACCOUNT_PORT},http://127.0.0.1:{OUR_PORT}/,{TOKEN}",
-            "--max-runtime",
-            "600",
-        ],
-        harness,
-        log,
-    )
-    try:
-        yield process.wait_event("ready", 60)
-    finally:
-        process.stop()
+    with started(tmp_path_factory.mktemp("http-uplink")) as procs:
+        process = procs.start(
+            "connector",
+            js_connector(
+                RECEIVERS_PORT,
+                SENDER_PORT,
+                "--http-account",
+                f"myrecv,{HTTP_ACCOUNT_PORT},http://127.0.0.1:{OUR_PORT}/,{TOKEN}",
+                "--max-runtime",
+                "600",
+            ),
+            harness,
+        )
+        yield process.wait_event("ready")
 
 
 async def test_ildcp_over_ilp_over_http(connector: dict[str, Any]) -> None:
@@ -149,55 +84,24 @@ async def test_wrong_token_is_refused_by_the_connector(connector: dict[str, Any]
 def test_js_sender_pays_our_receiver_over_the_http_uplink(
     connector: dict[str, Any], harness: Path, tmp_path: Path
 ) -> None:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    receiver = Process(
-        [
-            str(BIN / "ilp-receiver"),
-            "receive",
-            "--uplink",
-            UPLINK_URL,
-            "--port",
-            str(SPSP_PORT),
-            "--store",
-            str(tmp_path / "receiver.sqlite3"),
-            "--secret-file",
-            str(tmp_path / "receiver.secret"),
-        ],
-        tmp_path,
-        tmp_path / "receiver.log",
-        env,
-    )
-    try:
-        ready = receiver.wait_event("ready", 60)
-        assert ready["ilp_address"] == "test.harness.myrecv"
-        result = subprocess.run(
-            [
-                "node",
-                "sender.js",
-                "single",
-                "--receiver",
-                f"http://127.0.0.1:{SPSP_PORT}/.well-known/pay",
-                "--btp-url",
-                f"btp+ws://:sender-token@127.0.0.1:{SENDER_PORT}",
-                "--amount",
-                "1000",
-                "--timeout",
-                "60",
-            ],
-            cwd=harness,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+    with started(tmp_path) as procs:
+        receiver = procs.start(
+            "receiver",
+            our_receiver(UPLINK_URL, SPSP_PORT, tmp_path),
+            tmp_path,
         )
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        assert lines, f"sender printed no result:\n{result.stdout}\n{result.stderr[-3000:]}"
-        report = json.loads(lines[-1])
+        ready = receiver.wait_event("ready")
+        assert ready["ilp_address"] == "test.harness.myrecv"
+        result = js_pay(
+            harness,
+            f"http://127.0.0.1:{SPSP_PORT}/.well-known/pay",
+            f"btp+ws://:sender-token@127.0.0.1:{SENDER_PORT}",
+            1000,
+            sender_timeout=60,
+            timeout=120,
+        )
+        report = result.last
         assert report["ok"] is True, (
-            f"{json.dumps(report, indent=1)[:3000]}\nreceiver log:\n"
-            f"{receiver.log.read_text()[-3000:]}"
+            f"{json.dumps(report, indent=1)[:3000]}\nreceiver log:\n{receiver.tail()}"
         )
         assert result.returncode == 0
-    finally:
-        receiver.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .procs import BIN, Proc, http_json, http_status, run_json
+from .procs import Proc, http_json, http_status, js_connector, js_pay, our_receiver
 
 pytestmark = pytest.mark.interop
 
@@ -27,18 +27,9 @@ SPSP_URL = f"http://127.0.0.1:{SPSP_PORT}/.well-known/pay"
 
 def start_connector(harness: Path, logs: Path) -> Proc:
     proc = Proc(
-        [
-            "node",
-            "connector.js",
-            "--receivers-port",
-            str(RECEIVERS_PORT),
-            "--sender-port",
-            str(SENDER_PORT),
-            "--admin-port",
-            str(ADMIN_PORT),
-            "--max-runtime",
-            "300",
-        ],
+        js_connector(
+            RECEIVERS_PORT, SENDER_PORT, "--admin-port", str(ADMIN_PORT), "--max-runtime", "300"
+        ),
         harness,
         logs / "connector.err",
     )
@@ -48,18 +39,9 @@ def start_connector(harness: Path, logs: Path) -> Proc:
 
 def start_receiver(harness: Path, tmp_path: Path) -> Proc:
     proc = Proc(
-        [
-            str(BIN / "ilp-receiver"),
-            "receive",
-            "--uplink",
-            f"btp+ws://faulty:faulty-token@127.0.0.1:{RECEIVERS_PORT}",
-            "--port",
-            str(SPSP_PORT),
-            "--store",
-            str(tmp_path / "receiver.sqlite3"),
-            "--secret-file",
-            str(tmp_path / "receiver.secret"),
-        ],
+        our_receiver(
+            f"btp+ws://faulty:faulty-token@127.0.0.1:{RECEIVERS_PORT}", SPSP_PORT, tmp_path
+        ),
         harness,
         tmp_path / "receiver.err",
     )
@@ -68,22 +50,7 @@ def start_receiver(harness: Path, tmp_path: Path) -> Proc:
 
 
 def pay_once(harness: Path, amount: int = 1000) -> dict[str, object]:
-    return run_json(
-        [
-            "node",
-            "sender.js",
-            "single",
-            "--receiver",
-            SPSP_URL,
-            "--btp-url",
-            SENDER_BTP,
-            "--amount",
-            str(amount),
-            "--timeout",
-            "60",
-        ],
-        harness,
-    )
+    return js_pay(harness, SPSP_URL, SENDER_BTP, amount, sender_timeout=60).last
 
 
 def spsp_balance() -> int:

@@ -8,16 +8,14 @@ legacy draft-1 chunks) are what decide.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.interop
+from .procs import child_env
 
-BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.interop
 
 
 def run_baseline(
@@ -26,9 +24,8 @@ def run_baseline(
     log_dir = tmp_path / "logs"
     store = tmp_path / "receiver.sqlite3"
     secret = tmp_path / "receiver.secret"
-    env = dict(os.environ)
+    env = child_env()
     env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         RUNS="1",
         COUNT=str(count),
         WARMUP="20",

@@ -1,0 +1,226 @@
+"""Our receiver against the JavaScript reference receiver, interleaved (A B A B ...).
+
+One JS connector (``.interop/connector.js``), the JS reference receiver and ours
+(``ilp-receiver receive``) as two BTP children; the JS sender (``sender.js bench``) pays
+each in turn, run after run, at every concurrency, so both see the same machine
+conditions.  For each run it records packets/s and the CPU milliseconds per packet of the
+receiver process (user + system ticks from ``/proc/PID/stat``), and prints a markdown
+table of medians and the per-run ratios ours/JS.
+
+    python bench/receiver_ab.py --runs 5 --count 4000 --concurrency 10 50
+
+The first ``--warmup-runs`` rounds (default 1, half the count) are not recorded.
+
+Needs the harness installed in ``.interop/`` (the interop tests do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / ".interop"
+BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks used so far by ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a process and wait for its ``{"event":"ready"}`` line."""
+    proc = subprocess.Popen(
+        args,
+        cwd=HARNESS,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        if '"event":"ready"' in line.replace(" ", ""):
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SystemExit(f"{args[0]} did not get ready; see {log}")
+
+
+def bench(url: str, pid: int, concurrency: int, count: int, sender_btp: str) -> dict[str, Any]:
+    """One ``sender.js bench`` run; adds the receiver's CPU ms per packet."""
+    before = cpu_ticks(pid)
+    out = subprocess.run(
+        [
+            "node",
+            "sender.js",
+            "bench",
+            "--receiver",
+            url,
+            "--btp-url",
+            sender_btp,
+            "--amount",
+            "1000",
+            "--count",
+            str(count),
+            "--concurrency",
+            str(concurrency),
+            "--warmup",
+            "200",
+            "--max-seconds",
+            "60",
+            "--timeout",
+            "150",
+        ],
+        cwd=HARNESS,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    after = cpu_ticks(pid)
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    packets = (result.get("warmup") or {}).get("fulfilled", 0) + result["fulfilled"]
+    packets += result["rejected"]
+    result["cpu_ms_per_packet"] = (after - before) * 1000 / CLK_TCK / max(packets, 1)
+    return result
+
+
+def main() -> None:
+    """Run the interleaved comparison and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--count", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--base-port", type=int, default=23700)
+    parser.add_argument(
+        "--warmup-runs", type=int, default=1, help="unrecorded runs first (JIT, caches)"
+    )
+    opts = parser.parse_args()
+    port = opts.base_port
+    work = Path(tempfile.mkdtemp(prefix="receiver-ab."))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        procs.append(
+            start(
+                [
+                    "node",
+                    "connector.js",
+                    "--receivers-port",
+                    str(port),
+                    "--sender-port",
+                    str(port + 1),
+                    "--max-runtime",
+                    "3600",
+                ],
+                work / "connector.err",
+            )
+        )
+        js = start(
+            [
+                "node",
+                "js-receiver.js",
+                "--btp-url",
+                f"btp+ws://jsreceiver:tok@127.0.0.1:{port}",
+                "--spsp-port",
+                str(port + 2),
+                "--max-runtime",
+                "3600",
+            ],
+            work / "js-receiver.err",
+        )
+        procs.append(js)
+        ours = start(
+            [
+                str(BIN / "ilp-receiver"),
+                "receive",
+                "--uplink",
+                f"btp+ws://ours:tok@127.0.0.1:{port}",
+                "--port",
+                str(port + 3),
+                "--store",
+                str(work / "receiver.sqlite3"),
+                "--secret-file",
+                str(work / "receiver.secret"),
+            ],
+            work / "ours.err",
+        )
+        procs.append(ours)
+        sender = f"btp+ws://:sender-token@127.0.0.1:{port + 1}"
+        targets = {
+            "js": (f"http://127.0.0.1:{port + 2}/.well-known/pay", js.pid),
+            "ours": (f"http://127.0.0.1:{port + 3}/.well-known/pay", ours.pid),
+        }
+        rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(opts.warmup_runs):
+            for concurrency in opts.concurrency:
+                for url, pid in targets.values():
+                    bench(url, pid, concurrency, opts.count // 2, sender)
+        for run in range(opts.runs):
+            for concurrency in opts.concurrency:
+                order = ("js", "ours") if run % 2 == 0 else ("ours", "js")
+                for name in order:
+                    url, pid = targets[name]
+                    result = bench(url, pid, concurrency, opts.count, sender)
+                    assert result["ok"], result
+                    rows.setdefault((name, concurrency), []).append(result)
+                    print(
+                        f"run {run + 1} c{concurrency} {name}: "
+                        f"{result['packets_per_s']:.0f} packets/s, "
+                        f"{result['cpu_ms_per_packet']:.3f} CPU ms/packet",
+                        file=sys.stderr,
+                    )
+        print("| concurrency | receiver | packets/s median (runs) | CPU ms/packet median (runs) |")
+        print("|---|---|---|---|")
+        for concurrency in opts.concurrency:
+            for name in ("js", "ours"):
+                results = rows[(name, concurrency)]
+                pps = [r["packets_per_s"] for r in results]
+                cpu = [r["cpu_ms_per_packet"] for r in results]
+                print(
+                    f"| {concurrency} | {name} | {statistics.median(pps):.0f} "
+                    f"({', '.join(f'{p:.0f}' for p in pps)}) | {statistics.median(cpu):.3f} "
+                    f"({', '.join(f'{c:.3f}' for c in cpu)}) |"
+                )
+        print()
+        print(
+            "| concurrency | ours/JS packets/s (median of per-run ratios) | ours/JS CPU ms/packet |"
+        )
+        print("|---|---|---|")
+        for concurrency in opts.concurrency:
+            js_runs, our_runs = rows[("js", concurrency)], rows[("ours", concurrency)]
+            pps_ratio = [
+                o["packets_per_s"] / j["packets_per_s"]
+                for o, j in zip(our_runs, js_runs, strict=True)
+            ]
+            cpu_ratio = [
+                o["cpu_ms_per_packet"] / j["cpu_ms_per_packet"]
+                for o, j in zip(our_runs, js_runs, strict=True)
+            ]
+            print(
+                f"| {concurrency} | {statistics.median(pps_ratio):.2f} | "
+                f"{statistics.median(cpu_ratio):.2f} |"
+            )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--base-port", type=int, default=23700)
     parser.add_argument(
+        "--store", default=None, help="our receiver's store (default: a SQLite file)"
+    )
+    parser.add_argument(
         "--warmup-runs", type=int, default=1, help="unrecorded runs first (JIT, caches)"
     )
     opts = parser.parse_args()
@@ -151,7 +154,7 @@ def main() -> None:
                 "--port",
                 str(port + 3),
                 "--store",
-                str(work / "receiver.sqlite3"),
+                opts.store or str(work / "receiver.sqlite3"),
                 "--secret-file",
                 str(work / "receiver.secret"),
             ],

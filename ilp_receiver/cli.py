@@ -2,9 +2,13 @@
 
 Subcommands live in :mod:`ilp_receiver.commands` (one module each):
 
-* ``receive``: a standalone payment-pointer server on an uplink
-  (``ilp-receiver receive --uplink URL [--host 127.0.0.1] [--port 8080] [--store PATH]
-  [--secret-file PATH]``).
+* ``demo [--once]``: the bundled connector, a paid web app and a paying client in one
+  process;
+* ``receive --uplink URL [--host 127.0.0.1] [--port 8080] [--store PATH]
+  [--secret-file PATH]``: a standalone payment-pointer server on an uplink;
+* ``connector --config FILE``: the bundled connector;
+* ``query POINTER``: an SPSP query;
+* ``pay POINTER AMOUNT --uplink URL [--chunked]``: a PSK2 payment.
 """
 
 from __future__ import annotations

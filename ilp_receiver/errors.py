@@ -16,13 +16,22 @@ Every error the library raises on purpose derives from :class:`IlpReceiverError`
     ├── LinkError                a transport to a peer failed
     │   ├── LinkClosedError      the link is (or went) down; in-flight requests fail with it
     │   ├── LinkTimeoutError     no answer in time
-    │   └── AuthenticationError  the peer refused our credentials (or we refused its)
+    │   ├── AuthenticationError  the peer refused our credentials (or we refused its)
+    │   └── links.http.HttpStatusError  an HTTP peer answered a non-200 status
     ├── SpspError                an SPSP query failed (HTTP status, bad JSON, bad fields)
     ├── stores.BalanceLimitError a balance change would leave [minimum, maximum]; nothing changed
+    │   └── monetization.InsufficientBalanceError  a visitor's bucket cannot pay a price
+    ├── client.PaymentError      a payment failed (code, message, what was paid before)
+    │   └── client.QuoteError    a quote got no encrypted answer saying what arrived
+    ├── client.HttpIlpError      an HTTP-ILP paid request could not be paid
+    ├── monetization.InvalidVisitorIdError  a visitor id whose signature does not verify
+    ├── webpayments.InvalidOrderIdError     an order id that cannot be an address segment
     ├── stores.StoreError        a balance store backend failed
     │   └── StoreClosedError     the store was used after close()
     └── IlpError                 carries an ILP error code; application hooks raise it to
-                                 reject a packet with that code (see ``to_reject``)
+                                 reject a packet with that code
+        ├── psk2.secrets.WrongReceiverError   F06: a destination this receiver did not issue
+        └── codec.ildcp.PeerProtocolRequestError  F00: a malformed peer.* request
 
 Third-party exceptions (aiohttp, sqlite3, redis, ...) are mapped at the I/O edge and
 chained with ``raise ... from exc``.

@@ -94,6 +94,10 @@ class Callbacks(Generic[EventT]):
         self._callbacks.append(only)
         return callback
 
+    def __len__(self) -> int:
+        """How many callbacks are registered."""
+        return len(self._callbacks)
+
     async def emit(self, event: EventT) -> None:
         """Call every callback with ``event`` (awaiting those that return awaitables)."""
         for callback in list(self._callbacks):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from ._attached import Callbacks
 from ._portal import BlockingPortal, default_portal
 from .codec.ilp import IlpPrepare, IlpReject, IlpReply
 from .errors import ConfigError, IlpError
@@ -158,7 +159,7 @@ class AsyncReceiver:
         self.spsp_max_age = spsp_max_age
         self._psk2: Psk2Receiver | None = None
         self._events: asyncio.Queue[PaymentEvent] = asyncio.Queue(event_queue_size)
-        self._callbacks: list[EventCallback] = []
+        self._callbacks: Callbacks[PaymentEvent] = Callbacks(log, "payment event callback failed")
         self._dispatcher: asyncio.Task[None] | None = None
         self._subscribers: list[asyncio.Queue[PaymentEvent]] = []
         #: Events dropped because the queue was full (slow application code).
@@ -363,7 +364,7 @@ class AsyncReceiver:
 
     def on_event(self, callback: EventCallback) -> None:
         """Call ``callback`` (sync or async) for every payment event, after the Fulfill."""
-        self._callbacks.append(callback)
+        self._callbacks.add(callback)
 
     def _emit(self, event: PaymentEvent) -> None:
         try:
@@ -379,13 +380,7 @@ class AsyncReceiver:
             for queue in list(self._subscribers):
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(event)
-            for callback in list(self._callbacks):
-                try:
-                    result = callback(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("payment event callback failed")
+            await self._callbacks.emit(event)
 
     async def events(self, maxsize: int = 1000) -> AsyncGenerator[PaymentEvent, None]:
         """Iterate over payment events as they happen (``async for event in receiver.events()``)."""

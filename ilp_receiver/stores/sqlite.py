@@ -120,6 +120,14 @@ _SELECT_BALANCE = "SELECT balance FROM ilp_balances WHERE key = ?"
 _SELECT_SEEN = "SELECT 1 FROM ilp_idempotency WHERE key = ? AND at >= ?"
 
 
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    """Roll back the transaction ``conn`` has open, if any; a failure here is ignored (the
+    error being handled is the one that matters, and SQLite rolls back on close)."""
+    with contextlib.suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
 def _in_sql(cache: dict[int, str], template: str, n: int) -> str:
     sql = cache.get(n)
     if sql is None:
@@ -315,11 +323,7 @@ class SqliteStore(BalanceStore):
         try:
             return self._transaction(conn, batch)
         except Exception as exc:  # the writer thread must survive anything
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            _rollback_quietly(conn)
             outcomes: list[_Outcome] = []
             for _ in batch:
                 error = StoreError(f"SQLite write failed: {exc}")
@@ -561,16 +565,12 @@ class SqliteStore(BalanceStore):
             try:
                 outcomes = self._transaction(conn, items)
             except sqlite3.OperationalError as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                _rollback_quietly(conn)
                 if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     return None  # another process writes: wait in the queue
                 raise StoreError(f"SQLite write failed: {exc}") from exc
             except Exception as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                _rollback_quietly(conn)
                 raise StoreError(f"SQLite write failed: {exc}") from exc
             self._inline_commits += 1
             self._after_direct_commit()
@@ -648,9 +648,7 @@ class SqliteStore(BalanceStore):
             try:
                 outcomes = self._transaction(conn, items)
             except Exception as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                _rollback_quietly(conn)
                 raise StoreError(f"SQLite write failed: {exc}") from exc
             self._blocking_commits += 1
             self._after_direct_commit()

@@ -1,9 +1,11 @@
 """Balance store throughput: credits/s and CPU microseconds per credit.
 
     .venv/bin/python bench/stores.py [--n 50000] [--concurrency 50] [--stores sqlite,memory]
+        [--accounts 1]
 
-Each of ``concurrency`` tasks credits in a loop (with an idempotency key per credit, as
-the receiver does) over 1000 account keys until ``n`` credits are acknowledged. CPU is
+Each of ``concurrency`` tasks credits in a loop until ``n`` credits are acknowledged,
+spread over ``--accounts`` account keys, each credit with a random 64-hex-digit
+idempotency key (the receiver uses the Prepare's condition) or none. CPU is
 ``time.process_time()`` for the whole process (event loop + writer thread), so it is
 the real cost of a credit. Redis and PostgreSQL run against the local services
 (``--stores redis,postgres``); their server-side CPU is not counted.
@@ -22,24 +24,27 @@ import uuid
 from ilp_receiver.stores import BalanceStore, open_store
 
 
-async def run(store: BalanceStore, n: int, concurrency: int, idempotency: bool) -> None:
+async def run(
+    store: BalanceStore, n: int, concurrency: int, idempotency: bool, accounts: int
+) -> None:
     counter = itertools.count()
-    tag = uuid.uuid4().hex[:8]
+    keys = [os.urandom(32).hex() if idempotency else None for _ in range(n)]
 
     async def worker() -> None:
         while (i := next(counter)) < n:
-            key = f"acct-{i % 1000}"
-            await store.credit(key, 1000, idempotency_key=f"{tag}-{i}" if idempotency else None)
+            await store.credit(f"acct-{i % accounts}", 1000, idempotency_key=keys[i])
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def bench(url: str, n: int, concurrency: int, idempotency: bool, prefix: str | None) -> str:
+async def bench(
+    url: str, n: int, concurrency: int, idempotency: bool, prefix: str | None, accounts: int
+) -> str:
     store = open_store(url, prefix=prefix)
     async with store:
-        await run(store, min(n, 2000), concurrency, idempotency)  # warm up
+        await run(store, min(n, 2000), concurrency, idempotency, accounts)  # warm up
         wall, cpu = time.perf_counter(), time.process_time()
-        await run(store, n, concurrency, idempotency)
+        await run(store, n, concurrency, idempotency, accounts)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return (
         f"{n / wall:>10,.0f} credits/s  {cpu / n * 1e6:>7.1f} µs CPU/credit"
@@ -52,6 +57,7 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--stores", default="memory,sqlite")
+    parser.add_argument("--accounts", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tag = uuid.uuid4().hex[:8]
@@ -64,7 +70,9 @@ async def main() -> None:
         for name in args.stores.split(","):
             url, prefix = urls[name]
             for idempotency in (True, False):
-                line = await bench(url, args.n, args.concurrency, idempotency, prefix)
+                line = await bench(
+                    url, args.n, args.concurrency, idempotency, prefix, args.accounts
+                )
                 print(f"{name:<9}{line}", flush=True)
             await cleanup(name, url, prefix)
 

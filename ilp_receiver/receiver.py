@@ -287,13 +287,16 @@ class AsyncReceiver:
     async def handle_prepare(self, prepare: IlpPrepare) -> IlpReply:
         """Answer one incoming Prepare: Fulfill (after crediting) or Reject."""
         psk2 = self._receiver()
-        decision = psk2.handle_prepare(prepare, datetime.now(UTC), iv=os.urandom(12))
+        # Exactly one encrypted PSK2 response (reject or fulfill) leaves per Prepare, so
+        # one fresh IV serves whichever it is.
+        iv = os.urandom(12)
+        decision = psk2.handle_prepare(prepare, datetime.now(UTC), iv=iv)
         if isinstance(decision, IlpReject):
             return decision
         if isinstance(decision, UnfulfillableRequest):
             # a draft-2 quote or a request asking for more than arrived: the encrypted
             # error tells the sender how much arrived
-            return psk2.refuse(decision, iv=os.urandom(12))
+            return psk2.refuse(decision, iv=iv)
         # build the application's view of the payment only when someone will look at it
         listening = bool(self._callbacks or self._subscribers)
         payment = self._payment(prepare, decision) if self._hook is not None or listening else None
@@ -305,11 +308,9 @@ class AsyncReceiver:
                 if inspect.isawaitable(verdict):
                     verdict = await verdict
             except IlpError as exc:
-                return psk2.refuse(decision, iv=os.urandom(12), code=exc.code, message=exc.message)
+                return psk2.refuse(decision, iv=iv, code=exc.code, message=exc.message)
             if verdict is False:
-                return psk2.refuse(
-                    decision, iv=os.urandom(12), message="payment refused by the receiver"
-                )
+                return psk2.refuse(decision, iv=iv, message="payment refused by the receiver")
             if isinstance(verdict, str):
                 account = verdict
         try:
@@ -320,9 +321,7 @@ class AsyncReceiver:
                 idempotency_key=prepare.execution_condition.hex(),
             )
         except BalanceLimitError:
-            return psk2.refuse(
-                decision, iv=os.urandom(12), message="receiver balance limit reached"
-            )
+            return psk2.refuse(decision, iv=iv, message="receiver balance limit reached")
         except Exception:
             self.store_failures += 1
             if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
@@ -330,7 +329,7 @@ class AsyncReceiver:
                     "balance store failed (%d times); not fulfilling", self.store_failures
                 )
             return IlpReject("T00", self.address, "receiver temporarily unavailable")
-        fulfill = psk2.fulfill(decision, iv=os.urandom(12))
+        fulfill = psk2.fulfill(decision, iv=iv)
         if result.applied and payment is not None:
             amount = prepare.amount
             self._emit(PaymentEvent("received", account, amount, result.balance, payment))

@@ -428,7 +428,7 @@ async def test_sqlite_persists_balances_and_idempotency_keys(tmp_path: pathlib.P
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert conn.execute("SELECT value FROM ilp_meta WHERE name='schema_version'").fetchone() == (
-        "1",
+        "2",
     )
     rows = conn.execute("SELECT key, account, delta FROM ilp_idempotency ORDER BY key").fetchall()
     assert rows == [("k1", "a", str(U64)), ("k2", "a", str(U64)), ("k3", "a", "1")]
@@ -450,23 +450,87 @@ async def test_sqlite_refuses_unknown_schema_version(tmp_path: pathlib.Path) -> 
         SqliteStore(path)
 
 
-async def test_sqlite_prunes_old_idempotency_keys(tmp_path: pathlib.Path) -> None:
-    clock = FakeClock()
-    path = tmp_path / "prune.db"
+def _idempotency_keys(path: pathlib.Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: [row[0] for row in conn.execute(f"SELECT key FROM {table} ORDER BY key")]
+            for table in ("ilp_idempotency_0", "ilp_idempotency_1")
+        }
+    finally:
+        conn.close()
+
+
+async def test_sqlite_rotates_idempotency_generations(tmp_path: pathlib.Path) -> None:
+    clock = FakeClock(1_000_050.0)  # period 10000 of 100 s: generation table 0
+    path = tmp_path / "rotate.db"
     async with SqliteStore(path, retention=100, clock=clock) as store:
-        await asyncio.gather(*(store.credit("a", 1, idempotency_key=f"o{i}") for i in range(10)))
-        clock.now += 101
-        await store.credit("a", 1, idempotency_key="new")
-        # an inline commit leaves the (possibly long) DELETE to the writer thread
-        for _ in range(100):
-            conn = sqlite3.connect(path)
-            keys = [row[0] for row in conn.execute("SELECT key FROM ilp_idempotency")]
-            conn.close()
-            if keys == ["new"]:
-                break
-            await asyncio.sleep(0.02)
-        assert keys == ["new"]
-        assert await store.balance("a") == 11
+        await asyncio.gather(*(store.credit("a", 1, idempotency_key=f"o{i}") for i in range(3)))
+        assert _idempotency_keys(path) == {
+            "ilp_idempotency_0": ["o0", "o1", "o2"],
+            "ilp_idempotency_1": [],
+        }
+        clock.now += 60  # next period, keys still within the retention: remembered
+        assert not (await store.credit("a", 1, idempotency_key="o1")).applied
+        await store.credit("a", 1, idempotency_key="n1")
+        assert _idempotency_keys(path)["ilp_idempotency_1"] == ["n1"]
+        clock.now += 100  # period 10002 reuses table 0: its rows (period 10000) are dropped
+        assert not (await store.credit("a", 1, idempotency_key="n1")).applied
+        await store.credit("a", 1, idempotency_key="n2")
+        assert _idempotency_keys(path) == {
+            "ilp_idempotency_0": ["n2"],
+            "ilp_idempotency_1": ["n1"],
+        }
+        clock.now += 1100  # idle for many periods (now period 10013): both are stale
+        await store.credit("a", 1, idempotency_key="n1")
+        assert _idempotency_keys(path) == {"ilp_idempotency_0": [], "ilp_idempotency_1": ["n1"]}
+        assert await store.balance("a") == 6
+    # another store on the same file agrees on the period recorded in the file
+    async with SqliteStore(path, retention=100, clock=clock) as store:
+        assert not (await store.credit("a", 1, idempotency_key="n1")).applied
+        assert await store.balance("a") == 6
+
+
+async def test_sqlite_migrates_a_version_1_file(tmp_path: pathlib.Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE ilp_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE ilp_balances (key TEXT PRIMARY KEY, balance TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE ilp_idempotency (
+            key TEXT PRIMARY KEY, account TEXT NOT NULL, delta TEXT NOT NULL, at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX ilp_idempotency_at ON ilp_idempotency (at);
+        INSERT INTO ilp_meta VALUES ('schema_version', '1');
+        INSERT INTO ilp_balances VALUES ('a', '30');
+        """
+    )
+    conn.executemany(
+        "INSERT INTO ilp_idempotency VALUES (?, 'a', '10', ?)",
+        [("recent", clock.now - 10), ("recent2", clock.now - 20), ("stale", clock.now - 500)],
+    )
+    conn.commit()
+    conn.close()
+    async with SqliteStore(path, retention=100, clock=clock) as store:
+        assert await store.balance("a") == 30
+        assert not (await store.credit("a", 10, idempotency_key="recent")).applied
+        assert (await store.credit("a", 10, idempotency_key="stale")).applied
+        assert await store.balance("a") == 40
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM ilp_meta WHERE name='schema_version'").fetchone() == (
+        "2",
+    )
+    assert sorted(row[0] for row in conn.execute("SELECT key FROM ilp_idempotency")) == [
+        "recent",
+        "recent2",
+        "stale",
+    ]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_v1'").fetchall() == []
+    kind = conn.execute("SELECT type FROM sqlite_master WHERE name='ilp_idempotency'").fetchone()
+    assert kind == ("view",)
+    conn.close()
 
 
 async def test_sqlite_close_flushes_queued_work(tmp_path: pathlib.Path) -> None:

@@ -39,17 +39,30 @@ a point lookup in WAL mode takes microseconds and never waits for the writer.
 Several processes may share one file (WAL + ``BEGIN IMMEDIATE`` + ``busy_timeout``).
 A store opened before ``fork()`` reopens its connections in the child on first use.
 
-Schema (version 1), created on open::
+Schema (version 2), created on open (a version 1 file is migrated in place)::
 
-    ilp_meta(name TEXT PRIMARY KEY, value TEXT)          -- ('schema_version', '1')
-    ilp_balances(key TEXT PRIMARY KEY, balance TEXT)     -- decimal string
-    ilp_idempotency(key TEXT PRIMARY KEY, account TEXT, delta TEXT, at REAL)
+    ilp_meta(name TEXT PRIMARY KEY, value TEXT)   -- ('schema_version', '2'),
+                                                  -- ('idempotency_period', '<n>')
+    ilp_balances(key TEXT PRIMARY KEY, balance TEXT)                -- decimal string
+    ilp_idempotency_0(key TEXT PRIMARY KEY, account TEXT, delta TEXT, at REAL)
+    ilp_idempotency_1(...same columns...)
+    VIEW ilp_idempotency AS the union of the two tables
 
 Balances and deltas are stored as decimal TEXT because SQLite's INTEGER is signed 64-bit
 and sums of UInt64 amounts exceed it; all arithmetic is done in Python ints inside the
-write transaction. ``ilp_idempotency`` keeps each applied change's account and delta, so
+write transaction. The idempotency rows keep each applied change's account and delta, so
 the balance of an account always equals the sum of its deltas over the retention window
-plus what was there before (useful for audits and reconciliation).
+plus what was there before (useful for audits and reconciliation; read them through the
+``ilp_idempotency`` view).
+
+Idempotency keys live in two *generation* tables instead of one table with an index on
+the time (that index cost a page write per commit).  Time is cut into periods of
+``retention`` seconds; period ``n`` writes to ``ilp_idempotency_{n % 2}``.  The first
+write transaction of a new period empties the table it is about to reuse (its rows are
+from period ``n - 2``, all older than the retention) and records the period in
+``ilp_meta``, so every process sharing the file agrees.  Lookups read both tables and
+treat a row older than ``retention`` as forgotten, so a key is remembered for exactly
+the retention period, and kept on disk for at most twice as long.
 """
 
 from __future__ import annotations
@@ -78,24 +91,41 @@ from .base import (
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 #: The schema version this module writes and understands.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_META_TABLE = """
 CREATE TABLE IF NOT EXISTS ilp_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
-) WITHOUT ROWID;
+) WITHOUT ROWID
+"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ilp_balances (
     key TEXT PRIMARY KEY,
     balance TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ilp_idempotency (
+CREATE TABLE IF NOT EXISTS ilp_idempotency_0 (
     key TEXT PRIMARY KEY,
     account TEXT NOT NULL,
     delta TEXT NOT NULL,
     at REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ilp_idempotency_at ON ilp_idempotency (at);
+CREATE TABLE IF NOT EXISTS ilp_idempotency_1 (
+    key TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    delta TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS ilp_idempotency AS
+    SELECT key, account, delta, at FROM ilp_idempotency_0
+    UNION ALL
+    SELECT key, account, delta, at FROM ilp_idempotency_1
+"""
+# Version 1 kept the keys in one table (renamed ilp_idempotency_v1 while migrating) with an
+# index on ``at``; the keys still inside the retention move to the current generation.
+_MIGRATE_FROM_1 = """
+INSERT OR REPLACE INTO ilp_idempotency_{generation} (key, account, delta, at)
+    SELECT key, account, delta, at FROM ilp_idempotency_v1 WHERE at >= ?
 """
 
 # One change: (key, delta, minimum, maximum, idempotency_key)
@@ -113,11 +143,34 @@ _UPSERT = (
     "INSERT INTO ilp_balances (key, balance) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET balance = excluded.balance"
 )
+# indexed by the period's generation (period % 2)
 _INSERT_IDEMPOTENCY = (
-    "INSERT OR REPLACE INTO ilp_idempotency (key, account, delta, at) VALUES (?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO ilp_idempotency_0 (key, account, delta, at) VALUES (?, ?, ?, ?)",
+    "INSERT OR REPLACE INTO ilp_idempotency_1 (key, account, delta, at) VALUES (?, ?, ?, ?)",
 )
+_EMPTY_GENERATION = ("DELETE FROM ilp_idempotency_0", "DELETE FROM ilp_idempotency_1")
 _SELECT_BALANCE = "SELECT balance FROM ilp_balances WHERE key = ?"
-_SELECT_SEEN = "SELECT 1 FROM ilp_idempotency WHERE key = ? AND at >= ?"
+_SELECT_SEEN = (
+    "SELECT at FROM ilp_idempotency_0 WHERE key = ?1 "
+    "UNION ALL SELECT at FROM ilp_idempotency_1 WHERE key = ?1"
+)
+_SELECT_PERIOD = "SELECT value FROM ilp_meta WHERE name = 'idempotency_period'"
+_SET_PERIOD = (
+    "INSERT INTO ilp_meta (name, value) VALUES ('idempotency_period', ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
+
+# fork() detection without a getpid() system call per operation: a counter bumped in
+# every child process (a store compares it with the value it started under)
+_fork_epoch = [0]
+
+
+def _count_fork() -> None:
+    _fork_epoch[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
@@ -184,7 +237,9 @@ class SqliteStore(BalanceStore):
         self.supports_blocking = synchronous == "NORMAL"
         self._busy_timeout = busy_timeout
         self._max_batch = max_batch
-        self._prune_interval = min(self.retention / 4, 60.0)
+        # the idempotency period whose generation table is known to be ready (see the
+        # module docstring); set only after the transaction that checked it committed
+        self._ready_period: int | None = None
         self._lock = threading.Lock()  # guards _closed, the queue sentinel, the read conn
         self._closed = False
         self._start()
@@ -207,11 +262,10 @@ class SqliteStore(BalanceStore):
         return conn
 
     def _start(self) -> None:
-        self._pid = os.getpid()
+        self._epoch = _fork_epoch[0]
         writer = self._connect()
         try:
             self._create_schema(writer)
-            self._next_prune = self.clock()
             self._reader = self._connect()
         except BaseException:
             writer.close()
@@ -237,37 +291,68 @@ class SqliteStore(BalanceStore):
     def _check_fork(self) -> None:
         # SQLite connections and threads do not survive fork(): start afresh in the child
         # (the parent's connections are abandoned, never used or closed here).
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             with self._lock:
-                if self._pid != os.getpid():
+                if self._epoch != _fork_epoch[0]:
                     self._lock = threading.Lock()
                     self._start()
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or migrate a version 1 file, in one transaction."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO ilp_meta (name, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            conn.execute(_META_TABLE)
             row = conn.execute(
                 "SELECT value FROM ilp_meta WHERE name = 'schema_version'"
             ).fetchone()
+            version = None if row is None else row[0]
+            if version not in (None, "1", str(SCHEMA_VERSION)):
+                conn.execute("ROLLBACK")
+                raise StoreError(
+                    f"SQLite schema version {version} is not supported (expected {SCHEMA_VERSION})"
+                )
+            if version == "1":
+                conn.execute("ALTER TABLE ilp_idempotency RENAME TO ilp_idempotency_v1")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            if version == "1":
+                now = self.clock()
+                generation = self._period(now) % 2
+                conn.execute(_MIGRATE_FROM_1.format(generation=generation), (now - self.retention,))
+                conn.execute("DROP TABLE ilp_idempotency_v1")  # and its index
+                conn.execute(_SET_PERIOD, (str(self._period(now)),))
+            conn.execute(
+                "INSERT INTO ilp_meta (name, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback_quietly(conn)
             raise StoreError(f"cannot create the SQLite schema: {exc}") from exc
-        if int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite schema version {row[0]} is not supported (expected {SCHEMA_VERSION})"
-            )
+
+    def _period(self, now: float) -> int:
+        """The idempotency period ``now`` falls in (periods are ``retention`` long)."""
+        return int(now // self.retention)
+
+    def _prepare_generation(self, conn: sqlite3.Connection, period: int) -> None:
+        """Inside a write transaction, the first time this store writes in ``period``:
+        empty the generation table the period reuses unless another process (or an
+        earlier run) already did.  The caller records ``period`` as ready after COMMIT
+        (a rolled-back transaction leaves it to the next one)."""
+        row = conn.execute(_SELECT_PERIOD).fetchone()
+        recorded = None if row is None else int(row[0])
+        if recorded is not None and recorded >= period:
+            return  # done already (or this clock lags another process's: keep all)
+        if recorded == period - 1:
+            conn.execute(_EMPTY_GENERATION[period % 2])  # period - 2's rows
+        elif recorded is not None:  # idle for more than a period: both are stale
+            for statement in _EMPTY_GENERATION:
+                conn.execute(statement)
+        conn.execute(_SET_PERIOD, (str(period),))
 
     _checkpoint_wanted = False
-    _prune_wanted = False
 
     def _run(self, conn: sqlite3.Connection) -> None:
         q = self._queue
@@ -297,10 +382,6 @@ class SqliteStore(BalanceStore):
                     outcomes = self._apply(conn, batch)
                     self._writer_commits += 1
                 self._deliver(entries, outcomes)
-            if self._prune_wanted and not batch:
-                self._prune_wanted = False
-                with self._write_lock:
-                    self._apply(conn, [])  # an empty transaction that prunes
             if self._checkpoint_wanted:
                 self._checkpoint_wanted = False
                 with contextlib.suppress(sqlite3.Error):  # PASSIVE: never blocks writers
@@ -336,7 +417,10 @@ class SqliteStore(BalanceStore):
             return [self._transaction_one(conn, *batch[0])]
         now = self.clock()
         cutoff = now - self.retention  # older idempotency keys count as forgotten
+        period = self._period(now)
         conn.execute("BEGIN IMMEDIATE")
+        if period != self._ready_period:
+            self._prepare_generation(conn, period)
         balances: dict[str, int] = {}
         keys = list({item[0]: None for item in batch})
         for size, chunk in _chunks(keys):
@@ -353,10 +437,11 @@ class SqliteStore(BalanceStore):
             for size, chunk in _chunks(idempotency_keys):
                 sql = _in_sql(
                     _IN_SQL_IDEMPOTENCY,
-                    "SELECT key FROM ilp_idempotency WHERE at >= ? AND key IN ({})",
+                    "SELECT key, at FROM ilp_idempotency_0 WHERE key IN ({0}) UNION ALL "
+                    "SELECT key, at FROM ilp_idempotency_1 WHERE key IN ({0})",
                     size,
                 )
-                seen.update(row[0] for row in conn.execute(sql, [cutoff, *chunk]))
+                seen.update(key for key, at in conn.execute(sql, chunk * 2) if at >= cutoff)
         outcomes: list[_Outcome] = []
         dirty: dict[str, int] = {}
         new_keys: list[tuple[str, str, str, float]] = []
@@ -375,11 +460,11 @@ class SqliteStore(BalanceStore):
                 new_keys.append((idempotency_key, key, str(delta), now))
             outcomes.append(AddResult(new, True))
         if new_keys:
-            conn.executemany(_INSERT_IDEMPOTENCY, new_keys)
+            conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
         if dirty:
             conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
-        self._maybe_prune(conn, now, cutoff)
         conn.execute("COMMIT")
+        self._ready_period = period
         return outcomes
 
     def _transaction_one(
@@ -393,12 +478,15 @@ class SqliteStore(BalanceStore):
     ) -> _Outcome:
         """:meth:`_transaction` for one change (the common case: point statements)."""
         now = self.clock()
-        cutoff = now - self.retention
+        period = self._period(now)
         conn.execute("BEGIN IMMEDIATE")
+        if period != self._ready_period:
+            self._prepare_generation(conn, period)
         row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
         current = 0 if row is None else int(row[0])
-        if idempotency_key is not None and (
-            conn.execute(_SELECT_SEEN, (idempotency_key, cutoff)).fetchone() is not None
+        if idempotency_key is not None and any(
+            at >= now - self.retention  # older keys count as forgotten
+            for (at,) in conn.execute(_SELECT_SEEN, (idempotency_key,))
         ):
             outcome: _Outcome = AddResult(current, False)
         else:
@@ -407,21 +495,14 @@ class SqliteStore(BalanceStore):
                 outcome = BalanceLimitError(key, current, delta, minimum, maximum)
             else:
                 if idempotency_key is not None:
-                    conn.execute(_INSERT_IDEMPOTENCY, (idempotency_key, key, str(delta), now))
+                    conn.execute(
+                        _INSERT_IDEMPOTENCY[period % 2], (idempotency_key, key, str(delta), now)
+                    )
                 conn.execute(_UPSERT, (key, str(new)))
                 outcome = AddResult(new, True)
-        self._maybe_prune(conn, now, cutoff)
         conn.execute("COMMIT")  # also after a refusal or duplicate: nothing was written
+        self._ready_period = period
         return outcome
-
-    def _maybe_prune(self, conn: sqlite3.Connection, now: float, cutoff: float) -> None:
-        if now >= self._next_prune:
-            if threading.current_thread() is self._thread:
-                conn.execute("DELETE FROM ilp_idempotency WHERE at < ?", (cutoff,))
-                self._next_prune = now + self._prune_interval
-            elif not self._prune_wanted:  # inline: leave the (long?) DELETE to the writer
-                self._prune_wanted = True
-                self._queue.put(_WAKE)
 
     @staticmethod
     def _deliver(entries: Sequence[_Entry], outcomes: Sequence[_Outcome]) -> None:
@@ -453,7 +534,7 @@ class SqliteStore(BalanceStore):
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``, returning after COMMIT; see ``BalanceStore.add``."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             self._check_fork()
         if self._closed:
             raise StoreClosedError("store is closed")
@@ -517,7 +598,7 @@ class SqliteStore(BalanceStore):
             items.append((key, delta, None, None, None))
         if not items:
             return []
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             self._check_fork()
         if self._closed:
             raise StoreClosedError("store is closed")
@@ -626,7 +707,7 @@ class SqliteStore(BalanceStore):
         check_add_args(key, delta, minimum, maximum, idempotency_key)
         if not self.supports_blocking:
             raise NotImplementedError('no blocking methods with synchronous="FULL"')
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             self._check_fork()
         if self._closed:
             raise StoreClosedError("store is closed")
@@ -664,7 +745,7 @@ class SqliteStore(BalanceStore):
         """:meth:`balance` (a point read that never waits for writers) on this thread."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, not {type(key).__name__}")
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             self._check_fork()
         with self._lock:
             if self._closed:
@@ -702,7 +783,7 @@ class SqliteStore(BalanceStore):
         """Every key starting with ``prefix`` and its balance (scanned in a worker thread)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             self._check_fork()
         return await asyncio.to_thread(self._scan, prefix)
 
@@ -731,7 +812,7 @@ class SqliteStore(BalanceStore):
 
     async def close(self) -> None:
         """Apply and commit everything queued, then close (thread-safe, idempotent)."""
-        if self._pid != os.getpid():
+        if self._epoch != _fork_epoch[0]:
             return  # the parent's store; the child never started its own
         self._shutdown()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:

@@ -329,7 +329,7 @@ class AsyncReceiver:
                     "balance store failed (%d times); not fulfilling", self.store_failures
                 )
             return IlpReject("T00", self.address, "receiver temporarily unavailable")
-        fulfill = psk2.fulfill(decision, iv=iv)
+        fulfill = psk2.fulfill(decision, iv=iv, already_credited=not result.applied)
         if result.applied and payment is not None:
             amount = prepare.amount
             self._emit(PaymentEvent("received", account, amount, result.balance, payment))

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ilp_receiver._portal import default_portal
 from ilp_receiver.codec.ildcp import IldcpResponse, ildcp_serve
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
+from ilp_receiver.codec.psk2 import Draft1Packet
 from ilp_receiver.errors import IlpError
 from ilp_receiver.links.memory import MemoryLink, memory_link_pair
 from ilp_receiver.psk2.sender import (
@@ -66,13 +67,13 @@ def soon(seconds: float = 30) -> datetime:
 
 
 def chunk(destination: str, secret: bytes, amount: int, **options: object) -> IlpPrepare:
+    options.setdefault("payment_id", os.urandom(16))
     return build_chunk_prepare(
         destination,
         secret,
         amount=amount,
         expires_at=soon(),
         iv=os.urandom(12),
-        payment_id=os.urandom(16),
         **options,  # type: ignore[arg-type]
     )
 
@@ -117,21 +118,34 @@ async def test_draft2_request_is_answered_in_draft2(
     assert await receiver.balance() == 0  # bound to its own account only
 
 
+def running_total(secret: bytes, reply: IlpReply) -> int:
+    """The draft-1 payment total a Fulfill's encrypted response reports."""
+    packet = parse_reply(secret, reply).packet
+    assert isinstance(packet, Draft1Packet)
+    return packet.payment_amount
+
+
 async def test_duplicate_delivery_of_the_same_prepare_is_credited_once(
     network: tuple[MemoryLink, AsyncReceiver],
 ) -> None:
     parent, receiver = network
     destination, secret = receiver.issue()
-    prepare = chunk(destination, secret, 100, last_chunk=False)
+    payment_id = os.urandom(16)
+    prepare = chunk(destination, secret, 100, last_chunk=False, payment_id=payment_id)
     first, second, third = await asyncio.gather(*(parent.send(prepare) for _ in range(3)))
     assert isinstance(first, IlpFulfill)
     assert isinstance(second, IlpFulfill) and isinstance(third, IlpFulfill)
     # each delivery gets the same fulfillment (the encrypted response has a fresh IV)
     assert first.fulfillment == second.fulfillment == third.fulfillment
     assert await receiver.balance() == 100
+    # the payment's running total, told to the sender, counts the chunk once
+    assert [running_total(secret, r) for r in (first, second, third)] == [100, 100, 100]
     # a new chunk (new IV, new condition) of the same payment counts
-    await parent.send(chunk(destination, secret, 50, last_chunk=False))
+    fourth = await parent.send(
+        chunk(destination, secret, 50, last_chunk=False, payment_id=payment_id, sequence=1)
+    )
     assert await receiver.balance() == 150
+    assert running_total(secret, fourth) == 150
 
 
 async def test_quotes_and_low_amounts_are_refused_with_the_amount_that_arrived(

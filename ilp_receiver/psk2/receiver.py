@@ -435,6 +435,7 @@ class Psk2Receiver:
         iv: bytes,
         data: bytes = b"",
         accept_payment: bool = False,
+        already_credited: bool = False,
     ) -> IlpFulfill:
         """Fulfil an accepted Prepare (call *after* crediting the payment).
 
@@ -442,6 +443,9 @@ class Psk2Receiver:
         == 1, mark finished", then Fulfill with the encrypted type-2 response
         ``{paymentId, sequence, paymentAmount = new total, chunkAmount = amount}``.
         ``accept_payment=True`` accepts the rest of the payment too (0.2.1 ``accept()``).
+        ``already_credited=True`` fulfils a repeated delivery of a Prepare that was
+        credited before (the balance store said so): the payment's running total does
+        not count it again.
         Draft 2 (§8): Fulfill with a type-5 response ``{requestId, amount = arrived,
         data}``.  ``data`` is the application's response data (JS draft 1 sent none).
         """
@@ -452,8 +456,9 @@ class Psk2Receiver:
         if candidate.format is Psk2Format.DRAFT1:
             record = self._record((candidate.token + candidate.key, candidate.payment_id))
             record.expected = expected = candidate.payment_amount
-            record.received += amount
-            record.chunks_fulfilled += 1
+            if not already_credited:
+                record.received += amount
+                record.chunks_fulfilled += 1
             if accept_payment:
                 record.accepted = True
             # Item 10: paymentAmount 0 means "no total", not "finished at once".

@@ -978,6 +978,11 @@ def test_secrets_validation() -> None:
     issued = secrets.issue(ADDRESS, bytes(18))
     _, shared_secret = issued
     assert shared_secret.hex() not in repr(issued)
+    # a valid address is remembered, an invalid one after it is still refused
+    with pytest.raises(InvalidAddressError):
+        secrets.issue("bad address", bytes(18))
+    with pytest.raises(InvalidAddressError):
+        secrets.issue("", bytes(18))
     assert repr(shared_secret) not in repr(issued)
 
 

@@ -162,6 +162,7 @@ class ReceiverSecrets:
         "_generator_hmac",
         "_receiver_id",
         "_receiver_id_raw",
+        "_valid_address",
     )
 
     def __init__(self, receiver_secret: bytes, *, cache_size: int = DEFAULT_KEY_CACHE_SIZE) -> None:
@@ -181,6 +182,7 @@ class ReceiverSecrets:
         self._generator_hmac = HmacSha256(self._generator)
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str | None], ParsedDestination] = OrderedDict()
+        self._valid_address = ""  # the last address issue() checked (usually ours, always)
 
     def __repr__(self) -> str:
         return f"ReceiverSecrets(receiver_id={self.receiver_id!r})"
@@ -227,8 +229,10 @@ class ReceiverSecrets:
         """
         if len(token) != TOKEN_LENGTH:
             raise EncodeError(f"token must be {TOKEN_LENGTH} bytes, got {len(token)}")
-        if not address or any(_SEGMENT_RE.fullmatch(s) is None for s in address.split(".")):
-            raise InvalidAddressError(f"not an ILP address: {address!r}")
+        if address != self._valid_address:
+            if not address or any(_SEGMENT_RE.fullmatch(s) is None for s in address.split(".")):
+                raise InvalidAddressError(f"not an ILP address: {address!r}")
+            self._valid_address = address
         for segment in segments:
             if _SEGMENT_RE.fullmatch(segment) is None:
                 raise InvalidAddressError(f"not a valid ILP address segment: {segment!r}")

@@ -1060,3 +1060,21 @@ def test_sqlite_blocking_waits_for_the_lock_then_fails_loudly(tmp_path: pathlib.
     asyncio.run(store.close())
     with pytest.raises(StoreClosedError):
         store.add_blocking("b", 1)
+
+
+async def test_sqlite_debit_commits_at_once_behind_pending_changes(tmp_path: pathlib.Path) -> None:
+    async with SqliteStore(tmp_path / "debit.db") as store:
+        await store.credit("t", 10)
+        before = store.commit_counts["inline"]
+        assert await store.try_debit("t", 4) == 6
+        assert await store.try_debit("t", 7) is None
+        assert store.commit_counts["inline"] == before + 2  # no group-commit round
+        # A credit already waiting for this loop iteration's commit goes first: the
+        # debit joins that commit instead of overtaking it (6 + 5 covers 11, 6 does not).
+        credited, debited = await asyncio.gather(store.credit("t", 5), store.try_debit("t", 11))
+        assert (credited, debited) == (AddResult(11, True), 0)
+        with pytest.raises(ValueError, match="positive"):
+            await store.try_debit("t", 0)
+        with pytest.raises(TypeError):
+            await store.try_debit("t", True)
+        assert await store.balance("t") == 0

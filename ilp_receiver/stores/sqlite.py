@@ -21,8 +21,11 @@ the event loop), the changes go to one dedicated writer thread instead, which ta
 everything queued, applies it in one transaction, commits, and resolves the futures
 with one ``call_soon_threadsafe`` per event loop.  :meth:`SqliteStore.add_many` applies
 several changes in one transaction (inline when the writer is idle); the connector's
-ledger uses it to group-commit the settlements of many packets.  :attr:`commit_counts`
-tells how many transactions took each path.
+ledger uses it to group-commit the settlements of many packets.  :meth:`try_debit` (the
+paywall's debit, one per paid HTTP request) commits at once, inline, when no change is
+waiting for the loop iteration's commit and the writer is idle; otherwise it joins the
+group commit behind the changes already waiting.  :attr:`commit_counts` tells how many
+transactions took each path.
 
 Synchronous callers (WSGI request threads) use :meth:`SqliteStore.add_blocking`: one
 transaction on the calling thread, on a connection shared by such callers under the
@@ -587,6 +590,31 @@ class SqliteStore(BalanceStore):
                 if not future.done():  # else the caller was cancelled; the change stands
                     future.set_result(outcomes[start:end])
                 start = end
+
+    async def try_debit(self, key: str, amount: int) -> int | None:
+        """See ``BalanceStore.try_debit``.  Committed at once on this thread when nothing
+        is queued and the write lock is free: a debit gates one HTTP response (the
+        paywall), so waiting for the loop iteration's group commit would only add
+        latency; otherwise it joins the group commit like any :meth:`add`."""
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"amount must be int, not {type(amount).__name__}")
+        if amount <= 0:
+            raise ValueError("debit amount must be positive")
+        check_add_args(key, -amount, 0, None, None)
+        if self._epoch != _fork_epoch[0]:
+            self._check_fork()
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        if self._synchronous == "NORMAL" and not self._loop_batch and self._queue.empty():
+            outcomes = self._inline_transaction([(key, -amount, 0, None, None)])
+            if outcomes is not None:
+                outcome = outcomes[0]
+                if isinstance(outcome, BalanceLimitError):
+                    return None
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome.balance
+        return await super().try_debit(key, amount)
 
     async def add_many(self, changes: Sequence[tuple[str, int]]) -> list[AddResult]:
         """Add several deltas in one transaction; returns after COMMIT.  Inline when

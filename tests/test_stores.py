@@ -1078,3 +1078,22 @@ async def test_sqlite_debit_commits_at_once_behind_pending_changes(tmp_path: pat
         with pytest.raises(TypeError):
             await store.try_debit("t", True)
         assert await store.balance("t") == 0
+
+
+async def test_sqlite_wal_is_reused_under_continuous_writes(tmp_path: pathlib.Path) -> None:
+    """Checkpoints run under the write lock, so they complete and the WAL starts over:
+    its file stays near ``checkpoint_interval`` commits' worth of pages however long
+    the writes go on (a checkpoint racing the commits let it grow by every commit)."""
+    path = tmp_path / "wal.db"
+    async with SqliteStore(path, checkpoint_interval=50) as store:
+        for i in range(3000):
+            await store.credit("w", 1, idempotency_key=os.urandom(32).hex())
+            if i % 500 == 499:
+                await asyncio.sleep(0.01)  # let the writer thread take its turn
+        assert await store.balance("w") == 3000
+        assert store.commit_counts["inline"] >= 2500
+        wal_size = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
+    # ~1 MB here; with the checkpoint racing the commits it was over 5 MB and growing
+    assert wal_size < 2_500_000, wal_size
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        SqliteStore(tmp_path / "x.db", checkpoint_interval=0)

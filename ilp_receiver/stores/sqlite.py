@@ -215,6 +215,9 @@ class SqliteStore(BalanceStore):
     (default: durable across process kills) or ``"FULL"`` (also across power loss).
     ``busy_timeout`` is how long to wait for another process holding the write lock.
     ``max_batch`` caps how many queued changes one transaction applies.
+    ``checkpoint_interval`` is how many commits on the event-loop and blocking paths
+    separate two WAL checkpoints (each run by the writer thread while it holds the
+    store's write lock, so it completes and the WAL file is reused from its start).
     """
 
     def __init__(
@@ -226,12 +229,16 @@ class SqliteStore(BalanceStore):
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 10.0,
         max_batch: int = 1024,
+        checkpoint_interval: int = 1024,
     ) -> None:
         super().__init__(retention=retention, clock=clock)
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError("store", "synchronous must be 'NORMAL' or 'FULL'")
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if checkpoint_interval < 1:
+            raise ValueError("checkpoint_interval must be at least 1")
+        self._checkpoint_interval = checkpoint_interval
         self.path = os.fspath(path)
         if not self.path or self.path == ":memory:" or self.path.startswith("file:"):
             raise ConfigError("store", "the SQLite store needs a file path")
@@ -260,6 +267,8 @@ class SqliteStore(BalanceStore):
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # a WAL that grew while another process kept reading shrinks back to this
+            conn.execute("PRAGMA journal_size_limit=67108864")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database: {exc}") from exc
         return conn
@@ -387,7 +396,12 @@ class SqliteStore(BalanceStore):
                 self._deliver(entries, outcomes)
             if self._checkpoint_wanted:
                 self._checkpoint_wanted = False
-                with contextlib.suppress(sqlite3.Error):  # PASSIVE: never blocks writers
+                # Under the write lock no commit of ours can land while it runs, so it
+                # copies every frame back and the next commit starts the WAL file over
+                # (a checkpoint racing the inline commits never caught up, and the WAL
+                # grew by every commit's pages for as long as writes kept coming).
+                # Commits meanwhile wait in the queue for this thread.
+                with self._write_lock, contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         # Anything that slipped in after the sentinel is refused, never dropped silently.
         late: list[_Entry] = []
@@ -688,14 +702,16 @@ class SqliteStore(BalanceStore):
         return outcomes
 
     def _after_direct_commit(self) -> None:
-        """After an inline or blocking commit (write lock held): every 2048th asks the
-        writer thread for a WAL checkpoint (those connections never checkpoint).
+        """After an inline or blocking commit (write lock held): every
+        ``checkpoint_interval``-th asks the writer thread for a WAL checkpoint (those
+        connections never checkpoint).
 
-        Rarely: a checkpoint copies every page changed since the last one back into the
-        database, and the hot pages (balances, the newest index leaves) change on every
-        commit, so fewer checkpoints copy them fewer times. 2048 commits keep the WAL
-        file in the tens of megabytes."""
-        if (self._inline_commits + self._blocking_commits) % 2048 == 0:
+        Not too often: a checkpoint copies every page changed since the last one back
+        into the database, and the hot pages (balances, the newest leaves) change on
+        every commit, so fewer checkpoints copy them fewer times.  Not too rarely: the
+        WAL holds every page written since, and its file and index grow with it (1024
+        commits: a few megabytes)."""
+        if (self._inline_commits + self._blocking_commits) % self._checkpoint_interval == 0:
             self._checkpoint_wanted = True
             self._queue.put(_WAKE)
 

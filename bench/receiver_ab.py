@@ -11,6 +11,11 @@ table of medians and the per-run ratios ours/JS.
 
 The first ``--warmup-runs`` rounds (default 1, half the count) are not recorded.
 
+``--versus DIR`` puts another checkout of this project (its root directory, e.g. a
+``git worktree`` of an older commit) in the JavaScript receiver's slot, to measure a
+change of ours against the version before it in the same interleaved way; the table
+then calls it ``js``.
+
 Needs the harness installed in ``.interop/`` (the interop tests do that).
 """
 
@@ -111,6 +116,12 @@ def main() -> None:
     parser.add_argument(
         "--warmup-runs", type=int, default=1, help="unrecorded runs first (JIT, caches)"
     )
+    parser.add_argument(
+        "--versus",
+        type=Path,
+        default=None,
+        help="another checkout of this project to run instead of the JS receiver",
+    )
     opts = parser.parse_args()
     port = opts.base_port
     work = Path(tempfile.mkdtemp(prefix="receiver-ab."))
@@ -131,19 +142,37 @@ def main() -> None:
                 work / "connector.err",
             )
         )
-        js = start(
-            [
-                "node",
-                "js-receiver.js",
-                "--btp-url",
-                f"btp+ws://jsreceiver:tok@127.0.0.1:{port}",
-                "--spsp-port",
-                str(port + 2),
-                "--max-runtime",
-                "3600",
-            ],
-            work / "js-receiver.err",
-        )
+        if opts.versus is None:
+            js = start(
+                [
+                    "node",
+                    "js-receiver.js",
+                    "--btp-url",
+                    f"btp+ws://jsreceiver:tok@127.0.0.1:{port}",
+                    "--spsp-port",
+                    str(port + 2),
+                    "--max-runtime",
+                    "3600",
+                ],
+                work / "js-receiver.err",
+            )
+        else:  # our receiver from another checkout, in the same slot
+            js = start(
+                [
+                    str(BIN / "ilp-receiver"),
+                    "receive",
+                    "--uplink",
+                    f"btp+ws://jsreceiver:tok@127.0.0.1:{port}",
+                    "--port",
+                    str(port + 2),
+                    "--store",
+                    "memory:" if opts.store == "memory:" else str(work / "versus.sqlite3"),
+                    "--secret-file",
+                    str(work / "versus.secret"),
+                ],
+                work / "versus.err",
+                env={"PYTHONPATH": str(opts.versus.resolve())},
+            )
         procs.append(js)
         ours = start(
             [

@@ -227,6 +227,7 @@ class UnfulfillableRequest:
 
 
 _DRAFT1_FORMAT: Final = Psk2Format.DRAFT1
+_DRAFT2_FORMAT: Final = Psk2Format.DRAFT2
 
 #: What :meth:`Psk2Receiver.handle_prepare` returns.
 Decision = IlpReject | Acceptance | UnfulfillableRequest
@@ -379,18 +380,25 @@ class Psk2Receiver:
         matched = constant_time_equal(sha256(fulfillment), prepare.execution_condition)
         amount = prepare.amount
         if matched and request.amount <= amount:
-            return Acceptance(
-                format=Psk2Format.DRAFT2,
-                amount=amount,
-                token=token,
-                key=key,
-                app_segments=app_segments,
-                data=request.data,
-                min_amount=request.amount,
-                request_id=request.request_id,
-                prepare=prepare,
-                fulfillment=fulfillment,
-                _keys=keys,
+            return Acceptance(  # positional: this runs for every packet
+                _DRAFT2_FORMAT,
+                amount,
+                token,
+                key,
+                app_segments,
+                request.data,
+                request.amount,
+                b"",  # payment_id .. payment_accepted: draft 1 only
+                0,
+                0,
+                False,
+                0,
+                True,
+                False,
+                request.request_id,
+                prepare,
+                fulfillment,
+                keys,
             )
         return UnfulfillableRequest(
             amount,

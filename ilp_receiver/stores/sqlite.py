@@ -8,9 +8,10 @@ commit (slower, survives power loss).
 
 Throughput: writes are *group-committed*, preferably on the calling thread.
 :meth:`SqliteStore.add` collects the changes made during one event-loop iteration and
-commits them together in one ``BEGIN IMMEDIATE`` transaction (balances read with one
-statement, limits checked per item in order, rows written with ``executemany``; at most
-``max_batch`` changes per transaction) from a ``call_soon`` callback, then resolves
+commits them together in one ``BEGIN IMMEDIATE`` transaction (up to four changes with
+point statements; more with balances and keys read by ``IN`` lists and rows written
+with ``executemany``; limits checked per item in order; at most ``max_batch`` changes
+per transaction) from a ``call_soon`` callback, then resolves
 their futures.  That runs *inline* on the event loop's thread whenever nothing else is
 writing: a WAL commit without fsync takes tens of microseconds, far less than handing
 each change to a thread (a wake-up, GIL hand-offs and a self-pipe write per commit).

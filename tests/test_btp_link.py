@@ -34,7 +34,7 @@ from ilp_receiver.codec.ilp import (
     encode_packet,
 )
 from ilp_receiver.errors import AuthenticationError, LinkClosedError
-from ilp_receiver.links.btp import BtpClientLink, ReconnectPolicy, parse_btp_url
+from ilp_receiver.links.btp import BtpClientLink, FrameSender, ReconnectPolicy, parse_btp_url
 from ilp_receiver.links.btp_server import BtpServer, BtpServerLink
 from ilp_receiver.uplink import Uplink
 
@@ -375,3 +375,47 @@ async def test_client_link_answers_malformed_frames_from_its_parent_and_stays_up
     finally:
         await uplink.stop()
         await runner.cleanup()
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.backlog = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+
+class _FakeWebSocket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_frame_sender_writes_the_first_frame_at_once_and_coalesces_the_rest() -> None:
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport)  # type: ignore[arg-type]
+    frame = bytes((0x82, 1))  # unmasked binary frame header for a 1-byte payload
+    await sender.send(b"a")
+    assert transport.writes == [frame + b"a"]  # no waiting for the iteration to end
+    await sender.send(b"b")
+    await sender.send(b"c")
+    assert len(transport.writes) == 1  # queued behind the first
+    await asyncio.sleep(0)
+    assert transport.writes == [frame + b"a", frame + b"b" + frame + b"c"]  # one write, in order
+    await sender.send(b"d")  # a new iteration: straight out again
+    assert transport.writes[-1] == frame + b"d"
+    await asyncio.sleep(0)
+    transport.backlog = 1  # backed up: aiohttp's own flow control takes over
+    await sender.send(b"e")
+    assert ws.sent == [b"e"] and len(transport.writes) == 3

@@ -143,15 +143,19 @@ def _binary_frame(data: bytes, mask_key: bytes | None) -> bytes:
 
 
 class FrameSender:
-    """Writes BTP messages to an aiohttp WebSocket, coalescing the frames produced in
-    one event-loop iteration into one socket write (fewer syscalls here, fewer wake-ups
-    at the peer).  While the socket is backed up it hands each message to aiohttp's own
-    ``send_bytes`` (and its flow control) instead.  Frames are only ever written whole,
-    in order, and nothing is written once the WebSocket is closing.  ``mask`` is True on
-    the client side ("a client MUST mask all frames", RFC 6455 section 5.3).
+    """Writes BTP messages to an aiohttp WebSocket with few socket writes and little delay.
+
+    The first message of an event-loop iteration is written at once (the answer to a
+    lone request leaves without waiting); the ones that follow it in the same iteration
+    are coalesced into one write when the iteration ends (fewer syscalls here, fewer
+    wake-ups at the peer).  While the socket is backed up it hands each message to
+    aiohttp's own ``send_bytes`` (and its flow control) instead.  Frames are only ever
+    written whole, in order, and nothing is written once the WebSocket is closing.
+    ``mask`` is True on the client side ("a client MUST mask all frames", RFC 6455
+    section 5.3).
     """
 
-    __slots__ = ("_frames", "_loop", "_mask", "_rng", "_transport", "_ws")
+    __slots__ = ("_frames", "_loop", "_mask", "_rng", "_transport", "_wrote", "_ws")
 
     def __init__(
         self,
@@ -166,6 +170,7 @@ class FrameSender:
         self._rng = random.Random() if mask else None
         self._loop = asyncio.get_running_loop()
         self._frames: list[bytes] = []
+        self._wrote = False  # a frame went out directly in this loop iteration
 
     async def send(self, data: bytes) -> None:
         """Queue one binary message (written at the end of this loop iteration)."""
@@ -176,10 +181,19 @@ class FrameSender:
             await self._ws.send_bytes(data)
             return
         frames = self._frames
-        if not frames:
-            self._loop.call_soon(self._flush)
         rng = self._rng
-        frames.append(_binary_frame(data, None if rng is None else rng.randbytes(4)))
+        frame = _binary_frame(data, None if rng is None else rng.randbytes(4))
+        if not frames:
+            if not self._wrote:  # the iteration's first: out now (nothing queued before it)
+                self._transport.write(frame)
+                self._wrote = True
+                self._loop.call_soon(self._next_iteration)
+                return
+            self._loop.call_soon(self._flush)
+        frames.append(frame)
+
+    def _next_iteration(self) -> None:
+        self._wrote = False
 
     def _flush(self) -> None:
         frames = self._frames

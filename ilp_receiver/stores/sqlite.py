@@ -8,10 +8,10 @@ commit (slower, survives power loss).
 
 Throughput: writes are *group-committed*, preferably on the calling thread.
 :meth:`SqliteStore.add` collects the changes made during one event-loop iteration and
-commits them together in one ``BEGIN IMMEDIATE`` transaction (up to four changes with
-point statements; more with balances and keys read by ``IN`` lists and rows written
-with ``executemany``; limits checked per item in order; at most ``max_batch`` changes
-per transaction) from a ``call_soon`` callback, then resolves
+commits them together in one ``BEGIN IMMEDIATE`` transaction (balances and keys read
+with point statements for up to four changes, with ``IN`` lists for more; limits checked
+per item in order; rows written with ``executemany``; at most ``max_batch`` changes per
+transaction) from a ``call_soon`` callback, then resolves
 their futures.  That runs *inline* on the event loop's thread whenever nothing else is
 writing: a WAL commit without fsync takes tens of microseconds, far less than handing
 each change to a thread (a wake-up, GIL hand-offs and a self-pipe write per commit).
@@ -77,7 +77,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from ..errors import ConfigError
@@ -140,7 +140,7 @@ _Entry = tuple[list[_Item], "asyncio.Future[list[_Outcome]]", asyncio.AbstractEv
 #: wakes the writer thread without work (it then runs a requested WAL checkpoint)
 _WAKE: _Entry = ([], None, None)  # type: ignore[assignment]
 
-#: batches up to this size use point statements (measured: cheaper below ~8 changes)
+#: batches up to this size read with point statements (measured: cheaper below ~8)
 _POINT_BATCH = 4
 _MAX_IN = 512  # largest IN (...) list; lists are padded to powers of two (few statements)
 _IN_SQL_BALANCES: dict[int, str] = {}
@@ -433,14 +433,71 @@ class SqliteStore(BalanceStore):
             return outcomes
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
-        if len(batch) <= _POINT_BATCH:
-            return self._transaction_points(conn, batch)
+        """Apply ``batch`` in one write transaction, in order; one outcome per change."""
         now = self.clock()
         cutoff = now - self.retention  # older idempotency keys count as forgotten
         period = self._period(now)
-        conn.execute("BEGIN IMMEDIATE")
+        execute = conn.execute
+        execute("BEGIN IMMEDIATE")
         if period != self._ready_period:
             self._prepare_generation(conn, period)
+        balance_of: Callable[[str], int]
+        seen_before: Callable[[str], bool]
+        if len(batch) <= _POINT_BATCH:
+            # point statements per change: for a few changes cheaper than the IN lists
+
+            def balance_of(key: str) -> int:
+                row = execute(_SELECT_BALANCE, (key,)).fetchone()
+                return 0 if row is None else int(row[0])
+
+            def seen_before(idempotency_key: str) -> bool:
+                rows = execute(_SELECT_SEEN, (idempotency_key,))
+                return any(at >= cutoff for (at,) in rows)
+
+        else:
+            stored, seen = self._read_batch(conn, batch, cutoff)
+
+            def balance_of(key: str) -> int:
+                return stored.get(key, 0)
+
+            seen_before = seen.__contains__
+        balances: dict[str, int] = {}
+        dirty: dict[str, int] = {}
+        added: set[str] = set()  # keys this transaction adds (a batch may repeat one)
+        new_keys: list[tuple[str, str, str, float]] = []
+        outcomes: list[_Outcome] = []
+        for key, delta, minimum, maximum, idempotency_key in batch:
+            current = balances.get(key)
+            if current is None:
+                current = balances[key] = balance_of(key)
+            if idempotency_key is not None and (
+                idempotency_key in added or seen_before(idempotency_key)
+            ):
+                outcomes.append(AddResult(current, False))
+                continue
+            new = current + delta
+            if (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
+                outcomes.append(BalanceLimitError(key, current, delta, minimum, maximum))
+                continue
+            balances[key] = dirty[key] = new
+            if idempotency_key is not None:
+                added.add(idempotency_key)
+                new_keys.append((idempotency_key, key, str(delta), now))
+            outcomes.append(AddResult(new, True))
+        if new_keys:
+            conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
+        if dirty:
+            conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
+        execute("COMMIT")  # also after refusals or duplicates only: nothing was written
+        self._ready_period = period
+        return outcomes
+
+    @staticmethod
+    def _read_batch(
+        conn: sqlite3.Connection, batch: list[_Item], cutoff: float
+    ) -> tuple[dict[str, int], set[str]]:
+        """The stored balances of a large batch's accounts and which of its idempotency
+        keys were used after ``cutoff``, each read with ``IN`` lists."""
         balances: dict[str, int] = {}
         keys = list({item[0]: None for item in batch})
         for size, chunk in _chunks(keys):
@@ -453,81 +510,15 @@ class SqliteStore(BalanceStore):
                 balances[key] = int(text)
         seen: set[str] = set()
         idempotency_keys = [item[4] for item in batch if item[4] is not None]
-        if idempotency_keys:
-            for size, chunk in _chunks(idempotency_keys):
-                sql = _in_sql(
-                    _IN_SQL_IDEMPOTENCY,
-                    "SELECT key, at FROM ilp_idempotency_0 WHERE key IN ({0}) UNION ALL "
-                    "SELECT key, at FROM ilp_idempotency_1 WHERE key IN ({0})",
-                    size,
-                )
-                seen.update(key for key, at in conn.execute(sql, chunk * 2) if at >= cutoff)
-        outcomes: list[_Outcome] = []
-        dirty: dict[str, int] = {}
-        new_keys: list[tuple[str, str, str, float]] = []
-        for key, delta, minimum, maximum, idempotency_key in batch:
-            current = balances.get(key, 0)
-            if idempotency_key is not None and idempotency_key in seen:
-                outcomes.append(AddResult(current, False))
-                continue
-            new = current + delta
-            if (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
-                outcomes.append(BalanceLimitError(key, current, delta, minimum, maximum))
-                continue
-            balances[key] = dirty[key] = new
-            if idempotency_key is not None:
-                seen.add(idempotency_key)
-                new_keys.append((idempotency_key, key, str(delta), now))
-            outcomes.append(AddResult(new, True))
-        if new_keys:
-            conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
-        if dirty:
-            conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
-        conn.execute("COMMIT")
-        self._ready_period = period
-        return outcomes
-
-    def _transaction_points(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
-        """:meth:`_transaction` for a few changes (the common case): point statements
-        per change, which for up to ``_POINT_BATCH`` changes cost less than the ``IN``
-        lists and ``executemany`` of the general path."""
-        now = self.clock()
-        cutoff = now - self.retention  # older idempotency keys count as forgotten
-        period = self._period(now)
-        execute = conn.execute
-        execute("BEGIN IMMEDIATE")
-        if period != self._ready_period:
-            self._prepare_generation(conn, period)
-        insert = _INSERT_IDEMPOTENCY[period % 2]
-        balances: dict[str, int] = {}
-        dirty: dict[str, int] = {}
-        inserted: list[str] = []  # keys this transaction added (a batch may repeat one)
-        outcomes: list[_Outcome] = []
-        for key, delta, minimum, maximum, idempotency_key in batch:
-            current = balances.get(key)
-            if current is None:
-                row = execute(_SELECT_BALANCE, (key,)).fetchone()
-                current = balances[key] = 0 if row is None else int(row[0])
-            if idempotency_key is not None and (
-                idempotency_key in inserted
-                or any(at >= cutoff for (at,) in execute(_SELECT_SEEN, (idempotency_key,)))
-            ):
-                outcomes.append(AddResult(current, False))
-                continue
-            new = current + delta
-            if (minimum is not None and new < minimum) or (maximum is not None and new > maximum):
-                outcomes.append(BalanceLimitError(key, current, delta, minimum, maximum))
-                continue
-            balances[key] = dirty[key] = new
-            if idempotency_key is not None:
-                inserted.append(idempotency_key)
-                execute(insert, (idempotency_key, key, str(delta), now))
-            outcomes.append(AddResult(new, True))
-        for key, value in dirty.items():
-            execute(_UPSERT, (key, str(value)))
-        execute("COMMIT")  # also after refusals or duplicates only: nothing was written
-        self._ready_period = period
-        return outcomes
+        for size, chunk in _chunks(idempotency_keys):
+            sql = _in_sql(
+                _IN_SQL_IDEMPOTENCY,
+                "SELECT key, at FROM ilp_idempotency_0 WHERE key IN ({0}) UNION ALL "
+                "SELECT key, at FROM ilp_idempotency_1 WHERE key IN ({0})",
+                size,
+            )
+            seen.update(key for key, at in conn.execute(sql, chunk * 2) if at >= cutoff)
+        return balances, seen
 
     @staticmethod
     def _deliver(entries: Sequence[_Entry], outcomes: Sequence[_Outcome]) -> None:

@@ -103,6 +103,14 @@ class StoreClosedError(StoreError):
     """The store was used after :meth:`BalanceStore.close`."""
 
 
+def check_debit_amount(amount: object) -> None:
+    """TypeError unless ``amount`` is an int (not a bool); ValueError unless positive."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise TypeError(f"amount must be int, not {type(amount).__name__}")
+    if amount <= 0:
+        raise ValueError("debit amount must be positive")
+
+
 def check_add_args(
     key: str,
     delta: int,
@@ -228,10 +236,7 @@ class BalanceStore(abc.ABC):
 
     def try_debit_blocking(self, key: str, amount: int) -> int | None:
         """:meth:`try_debit` on the calling thread (only when :attr:`supports_blocking`)."""
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            raise TypeError(f"amount must be int, not {type(amount).__name__}")
-        if amount <= 0:
-            raise ValueError("debit amount must be positive")
+        check_debit_amount(amount)
         try:
             return self.add_blocking(key, -amount, minimum=0).balance
         except BalanceLimitError:
@@ -272,10 +277,7 @@ class BalanceStore(abc.ABC):
         Atomic: the balance never goes below zero; if it would, nothing changes and
         :class:`BalanceLimitError` is raised.
         """
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            raise TypeError(f"amount must be int, not {type(amount).__name__}")
-        if amount <= 0:
-            raise ValueError("debit amount must be positive")
+        check_debit_amount(amount)
         return (await self.add(key, -amount, minimum=0)).balance
 
     async def try_debit(self, key: str, amount: int) -> int | None:

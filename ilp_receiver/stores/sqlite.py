@@ -90,6 +90,7 @@ from .base import (
     StoreClosedError,
     StoreError,
     check_add_args,
+    check_debit_amount,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -304,13 +305,19 @@ class SqliteStore(BalanceStore):
         self._thread.start()
 
     def _check_fork(self) -> None:
-        # SQLite connections and threads do not survive fork(): start afresh in the child
-        # (the parent's connections are abandoned, never used or closed here).
+        """In a forked child, start afresh on first use: SQLite connections and threads
+        do not survive fork() (the parent's are abandoned, never used or closed here)."""
         if self._epoch != _fork_epoch[0]:
             with self._lock:
                 if self._epoch != _fork_epoch[0]:
                     self._lock = threading.Lock()
                     self._start()
+
+    def _check_writable(self) -> None:
+        """:meth:`_check_fork`, then :class:`StoreClosedError` once the store is closed."""
+        self._check_fork()
+        if self._closed:
+            raise StoreClosedError("store is closed")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or migrate a version 1 file, in one transaction."""
@@ -550,10 +557,7 @@ class SqliteStore(BalanceStore):
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``, returning after COMMIT; see ``BalanceStore.add``."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
-        if self._closed:
-            raise StoreClosedError("store is closed")
+        self._check_writable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[_Outcome]] = loop.create_future()
         entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key)], future, loop)
@@ -609,15 +613,9 @@ class SqliteStore(BalanceStore):
         is queued and the write lock is free: a debit gates one HTTP response (the
         paywall), so waiting for the loop iteration's group commit would only add
         latency; otherwise it joins the group commit like any :meth:`add`."""
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            raise TypeError(f"amount must be int, not {type(amount).__name__}")
-        if amount <= 0:
-            raise ValueError("debit amount must be positive")
+        check_debit_amount(amount)
         check_add_args(key, -amount, 0, None, None)
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
-        if self._closed:
-            raise StoreClosedError("store is closed")
+        self._check_writable()
         if self._synchronous == "NORMAL" and not self._loop_batch and self._queue.empty():
             outcomes = self._inline_transaction([(key, -amount, 0, None, None)])
             if outcomes is not None:
@@ -639,10 +637,7 @@ class SqliteStore(BalanceStore):
             items.append((key, delta, None, None, None))
         if not items:
             return []
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
-        if self._closed:
-            raise StoreClosedError("store is closed")
+        self._check_writable()
         if self._synchronous == "NORMAL" and self._queue.empty():
             inline = self._try_inline(items)
             if inline is not None:
@@ -750,10 +745,7 @@ class SqliteStore(BalanceStore):
         check_add_args(key, delta, minimum, maximum, idempotency_key)
         if not self.supports_blocking:
             raise NotImplementedError('no blocking methods with synchronous="FULL"')
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
-        if self._closed:
-            raise StoreClosedError("store is closed")
+        self._check_writable()
         outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key)])[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -788,8 +780,7 @@ class SqliteStore(BalanceStore):
         """:meth:`balance` (a point read that never waits for writers) on this thread."""
         if not isinstance(key, str):
             raise TypeError(f"key must be str, not {type(key).__name__}")
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
+        self._check_fork()
         with self._lock:
             if self._closed:
                 raise StoreClosedError("store is closed")
@@ -826,8 +817,7 @@ class SqliteStore(BalanceStore):
         """Every key starting with ``prefix`` and its balance (scanned in a worker thread)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
-        if self._epoch != _fork_epoch[0]:
-            self._check_fork()
+        self._check_fork()
         return await asyncio.to_thread(self._scan, prefix)
 
     def _shutdown(self) -> None:

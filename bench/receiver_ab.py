@@ -65,6 +65,24 @@ def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     raise SystemExit(f"{args[0]} did not get ready; see {log}")
 
 
+def receive_command(
+    username: str, connector_port: int, port: int, store: str, secret_file: Path
+) -> list[str]:
+    """``ilp-receiver receive`` as a BTP child ``username`` of the connector."""
+    return [
+        str(BIN / "ilp-receiver"),
+        "receive",
+        "--uplink",
+        f"btp+ws://{username}:tok@127.0.0.1:{connector_port}",
+        "--port",
+        str(port),
+        "--store",
+        store,
+        "--secret-file",
+        str(secret_file),
+    ]
+
+
 def bench(url: str, pid: int, concurrency: int, count: int, sender_btp: str) -> dict[str, Any]:
     """One ``sender.js bench`` run; adds the receiver's CPU ms per packet."""
     before = cpu_ticks(pid)
@@ -157,36 +175,21 @@ def main() -> None:
                 work / "js-receiver.err",
             )
         else:  # our receiver from another checkout, in the same slot
+            versus_store = "memory:" if opts.store == "memory:" else str(work / "versus.sqlite3")
             js = start(
-                [
-                    str(BIN / "ilp-receiver"),
-                    "receive",
-                    "--uplink",
-                    f"btp+ws://jsreceiver:tok@127.0.0.1:{port}",
-                    "--port",
-                    str(port + 2),
-                    "--store",
-                    "memory:" if opts.store == "memory:" else str(work / "versus.sqlite3"),
-                    "--secret-file",
-                    str(work / "versus.secret"),
-                ],
+                receive_command("jsreceiver", port, port + 2, versus_store, work / "versus.secret"),
                 work / "versus.err",
                 env={"PYTHONPATH": str(opts.versus.resolve())},
             )
         procs.append(js)
         ours = start(
-            [
-                str(BIN / "ilp-receiver"),
-                "receive",
-                "--uplink",
-                f"btp+ws://ours:tok@127.0.0.1:{port}",
-                "--port",
-                str(port + 3),
-                "--store",
+            receive_command(
+                "ours",
+                port,
+                port + 3,
                 opts.store or str(work / "receiver.sqlite3"),
-                "--secret-file",
-                str(work / "receiver.secret"),
-            ],
+                work / "receiver.secret",
+            ),
             work / "ours.err",
         )
         procs.append(ours)

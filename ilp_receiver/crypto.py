@@ -1,31 +1,33 @@
 """The cryptographic primitives ilp-receiver needs, in one place.
 
 * SHA-256 and HMAC-SHA256 (``hashlib``/``hmac``, i.e. OpenSSL);
-* AES-256-GCM through PyNaCl (libsodium), used by PSK2's end-to-end encryption
-  (spec ``06-psk2.md`` §4).  libsodium only offers AES-256-GCM where the CPU has
-  hardware AES (x86 AES-NI + PCLMUL, or the ARMv8 crypto extensions); elsewhere
-  :func:`require_aes256gcm` raises :class:`~ilp_receiver.errors.CryptoUnavailableError`
-  with an explanation instead of failing obscurely on the first packet;
+* AES-256-GCM through ``cryptography``'s public :class:`AESGCM` (OpenSSL), used by the
+  end-to-end encryption of PSK2 (spec ``06-psk2.md`` §4) and STREAM (``12-stream.md``
+  §4).  OpenSSL runs AES-GCM on every CPU (with AES-NI / ARMv8 AES where present, in
+  constant-time software elsewhere), so there is no CPU requirement;
+* the envelope both protocols put in ILP ``data``: ``IV (12) || tag (16) || ciphertext``
+  (:func:`seal_envelope` / :func:`open_envelope`);
 * a constant-time comparison (``hmac.compare_digest``);
 * :func:`random_bytes` (``os.urandom``) for the I/O layer.  Sans-I/O code never calls
   it: IVs, tokens and payment ids are parameters there, so tests can replay recorded
   randomness byte for byte.
 
-libsodium's combined mode returns ``ciphertext || tag``; the ``*_detached`` helpers
-here split and join that, so callers can lay out the PSK2 envelope
-``IV || tag || ciphertext`` themselves.
+``AESGCM`` returns ``ciphertext || tag``; the ``*_detached`` helpers here split and join
+that.  Key objects are cached (a bounded LRU keyed by the key bytes): setting up a key
+costs about as much as sealing a small packet, and a connection or payment uses its key
+for many packets.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac as _hmac
 import os
 from typing import Final
 
-import nacl.bindings  # noqa: F401  (importing it runs sodium_init())
-from nacl._sodium import ffi as _ffi
-from nacl._sodium import lib as _sodium_lib
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import CryptoUnavailableError, DecodeError, EncodeError
 
@@ -33,6 +35,7 @@ __all__ = [
     "AES_GCM_KEY_LENGTH",
     "AES_GCM_NONCE_LENGTH",
     "AES_GCM_TAG_LENGTH",
+    "ENVELOPE_OVERHEAD",
     "HmacSha256",
     "aes256gcm_available",
     "aes256gcm_decrypt",
@@ -41,33 +44,27 @@ __all__ = [
     "aes256gcm_encrypt_detached",
     "constant_time_equal",
     "hmac_sha256",
+    "open_envelope",
     "random_bytes",
     "require_aes256gcm",
+    "seal_envelope",
     "sha256",
 ]
 
 AES_GCM_KEY_LENGTH: Final = 32
 AES_GCM_NONCE_LENGTH: Final = 12
 AES_GCM_TAG_LENGTH: Final = 16
+#: ``IV || tag`` in front of every ciphertext (PSK2 §4, STREAM §4).
+ENVELOPE_OVERHEAD: Final = AES_GCM_NONCE_LENGTH + AES_GCM_TAG_LENGTH
 
 _UNAVAILABLE_MESSAGE: Final = (
-    "AES-256-GCM is not available: libsodium (via PyNaCl) only provides it on CPUs with "
-    "hardware AES support (x86-64 with AES-NI and PCLMULQDQ, or ARMv8 with the crypto "
-    "extensions). PSK2 needs AES-256-GCM, so this machine cannot receive PSK2 payments; "
-    "run on a CPU with AES-NI (most x86-64 CPUs since 2010) or an ARMv8 CPU with AES."
+    "AES-256-GCM is not available: the OpenSSL that the 'cryptography' package was "
+    "built with refuses it (a FIPS-restricted or stripped-down OpenSSL). PSK2 and STREAM "
+    "need AES-256-GCM; install the 'cryptography' wheel from PyPI, which bundles its own "
+    "OpenSSL."
 )
 
-_aes_checked = False
-
 _sha256 = hashlib.sha256
-# PyNaCl's own cffi handle on libsodium.  nacl.bindings.crypto_aead_aes256gcm_* wrap
-# exactly these calls in a dozen Python-level checks (~5 us per call); calling the C
-# functions directly, after our own length checks, halves the cost of a PSK2 packet.
-_c_encrypt = _sodium_lib.crypto_aead_aes256gcm_encrypt
-_c_decrypt = _sodium_lib.crypto_aead_aes256gcm_decrypt
-_new = _ffi.new
-_buffer = _ffi.buffer
-_NULL = _ffi.NULL
 
 
 _IPAD: Final = bytes(x ^ 0x36 for x in range(256))
@@ -133,22 +130,32 @@ def random_bytes(n: int) -> bytes:
     return os.urandom(n)
 
 
+@functools.lru_cache(maxsize=4096)
+def _aead(key: bytes) -> AESGCM:
+    """The cached key object for a 32-byte ``key`` (checked by the callers)."""
+    try:
+        return AESGCM(key)
+    except UnsupportedAlgorithm as exc:
+        raise CryptoUnavailableError(_UNAVAILABLE_MESSAGE) from exc
+
+
 def aes256gcm_available() -> bool:
-    """Whether libsodium can run AES-256-GCM on this CPU."""
-    return bool(_sodium_lib.crypto_aead_aes256gcm_is_available())
+    """Whether OpenSSL (through ``cryptography``) can run AES-256-GCM here."""
+    try:
+        AESGCM(bytes(AES_GCM_KEY_LENGTH)).encrypt(bytes(AES_GCM_NONCE_LENGTH), b"", None)
+    except UnsupportedAlgorithm:
+        return False
+    return True
 
 
 def require_aes256gcm() -> None:
     """Raise :class:`CryptoUnavailableError` (with the reason) if AES-256-GCM cannot run.
 
-    The positive answer is cached, so calling this on every packet is cheap.
+    Call it once at start-up to fail early; the encryption functions raise the same error
+    on first use otherwise.
     """
-    global _aes_checked
-    if _aes_checked:
-        return
     if not aes256gcm_available():
         raise CryptoUnavailableError(_UNAVAILABLE_MESSAGE)
-    _aes_checked = True
 
 
 def _check_key_nonce(key: bytes, nonce: bytes) -> None:
@@ -161,22 +168,13 @@ def _check_key_nonce(key: bytes, nonce: bytes) -> None:
 
 
 def aes256gcm_encrypt(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
-    """AES-256-GCM without associated data; returns ``ciphertext || tag`` (libsodium order).
+    """AES-256-GCM without associated data; returns ``ciphertext || tag``.
 
     Raises EncodeError for a key that is not 32 bytes or a nonce that is not 12 bytes.
     """
-    if not _aes_checked:
-        require_aes256gcm()
-    _check_key_nonce(key, nonce)
-    size = len(plaintext) + AES_GCM_TAG_LENGTH
-    out = _new("unsigned char[]", size)
-    # int crypto_aead_aes256gcm_encrypt(c, clen_p (may be NULL), m, mlen, ad, adlen,
-    #                                   nsec (unused, NULL), npub, k)
-    if _c_encrypt(out, _NULL, bytes(plaintext), size - AES_GCM_TAG_LENGTH, _NULL, 0, _NULL,
-                  bytes(nonce), bytes(key)) != 0:  # fmt: skip
-        raise CryptoUnavailableError("libsodium refused to encrypt with AES-256-GCM")
-    sealed: bytes = _buffer(out, size)[:]
-    return sealed
+    if len(key) != AES_GCM_KEY_LENGTH or len(nonce) != AES_GCM_NONCE_LENGTH:
+        _check_key_nonce(key, nonce)
+    return _aead(bytes(key)).encrypt(nonce, plaintext, None)
 
 
 def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext_and_tag: bytes) -> bytes:
@@ -184,21 +182,14 @@ def aes256gcm_decrypt(key: bytes, nonce: bytes, ciphertext_and_tag: bytes) -> by
 
     A failed authentication (wrong key, tampered bytes, too short) raises DecodeError.
     """
-    if not _aes_checked:
-        require_aes256gcm()
     if len(key) != AES_GCM_KEY_LENGTH or len(nonce) != AES_GCM_NONCE_LENGTH:
         raise DecodeError("AES-256-GCM: bad key or nonce length", 0)
-    size = len(ciphertext_and_tag) - AES_GCM_TAG_LENGTH
-    if size < 0:
+    if len(ciphertext_and_tag) < AES_GCM_TAG_LENGTH:
         raise DecodeError("AES-256-GCM: ciphertext shorter than the tag", 0)
-    out = _new("unsigned char[]", size or 1)
-    # int crypto_aead_aes256gcm_decrypt(m, mlen_p (may be NULL), nsec (NULL), c, clen,
-    #                                   ad, adlen, npub, k); -1 when the tag is wrong
-    if _c_decrypt(out, _NULL, _NULL, bytes(ciphertext_and_tag), size + AES_GCM_TAG_LENGTH,
-                  _NULL, 0, bytes(nonce), bytes(key)) != 0:  # fmt: skip
-        raise DecodeError("AES-256-GCM: authentication failed", 0)
-    plaintext: bytes = _buffer(out, size)[:]
-    return plaintext
+    try:
+        return _aead(bytes(key)).decrypt(nonce, ciphertext_and_tag, None)
+    except InvalidTag:
+        raise DecodeError("AES-256-GCM: authentication failed", 0) from None
 
 
 def aes256gcm_encrypt_detached(key: bytes, nonce: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
@@ -212,3 +203,28 @@ def aes256gcm_decrypt_detached(key: bytes, nonce: bytes, ciphertext: bytes, tag:
     if len(tag) != AES_GCM_TAG_LENGTH:
         raise DecodeError(f"AES-256-GCM: tag must be {AES_GCM_TAG_LENGTH} bytes", 0)
     return aes256gcm_decrypt(key, nonce, bytes(ciphertext) + bytes(tag))
+
+
+def seal_envelope(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+    """The PSK2/STREAM envelope ``IV || tag || ciphertext`` (AES-256-GCM under ``key``).
+
+    ``iv`` must be 12 fresh random bytes: an IV must never repeat under one key.
+    """
+    sealed = aes256gcm_encrypt(key, iv, plaintext)
+    return b"".join((iv, sealed[-AES_GCM_TAG_LENGTH:], sealed[:-AES_GCM_TAG_LENGTH]))
+
+
+def open_envelope(key: bytes, data: bytes) -> bytes:
+    """Open an envelope made by :func:`seal_envelope`.
+
+    DecodeError when ``data`` is shorter than the 28-byte overhead or does not
+    authenticate under ``key``.
+    """
+    if len(data) < ENVELOPE_OVERHEAD:
+        raise DecodeError(f"envelope needs at least {ENVELOPE_OVERHEAD} bytes, got {len(data)}", 0)
+    buf = bytes(data)
+    return aes256gcm_decrypt(
+        key,
+        buf[:AES_GCM_NONCE_LENGTH],
+        buf[ENVELOPE_OVERHEAD:] + buf[AES_GCM_NONCE_LENGTH:ENVELOPE_OVERHEAD],
+    )

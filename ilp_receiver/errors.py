@@ -8,7 +8,7 @@ Every error the library raises on purpose derives from :class:`IlpReceiverError`
     ├── EncodeError              a value that cannot be written (amount out of UInt64
     │                            range, address too long, ...)
     ├── ConfigError              a bad setting; names the field
-    ├── CryptoUnavailableError   AES-256-GCM is not usable on this CPU (no AES-NI)
+    ├── CryptoUnavailableError   AES-256-GCM is not usable (an OpenSSL that refuses it)
     ├── InvalidAddressError      a string that is not an ILP address (RFC 15)
     ├── PaymentPointerError      a string that is not a payment pointer (RFC 26 draft 1)
     ├── LocalProtocolError       this program misused a protocol (our bug or the caller's)
@@ -89,7 +89,7 @@ class ConfigError(IlpReceiverError, ValueError):
 
 
 class CryptoUnavailableError(IlpReceiverError, RuntimeError):
-    """AES-256-GCM cannot run here (libsodium needs a CPU with AES-NI)."""
+    """AES-256-GCM cannot run here (the OpenSSL behind `cryptography` refuses it)."""
 
 
 class InvalidAddressError(IlpReceiverError, ValueError):

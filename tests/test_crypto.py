@@ -1,4 +1,4 @@
-"""ilp_receiver.crypto: known-answer tests, error mapping and the AES-NI availability check."""
+"""ilp_receiver.crypto: known answers, error mapping, the envelope, the availability check."""
 
 from __future__ import annotations
 
@@ -76,15 +76,25 @@ def test_aes_is_available_here() -> None:
     crypto.require_aes256gcm()
 
 
-def test_missing_aes_ni_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "_aes_checked", False)
-    monkeypatch.setattr(crypto, "aes256gcm_available", lambda: False)
-    with pytest.raises(CryptoUnavailableError, match="AES-NI"):
-        crypto.require_aes256gcm()
-    with pytest.raises(CryptoUnavailableError):
-        crypto.aes256gcm_encrypt(bytes(32), bytes(12), b"")
-    with pytest.raises(CryptoUnavailableError):
-        crypto.aes256gcm_decrypt(bytes(32), bytes(12), bytes(16))
+def test_unavailable_aes_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    class RefusingAesGcm:
+        def __init__(self, key: bytes) -> None:
+            raise UnsupportedAlgorithm("AES-GCM is disabled in this OpenSSL")
+
+    monkeypatch.setattr(crypto, "AESGCM", RefusingAesGcm)
+    crypto._aead.cache_clear()
+    try:
+        assert not crypto.aes256gcm_available()
+        with pytest.raises(CryptoUnavailableError, match="OpenSSL"):
+            crypto.require_aes256gcm()
+        with pytest.raises(CryptoUnavailableError):
+            crypto.aes256gcm_encrypt(bytes(range(32)), bytes(12), b"")
+        with pytest.raises(CryptoUnavailableError):
+            crypto.aes256gcm_decrypt(bytes(range(32)), bytes(12), bytes(16))
+    finally:
+        crypto._aead.cache_clear()
 
 
 @FAST
@@ -93,6 +103,18 @@ def test_aes256gcm_round_trip(key: bytes, nonce: bytes, plaintext: bytes) -> Non
     sealed = crypto.aes256gcm_encrypt(key, nonce, plaintext)
     assert len(sealed) == len(plaintext) + crypto.AES_GCM_TAG_LENGTH
     assert crypto.aes256gcm_decrypt(key, nonce, sealed) == plaintext
+
+
+def test_envelope_layout_is_iv_tag_ciphertext() -> None:
+    key, iv = bytes(range(32)), bytes(range(12))
+    sealed = crypto.aes256gcm_encrypt(key, iv, b"payload")
+    envelope = crypto.seal_envelope(key, iv, b"payload")
+    assert envelope == iv + sealed[-16:] + sealed[:-16]
+    assert crypto.open_envelope(key, envelope) == b"payload"
+    with pytest.raises(DecodeError, match="at least 28 bytes"):
+        crypto.open_envelope(key, envelope[:27])
+    with pytest.raises(DecodeError, match="authentication failed"):
+        crypto.open_envelope(bytes(32), envelope)
 
 
 @FAST

@@ -29,10 +29,10 @@ from typing import Final
 
 from ..crypto import (
     HmacSha256,
-    aes256gcm_decrypt,
-    aes256gcm_encrypt,
     constant_time_equal,
     hmac_sha256,
+    open_envelope,
+    seal_envelope,
     sha256,
 )
 from ..errors import DecodeError, EncodeError
@@ -297,20 +297,12 @@ def encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
 
     ``iv`` must be 12 fresh random bytes ("Never reuse an IV with the same key").
     """
-    sealed = aes256gcm_encrypt(key, iv, plaintext)
-    return bytes(iv) + sealed[-AUTH_TAG_LENGTH:] + sealed[:-AUTH_TAG_LENGTH]
+    return seal_envelope(key, iv, plaintext)
 
 
 def decrypt(key: bytes, data: bytes) -> bytes:
     """Open a §4 envelope; DecodeError when it is short, empty or fails authentication."""
-    buf = bytes(data)
-    if len(buf) < ENVELOPE_OVERHEAD:
-        raise DecodeError(
-            f"PSK2 envelope needs at least {ENVELOPE_OVERHEAD} bytes, got {len(buf)}", 0
-        )
-    return aes256gcm_decrypt(
-        key, buf[:IV_LENGTH], buf[ENVELOPE_OVERHEAD:] + buf[IV_LENGTH:ENVELOPE_OVERHEAD]
-    )
+    return open_envelope(key, data)
 
 
 def seal(encryption_key: bytes, iv: bytes, packet: Psk2Packet) -> bytes:

@@ -23,6 +23,7 @@ from types import ModuleType
 from . import __version__
 from .commands import COMMANDS
 from .errors import ConfigError
+from .links.listener import raise_open_files_limit
 
 __all__ = ["main"]
 
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ilp-receiver`` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    # the connection caps, not the descriptor limit, must be what a flood meets first
+    raise_open_files_limit()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         stream=sys.stderr,

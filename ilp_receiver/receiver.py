@@ -154,6 +154,13 @@ class AsyncReceiver:
         self._store_spec = store
         self._store: BalanceStore | None = store if isinstance(store, BalanceStore) else None
         self._hook = on_payment
+        if max_balance is not None and (
+            type(max_balance) is not int or not 0 <= max_balance <= _UINT64_MAX
+        ):
+            raise ConfigError("max_balance", f"must be an integer in 0..{_UINT64_MAX}")
+        #: the most any account may hold; payments that would pass it are rejected (the
+        #: sender keeps its money).  None means 2**64 - 1, the largest balance SPSP can
+        #: state, which is therefore enforced too.
         self.max_balance = max_balance
         self.receiver_name = receiver_name
         self.spsp_max_age = spsp_max_age
@@ -274,10 +281,15 @@ class AsyncReceiver:
         info = dict(receiver_info or {})
         if self.receiver_name and "name" not in info:
             info["name"] = self.receiver_name
+        # A balance beyond UInt64 cannot arise from this receiver's credits (they are
+        # capped at 2**64 - 1), but a store may hold one (an older version, a manual
+        # edit): SPSP shows it saturated rather than failing every query.
         return SpspResponse(
             destination_account=destination,
             shared_secret=shared_secret,
-            balance=SpspBalance(maximum=_UINT64_MAX if cap is None else cap, current=current),
+            balance=SpspBalance(
+                maximum=_UINT64_MAX if cap is None else cap, current=min(current, _UINT64_MAX)
+            ),
             asset=AssetInfo(code=self.config.asset_code, scale=self.config.asset_scale),
             receiver_info=info or None,
         )
@@ -317,7 +329,7 @@ class AsyncReceiver:
             result = await self.store.add(
                 account,
                 prepare.amount,
-                maximum=self.max_balance,
+                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
                 idempotency_key=prepare.execution_condition.hex(),
             )
         except BalanceLimitError:

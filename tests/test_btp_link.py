@@ -13,6 +13,9 @@ import pytest
 from aiohttp import web
 
 from ilp_receiver.codec.btp import (
+    MAX_BTP_MESSAGE_SIZE,
+    MAX_PROTOCOL_DATA_ENTRIES,
+    MAX_PROTOCOL_NAME_LENGTH,
     BtpError,
     BtpMessage,
     BtpResponse,
@@ -20,6 +23,7 @@ from ilp_receiver.codec.btp import (
     auth_message,
     decode_btp,
     encode_btp,
+    error_message,
     find_protocol_data,
     ilp_message,
 )
@@ -202,6 +206,76 @@ async def test_message_without_ilp_entry_gets_not_accepted_error(parent: FakePar
         await ws.send_bytes(encode_btp(BtpMessage(5, (ProtocolData("weird", 0, b""),))))
         error = decode_btp((await ws.receive(timeout=2)).data)
         assert isinstance(error, BtpError) and error.code == "F00" and error.request_id == 5
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_many_entries_are_refused_and_errors_echo_a_bounded_text(
+    parent: FakeParent,
+) -> None:
+    http, ws = await raw_client(parent.port)
+    try:
+        # more entries than MAX_PROTOCOL_DATA_ENTRIES: refused by the decoder (F01),
+        # answered with a short message, and the connection stays usable
+        many = tuple(ProtocolData(f"p{i}", 0, b"") for i in range(MAX_PROTOCOL_DATA_ENTRIES + 1))
+        await ws.send_bytes(encode_btp(BtpMessage(5, many)))
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError) and error.code == "F01" and error.request_id == 5
+        assert len(error.data) < 200
+        # as many as allowed, none of them ilp, names as long as allowed: the "no handler"
+        # error names a few of them, not all
+        allowed = tuple(
+            ProtocolData(f"{i:03d}" + "n" * (MAX_PROTOCOL_NAME_LENGTH - 3), 0, b"")
+            for i in range(MAX_PROTOCOL_DATA_ENTRIES)
+        )
+        await ws.send_bytes(encode_btp(BtpMessage(6, allowed)))
+        error = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(error, BtpError) and error.code == "F00" and error.request_id == 6
+        assert len(error.data) < 300
+        assert f"({MAX_PROTOCOL_DATA_ENTRIES} in all)" in error_message(error)
+        await ws.send_bytes(encode_btp(ilp_message(9, encode_packet(prepare_to("test.x")))))
+        response = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(response, BtpResponse) and response.request_id == 9
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_a_message_over_the_size_limit_closes_the_socket_before_auth(
+    parent: FakeParent,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{parent.port}/")
+        await ws.send_bytes(bytes(MAX_BTP_MESSAGE_SIZE + 1))
+        closing = await ws.receive(timeout=2)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+def oversized_prepare(destination: str) -> bytes:
+    """A Prepare to ``destination`` whose data is 32768 bytes, one more than allowed."""
+    wire = encode_packet(prepare_to(destination))
+    body = wire[2:-6] + b"\x82\x80\x00" + bytes(32768)  # "hello" -> 32768 bytes of data
+    return wire[:1] + b"\x82" + len(body).to_bytes(2, "big") + body
+
+
+async def test_prepare_data_over_32767_bytes_is_f01_without_a_traceback(
+    parent: FakeParent, caplog: pytest.LogCaptureFixture
+) -> None:
+    http, ws = await raw_client(parent.port)
+    try:
+        with caplog.at_level("DEBUG"):
+            await ws.send_bytes(encode_btp(ilp_message(4, oversized_prepare("test.x"))))
+            response = decode_btp((await ws.receive(timeout=2)).data)
+        assert isinstance(response, BtpResponse) and response.request_id == 4
+        entry = find_protocol_data(response, "ilp")
+        assert entry is not None
+        reject = decode_reply(entry.data)
+        assert isinstance(reject, IlpReject) and reject.code == "F01"
+        assert "32768 bytes" in reject.message and len(reject.message) < 200
+        assert not parent.seen  # never reached the handler
+        assert not [r for r in caplog.records if r.exc_info]
     finally:
         await ws.close()
         await http.close()

@@ -342,6 +342,46 @@ def test_size_limits_are_inclusive() -> None:
     assert decode_fulfill(encode_fulfill(fulfill)) == fulfill
 
 
+def _grow_last_field(wire: bytes, field: bytes, extra: int) -> bytes:
+    """``wire`` (a packet ending in ``field``'s var-octets) with ``field`` ``extra`` bytes
+    longer: lengths rewritten, the envelope too (both use the 3-byte ``82`` form)."""
+    head = wire[: len(wire) - len(field) - 3]
+    assert wire[len(head)] == 0x82
+    grown = field + bytes(extra)
+    inner = head[4:] + b"\x82" + len(grown).to_bytes(2, "big") + grown
+    return head[:1] + b"\x82" + len(inner).to_bytes(2, "big") + inner
+
+
+def test_fields_beyond_their_maximum_are_refused_at_decode() -> None:
+    # "data, var-octet-string, 0..32767 bytes": one byte more is malformed, on the fast
+    # path of decode_prepare as on the generic one (a Prepare that decodes must encode).
+    prepare = IlpPrepare(1, PREPARE.expires_at, bytes(32), "g.x", bytes(32767))
+    wire = _grow_last_field(encode_prepare(prepare), bytes(32767), 1)
+    with pytest.raises(DecodeError, match="data: 32768 bytes, more than the 32767 allowed"):
+        decode_prepare(wire)
+    with pytest.raises(DecodeError, match="32768 bytes"):
+        decode_packet(wire)
+    fulfill = encode_fulfill(IlpFulfill(bytes(32), bytes(32767)))
+    with pytest.raises(DecodeError, match="more than the 32767 allowed"):
+        decode_fulfill(_grow_last_field(fulfill, bytes(32767), 1))
+    reject = encode_reject(IlpReject("F99", "g.x", "m", bytes(32767)))
+    with pytest.raises(DecodeError, match="more than the 32767 allowed"):
+        decode_reply(_grow_last_field(reject, bytes(32767), 1))
+    # Reject "message ... 0..8191 bytes" and triggeredBy at most 1023 characters
+    long_message = encode_reject(IlpReject("F99", "g.x", "m" * 8191, b""))
+    message_at = long_message.index(b"m" * 8191)
+    too_long = (
+        long_message[: message_at - 2]
+        + (8192).to_bytes(2, "big")
+        + b"m" * 8192
+        + long_message[message_at + 8191 :]
+    )
+    envelope = len(too_long) - 4
+    too_long = too_long[:2] + envelope.to_bytes(2, "big") + too_long[4:]
+    with pytest.raises(DecodeError, match="message: 8192 bytes, more than the 8191 allowed"):
+        decode_reject(too_long)
+
+
 def test_buffer_types_are_accepted() -> None:
     raw = encode_prepare(PREPARE)
     assert decode_prepare(bytearray(raw)) == PREPARE

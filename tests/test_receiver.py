@@ -16,7 +16,7 @@ from ilp_receiver._portal import default_portal
 from ilp_receiver.codec.ildcp import IldcpResponse, ildcp_serve
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ilp_receiver.codec.psk2 import Draft1Packet
-from ilp_receiver.errors import IlpError
+from ilp_receiver.errors import ConfigError, IlpError
 from ilp_receiver.links.memory import MemoryLink, memory_link_pair
 from ilp_receiver.psk2.sender import (
     build_chunk_prepare,
@@ -294,6 +294,44 @@ async def test_balance_limit_refuses_without_crediting(tmp_path: Path) -> None:
         over = await parent.send(chunk(destination, secret, 100))
         assert isinstance(over, IlpReject) and over.code == "F99"
         assert await receiver.balance() == 100
+
+
+U64 = 2**64 - 1
+
+
+async def test_balances_stop_at_uint64_and_spsp_keeps_answering(tmp_path: Path) -> None:
+    # Reported: two payments of 2**64 - 1 to one pointer, then every SPSP query failed
+    # with EncodeError ("balance.current must be an integer in 0..2**64-1") until the
+    # store was edited; the advertised balance.maximum was never enforced.
+    parent, child = parent_link()
+    await parent.start()
+    async with AsyncReceiver(child, secret=SECRET, store="memory:") as receiver:
+        destination, secret = receiver.issue()
+        assert isinstance(await parent.send(chunk(destination, secret, U64)), IlpFulfill)
+        over = await parent.send(chunk(destination, secret, U64))
+        assert isinstance(over, IlpReject) and over.code == "F99"
+        one_more = await parent.send(chunk(destination, secret, 1))
+        assert isinstance(one_more, IlpReject) and one_more.code == "F99"
+        assert await receiver.balance() == U64  # the refused money was never counted
+        async with TestClient(TestServer(create_spsp_app(receiver))) as client:
+            answer = await client.get("/.well-known/pay")
+            assert answer.status == 200
+            body = await answer.json(content_type=None)
+            assert body["balance"] == {"maximum": str(U64), "current": str(U64)}
+            # a store holding more than UInt64 (an older version, a manual edit) is shown
+            # saturated instead of failing every query
+            await receiver.store.credit(DEFAULT_ACCOUNT, 5)
+            assert await receiver.balance() == 2**64 + 4
+            saturated = await client.get("/.well-known/pay")
+            assert saturated.status == 200
+            assert (await saturated.json(content_type=None))["balance"]["current"] == str(U64)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**64, 1.5, "100", True])
+def test_max_balance_must_be_a_uint64(bad: object) -> None:
+    _, child = parent_link()
+    with pytest.raises(ConfigError, match="max_balance"):
+        AsyncReceiver(child, secret=SECRET, max_balance=bad)  # type: ignore[arg-type]
 
 
 async def test_restart_on_the_same_sqlite_file_keeps_balances(tmp_path: Path) -> None:

@@ -49,6 +49,9 @@ __all__ = [
     "BTP_ERROR_NAMES",
     "ILP_PLUGIN_BTP_ERROR_CODES",
     "ILP_PROTOCOL",
+    "MAX_BTP_MESSAGE_SIZE",
+    "MAX_PROTOCOL_DATA_ENTRIES",
+    "MAX_PROTOCOL_NAME_LENGTH",
     "BtpError",
     "BtpErrorCode",
     "BtpFrame",
@@ -271,6 +274,19 @@ _U64: Final = struct.Struct(">Q")
 _MAX_COUNT_BYTES: Final = 8
 #: Smallest possible protocol-data entry: empty name, content type, empty data.
 _MIN_ENTRY_SIZE: Final = 3
+#: Most protocol-data entries one frame may carry.  BTP/2.0 names no limit; real frames
+#: carry one to four (``ilp``; ``auth``, ``auth_username``, ``auth_token``; a settlement
+#: entry).  Refused before any entry is built, so a frame cannot make us allocate per
+#: entry beyond this.
+MAX_PROTOCOL_DATA_ENTRIES: Final = 64
+#: Longest protocol name (ASCII) accepted; ``ilp``, ``auth_token``, ``peer.settle``...
+MAX_PROTOCOL_NAME_LENGTH: Final = 128
+#: Largest BTP message (one WebSocket message) a link reads.  The largest ILP packet is
+#: a Reject with a 1023-byte triggeredBy, an 8191-byte message and 32767 bytes of data:
+#: 41,997 bytes; inside a BTP Message with its ``ilp`` entry that is 42,015 bytes.  64 KiB
+#: leaves about 23 KB for other protocol-data entries.  The WebSocket layer refuses a
+#: bigger message from its frame header, before reading (and before authentication).
+MAX_BTP_MESSAGE_SIZE: Final = 65536
 
 
 def _read_length(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
@@ -329,9 +345,21 @@ def _read_protocol_data(buf: bytes, pos: int, end: int) -> tuple[ProtocolData, .
     pos += 1 + size
     if count * _MIN_ENTRY_SIZE > end - pos:
         raise DecodeError(f"protocolData: {count} entries cannot fit in {end - pos} bytes", pos)
+    if count > MAX_PROTOCOL_DATA_ENTRIES:
+        raise DecodeError(
+            f"protocolData: {count} entries, more than the {MAX_PROTOCOL_DATA_ENTRIES} allowed",
+            pos,
+        )
     entries = []
     for _ in range(count):
+        at = pos
         name, pos = _read_ascii(buf, pos, end, "protocolName")
+        if len(name) > MAX_PROTOCOL_NAME_LENGTH:
+            raise DecodeError(
+                f"protocolName: {len(name)} bytes, more than the {MAX_PROTOCOL_NAME_LENGTH} "
+                "allowed",
+                at,
+            )
         if pos >= end:
             raise DecodeError("protocolData: missing contentType", pos)
         content_type = buf[pos]

@@ -385,14 +385,14 @@ def _read_prepare(r: Reader) -> IlpPrepare:
     ts = r.read_octets(_TS_LEN, "expiresAt")
     expires_at = _parse_ts(ts, at)
     condition = r.read_octets(32, "executionCondition")
-    destination = r.read_ascii("destination")
-    data = r.read_var_octets("data")
+    destination = r.read_ascii("destination", MAX_ADDRESS_LENGTH)
+    data = r.read_var_octets("data", MAX_DATA_LENGTH)
     return IlpPrepare(amount, expires_at, condition, destination, data)
 
 
 def _read_fulfill(r: Reader) -> IlpFulfill:
     fulfillment = r.read_octets(32, "fulfillment")
-    data = r.read_var_octets("data")
+    data = r.read_var_octets("data", MAX_DATA_LENGTH)
     return IlpFulfill(fulfillment, data)
 
 
@@ -403,9 +403,9 @@ def _read_reject(r: Reader) -> IlpReject:
         code = raw_code.decode("ascii")
     except UnicodeDecodeError:
         raise DecodeError(f"code: not ASCII: {raw_code!r}", at) from None
-    triggered_by = r.read_ascii("triggeredBy")
-    message = r.read_utf8("message")
-    data = r.read_var_octets("data")
+    triggered_by = r.read_ascii("triggeredBy", MAX_ADDRESS_LENGTH)
+    message = r.read_utf8("message", MAX_MESSAGE_LENGTH)
+    data = r.read_var_octets("data", MAX_DATA_LENGTH)
     return IlpReject(code, triggered_by, message, data)
 
 
@@ -453,7 +453,7 @@ def decode_prepare(data: Buffer) -> IlpPrepare:
                 if data_len >= 0x80:
                     data_len, data_start = _var_length(buf, pos, end)
                 data_end = data_start + data_len
-                if data_start and data_end <= end:
+                if data_start and data_end <= end and data_len <= MAX_DATA_LENGTH:
                     expires_at = _SECOND_FROM_DIGITS.get(second)
                     if expires_at is None:
                         expires_at = _parse_second(second, start + 8)

@@ -166,9 +166,15 @@ class Reader:
             raise self.error(f"{what}: length prefix is not minimal", start)
         return length
 
-    def read_var_octets(self, what: str = "var-octet-string") -> bytes:
-        """A length-prefixed octet string."""
+    def read_var_octets(
+        self, what: str = "var-octet-string", max_length: int | None = None
+    ) -> bytes:
+        """A length-prefixed octet string; longer than ``max_length`` is a DecodeError
+        (checked on the prefix, before anything is copied)."""
+        at = self.pos
         length = self.read_length_prefix(what)
+        if max_length is not None and length > max_length:
+            raise self.error(f"{what}: {length} bytes, more than the {max_length} allowed", at)
         start = self._need(length, what)
         return self._buf[start : start + length]
 
@@ -186,19 +192,19 @@ class Reader:
             raise self.error(f"{what}: VarUInt of {len(content)} bytes is too large", at)
         return int.from_bytes(content, "big")
 
-    def read_ascii(self, what: str = "ASCII string") -> str:
-        """A var-octet-string that must be ASCII."""
+    def read_ascii(self, what: str = "ASCII string", max_length: int | None = None) -> str:
+        """A var-octet-string that must be ASCII (at most ``max_length`` bytes)."""
         at = self.pos
-        raw = self.read_var_octets(what)
+        raw = self.read_var_octets(what, max_length)
         try:
             return raw.decode("ascii")
         except UnicodeDecodeError:
             raise self.error(f"{what}: not ASCII", at) from None
 
-    def read_utf8(self, what: str = "UTF-8 string") -> str:
-        """A var-octet-string that must be UTF-8."""
+    def read_utf8(self, what: str = "UTF-8 string", max_length: int | None = None) -> str:
+        """A var-octet-string that must be UTF-8 (at most ``max_length`` bytes)."""
         at = self.pos
-        raw = self.read_var_octets(what)
+        raw = self.read_var_octets(what, max_length)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:

@@ -82,6 +82,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from ..client import AsyncHttpIlpClient, AsyncPaymentClient, Psk2Destination
     from ..connector import Connector, config_from_mapping
+    from ..links.listener import DEFAULT_LIMITS, start_listener
     from ..paywall import token_account
     from ..receiver import DEFAULT_ACCOUNT, AsyncReceiver
     from .receive import wait_for_signal
@@ -133,9 +134,9 @@ async def _demo(args: argparse.Namespace) -> int:
         app.router.add_get("/", index)
         app.router.add_get("/api/fortune", fortune)
         setup(app, receiver)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **DEFAULT_LIMITS.runner_options())
         await runner.setup()
-        await web.TCPSite(runner, args.host, web_port).start()
+        await start_listener(runner, args.host, web_port)
         site_url = f"http://{args.host}:{web_port}"
         try:
             _say(

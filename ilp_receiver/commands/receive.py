@@ -69,6 +69,7 @@ async def wait_for_signal() -> None:
 async def _receive(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from ..links.listener import ServerLimits, start_listener
     from ..receiver import AsyncReceiver
     from ..server import create_spsp_app
     from ..web.spsp_endpoint import EndpointDirectory
@@ -93,13 +94,15 @@ async def _receive(args: argparse.Namespace) -> int:
             log.warning("uplink not ready (%s); retrying", exc)
             await asyncio.sleep(0.5)
     directory = EndpointDirectory(args.endpoint or None)
-    runner = web.AppRunner(create_spsp_app(receiver, directory), access_log=None)
+    limits = ServerLimits(max_connections=args.max_connections, header_timeout=args.header_timeout)
+    runner = web.AppRunner(
+        create_spsp_app(receiver, directory), access_log=None, **limits.runner_options()
+    )
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
     try:
-        await site.start()
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        await start_listener(runner, args.host, args.port, limits)
+    except ConfigError as exc:
+        log.error("%s", exc)
         await receiver.stop()
         await runner.cleanup()
         return 1
@@ -150,6 +153,39 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
     receive.add_argument(
         "--connect-timeout", type=float, default=30.0, help="seconds to wait for the uplink"
     )
+    receive.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1024,
+        help="SPSP connections open at once; one more gets 503 and is closed (default 1024)",
+    )
+    receive.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds a client has to send a complete request head; also the keep-alive "
+        "idle time (default 10)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

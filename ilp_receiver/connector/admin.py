@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..codec.http_oer import bearer_token
 from ..errors import ConfigError
+from ..links.listener import start_listener
 from .config import AdminConfig
 
 if TYPE_CHECKING:
@@ -81,16 +82,17 @@ def create_admin_app(connector: Connector, config: AdminConfig) -> web.Applicati
 
 async def start_admin(connector: Connector, config: AdminConfig) -> tuple[web.AppRunner, str]:
     """Serve the admin API; returns the runner and its base URL."""
-    runner = web.AppRunner(create_admin_app(connector, config), access_log=None)
+    limits = connector.config.server.limits()
+    runner = web.AppRunner(
+        create_admin_app(connector, config), access_log=None, **limits.runner_options()
+    )
     await runner.setup()
     assert config.port is not None
-    site = web.TCPSite(runner, config.host, config.port)
     try:
-        await site.start()
-    except OSError as exc:
+        listener = await start_listener(
+            runner, config.host, config.port, limits, setting="admin.port"
+        )
+    except ConfigError:
         await runner.cleanup()
-        raise ConfigError(
-            "admin.port", f"cannot listen on {config.host}:{config.port}: {exc}"
-        ) from exc
-    port = int(runner.addresses[0][1])
-    return runner, f"http://{config.host}:{port}/"
+        raise
+    return runner, f"http://{config.host}:{listener.port}/"

@@ -53,6 +53,7 @@ from typing import Any, Final, Literal, cast
 
 from ..codec.address import is_valid_address
 from ..errors import ConfigError
+from ..links.listener import ServerLimits
 
 __all__ = [
     "ENV_PREFIX",
@@ -205,6 +206,37 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
         minimum=0,
         maximum=65535,
     ),
+    _f(
+        "server",
+        "max_connections",
+        "int",
+        1024,
+        "connections open at once on each listener (shared, per-account, admin); one more "
+        "gets 503 and is closed",
+        minimum=1,
+    ),
+    _f(
+        "server",
+        "header_timeout",
+        "float",
+        10.0,
+        "seconds a connection has to send a complete request head (also the keep-alive idle "
+        "time) on every listener",
+    ),
+    _f(
+        "server",
+        "body_timeout",
+        "float",
+        30.0,
+        "seconds an HTTP endpoint waits for a request body",
+    ),
+    _f(
+        "server",
+        "auth_timeout",
+        "float",
+        10.0,
+        "seconds a BTP client has to authenticate after the WebSocket opens",
+    ),
     _f("admin", "host", "str", "127.0.0.1", "admin API listen address"),
     _f(
         "admin",
@@ -344,10 +376,23 @@ for _spec in SCHEMA:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """``[server]``: the shared listener for BTP and HTTP endpoints."""
+    """``[server]``: the shared listener for BTP and HTTP endpoints, and the limits of
+    every listener."""
 
     host: str = "127.0.0.1"
     port: int | None = None
+    max_connections: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    auth_timeout: float = 10.0
+
+    def limits(self) -> ServerLimits:
+        """The limits every listener of the connector applies."""
+        return ServerLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,7 +729,14 @@ def config_from_mapping(
         route_expiry_ms=cast(int, c["route_expiry_ms"]),
         routing_secret=secret,
         default_route=default_route,
-        server=ServerConfig(cast(str, server["host"]), cast("int | None", server["port"])),
+        server=ServerConfig(
+            cast(str, server["host"]),
+            cast("int | None", server["port"]),
+            cast(int, server["max_connections"]),
+            cast(float, server["header_timeout"]),
+            cast(float, server["body_timeout"]),
+            cast(float, server["auth_timeout"]),
+        ),
         admin=AdminConfig(
             cast(str, admin["host"]),
             cast("int | None", admin["port"]),

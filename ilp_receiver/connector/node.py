@@ -43,6 +43,7 @@ from ..links.base import Link, call_handler
 from ..links.btp import BtpClientLink, BtpSession
 from ..links.btp_server import BtpServer, BtpServerLink
 from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
+from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
 from ..stores import open_store
 from ..stores.base import BalanceStore
@@ -233,6 +234,7 @@ class Connector:
                 incoming_token=config.incoming_token or config.token,
                 peer_name=config.peer_name,
                 listen_port=None,
+                limits=self.config.server.limits(),
             )
         if transport == "local":
             ours, theirs = memory_link_pair()
@@ -412,7 +414,7 @@ class Connector:
             assert isinstance(link, BtpServerLink)
             return link
 
-        return BtpServer(authenticate, link_for)
+        return BtpServer(authenticate, link_for, auth_timeout=self.config.server.auth_timeout)
 
     def _listen_key(self, config: AccountConfig) -> tuple[str, int]:
         if config.listen is not None:
@@ -442,16 +444,15 @@ class Connector:
                     app.router.add_get(config.path, self._btp_server(key, config.path).handle)
                 pending.append((config.id, key, "ws", config.path))
         bound: dict[tuple[str, int], int] = {}
+        limits = self.config.server.limits()
         for key, app in apps.items():
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=1.0, **limits.runner_options()
+            )
             await runner.setup()
             self._runners.append(runner)
-            site = web.TCPSite(runner, key[0], key[1])
-            try:
-                await site.start()
-            except OSError as exc:
-                raise ConfigError("listen", f"cannot listen on {key[0]}:{key[1]}: {exc}") from exc
-            bound[key] = int(runner.addresses[0][1])
+            listener = await start_listener(runner, key[0], key[1], limits, setting="listen")
+            bound[key] = listener.port
         for account_id, key, scheme, path in pending:
             self._listeners[account_id] = f"{scheme}://{key[0]}:{bound[key]}{path}"
 

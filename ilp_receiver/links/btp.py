@@ -30,6 +30,7 @@ import aiohttp
 import aiohttp.web
 
 from ..codec.btp import (
+    MAX_BTP_MESSAGE_SIZE,
     BtpError,
     BtpFrame,
     BtpMessage,
@@ -69,6 +70,9 @@ log = logging.getLogger(__name__)
 #: ilp-plugin-btp times out an outstanding request after 35 s.
 DEFAULT_REQUEST_TIMEOUT = 35.0
 _REQUEST_ID = struct.Struct(">I")
+#: Error messages name at most this many of a frame's protocol-data entries (never
+#: echo unbounded input).
+_NAMES_IN_ERRORS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +457,10 @@ class BtpSession:
             return encode_btp(BtpResponse(frame.request_id, ()))
         entry = find_protocol_data(frame, "ilp")
         if entry is None:
-            names = ", ".join(p.protocol_name for p in frame.protocol_data) or "none"
+            shown = [p.protocol_name[:32] for p in frame.protocol_data[:_NAMES_IN_ERRORS]]
+            if len(frame.protocol_data) > _NAMES_IN_ERRORS:
+                shown.append(f"... ({len(frame.protocol_data)} in all)")
+            names = ", ".join(shown) or "none"
             return encode_btp(
                 error_frame(
                     frame.request_id,
@@ -610,7 +617,10 @@ class BtpClientLink(Link):
         assert self._http is not None
         try:
             ws = await self._http.ws_connect(
-                self._url.ws_url, heartbeat=self._heartbeat, max_msg_size=0, autoping=True
+                self._url.ws_url,
+                heartbeat=self._heartbeat,
+                max_msg_size=MAX_BTP_MESSAGE_SIZE,
+                autoping=True,
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise LinkClosedError(f"cannot connect to {self._url.ws_url}: {exc}") from exc

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from aiohttp import WSMsgType, web
 
 from ..codec.btp import (
+    MAX_BTP_MESSAGE_SIZE,
     BtpMessage,
     BtpResponse,
     auth_error_frame,
@@ -136,8 +137,12 @@ class BtpServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler: mount it with ``app.router.add_get(path, server.handle)``."""
         # no permessage-deflate: ILP packets are small and random (encrypted); compressing
-        # them costs CPU for nothing
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=0, compress=False)
+        # them costs CPU for nothing (and a compressed message could inflate past the
+        # bound).  max_msg_size: a bigger message is refused from its frame header, before
+        # it is read, authenticated or not (close code 1009).
+        ws = web.WebSocketResponse(
+            heartbeat=self.heartbeat, max_msg_size=MAX_BTP_MESSAGE_SIZE, compress=False
+        )
         await ws.prepare(request)
         try:
             link = await asyncio.wait_for(self._auth(ws), self.auth_timeout)

@@ -132,6 +132,7 @@ from ..errors import (
     RemoteProtocolError,
 )
 from .base import Link
+from .listener import DEFAULT_LIMITS, ServerLimits, start_listener
 
 __all__ = [
     "HttpAsyncLink",
@@ -411,8 +412,10 @@ class HttpLink(Link):
         max_connections: int = 100,
         shutdown_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        limits: ServerLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__()
+        self._limits = limits
         self.peer_url = peer_url
         self._token = token
         incoming = token if incoming_token is None else incoming_token
@@ -488,18 +491,21 @@ class HttpLink(Link):
     async def _start_server(self) -> None:
         app = web.Application(client_max_size=self._max_body + 1)
         add_http_oer_routes(app.router, self, self._listen_path)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_grace)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=self._shutdown_grace,
+            **self._limits.runner_options(),
+        )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self._listen_host, self._listen_port)
         try:
-            await site.start()
-        except OSError as exc:
-            raise LinkError(
-                f"cannot listen on {self._listen_host}:{self._listen_port}: {exc}"
-            ) from exc
-        address = runner.addresses[0]
-        self._bound = (str(address[0]), int(address[1]))
+            listener = await start_listener(
+                runner, self._listen_host, self._listen_port or 0, self._limits
+            )
+        except ConfigError as exc:
+            raise LinkError(str(exc)) from exc
+        self._bound = (self._listen_host, listener.port)
         log.info("%s link listening on %s", self._transport_name, self.server_url)
 
     async def stop(self) -> None:
@@ -671,7 +677,11 @@ class HttpLink(Link):
         request_id = request.match_info.get("request_id")
         if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
             return _text(400, "invalid request id")
-        body = await _read_body(request, self._max_body)
+        try:
+            async with asyncio.timeout(self._limits.body_timeout):
+                body = await _read_body(request, self._max_body)
+        except TimeoutError:
+            return _text(408, f"the body did not arrive within {self._limits.body_timeout} s")
         if body is None:
             # "413-style body limit at 32767 bytes"
             return _text(413, f"an ILP packet is at most {self._max_body} bytes")

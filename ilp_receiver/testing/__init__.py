@@ -144,6 +144,7 @@ class InMemoryNetwork:
         from aiohttp import web
 
         from ..links.btp_server import BtpServer, BtpServerLink
+        from ..links.listener import DEFAULT_LIMITS, start_listener
 
         async def authenticate(username: str | None, token: str) -> str | None:
             return username or "anonymous"
@@ -159,12 +160,10 @@ class InMemoryNetwork:
         server = BtpServer(authenticate, link_for)
         app = web.Application()
         app.router.add_get("/", server.handle)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **DEFAULT_LIMITS.runner_options())
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1]
-        return BtpGateway(host, int(bound), runner.cleanup)
+        listener = await start_listener(runner, host, port)
+        return BtpGateway(host, listener.port, runner.cleanup)
 
     def child_address(self, name: str) -> str:
         """The ILP address of child ``name``."""

@@ -1,0 +1,1 @@
+"""The attack suite: each reported attack reproduced against real servers on loopback."""

@@ -1,4 +1,5 @@
-"""SPSP (PSK2 era) and payment pointers, sans-I/O (spec ``07-spsp-payment-pointers.md``).
+"""SPSP for PSK2 and STREAM, and payment pointers, sans-I/O (spec
+``07-spsp-payment-pointers.md``, ``12-stream.md`` §14).
 
 Implements:
 
@@ -15,9 +16,16 @@ Implements:
   ``shared_secret``, optional ``balance``, asset object and ``receiver_info``.  Reading
   accepts all three spellings of the asset object; writing emits both ``asset_info``
   and ``ledger_info`` (open question 1, see :meth:`SpspResponse.to_json`).
-* **Content negotiation** by ``Accept`` ("Content negotiation by ``Accept`` selects the
-  setup protocol; SPSP's media type is ``application/spsp+json``"), written so that a
-  STREAM server (``application/spsp4+json``) can be offered beside it later.
+* **The SPSP v4 response** (STREAM, ``application/spsp4+json``): ``destination_account``,
+  ``shared_secret``, optional ``receipts_enabled`` (RFC 9 drafts 2020-04 .. 2026-03) and
+  the optional ``balance``/``asset_info``/``receiver_info`` of the first STREAM-era
+  draft (2018-08); one :class:`SpspResponse` with ``protocol="stream"``.
+* **Content negotiation** by ``Accept`` ("there is one endpoint and the media type picks
+  the transport", §14): :func:`negotiate_setup` answers STREAM to every client that
+  lists ``application/spsp4+json`` or only wildcards / JSON, and PSK2 to a client whose
+  only SPSP type is ``application/spsp+json`` (§15 item 11); a client tells the two
+  answers apart by the response ``Content-Type`` (:func:`response_protocol`), as
+  ilp-protocol-spsp 3.0.0 does.
 * The client's query headers and ``Cache-Control`` handling ("clients honour
   ``max-age=<seconds>`` and ``no-cache``").
 
@@ -35,7 +43,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .codec.address import is_valid_address
@@ -62,18 +70,20 @@ __all__ = [
     "is_spsp_content_type",
     "max_age",
     "negotiate",
+    "negotiate_setup",
     "negotiate_spsp",
     "not_acceptable_body",
     "parse_payment_pointer",
     "parse_spsp_response",
     "resolve_payment_pointer",
+    "response_protocol",
     "spsp_query_headers",
     "to_payment_pointer",
 ]
 
 #: "SPSP's media type is ``application/spsp+json``" (PSK2 SPSP; what we serve).
 SPSP_MEDIA_TYPE: Final = "application/spsp+json"
-#: STREAM-era SPSP (Aug 2018+).  Not served yet; :func:`negotiate` already handles it.
+#: STREAM-era SPSP (Aug 2018+): "Content-Type: application/spsp4+json" (§14).
 SPSP4_MEDIA_TYPE: Final = "application/spsp4+json"
 #: Plain JSON: "Send ``application/spsp+json``; accept both" (open question 23).
 JSON_MEDIA_TYPE: Final = "application/json"
@@ -98,6 +108,7 @@ _KNOWN_KEYS: Final = frozenset(
         "ledger_info",
         "asset_info",
         "receiver_info",
+        "receipts_enabled",
     }
 )
 _MAX_ASSET_SCALE: Final = 255
@@ -362,13 +373,19 @@ class AssetInfo:
     scale: int
 
 
+#: The setup protocol an SPSP response is for.
+SetupProtocol = Literal["psk2", "stream"]
+
+
 @dataclass(frozen=True, slots=True)
 class SpspResponse:
-    """An SPSP (PSK2) response body.
+    """An SPSP response body: PSK2 (``application/spsp+json``) or STREAM
+    (``application/spsp4+json``, ``protocol="stream"``).
 
     ``extra`` keeps top-level fields this revision does not define (e.g. the w3c
     README's ``maximum_destination_amount``) so they survive a round trip.  The shared
-    secret is kept out of ``repr``.
+    secret is kept out of ``repr``.  ``receipts_enabled`` exists only in STREAM
+    responses ("true: Fulfills will carry receipts", §13-14).
     """
 
     destination_account: str
@@ -377,6 +394,13 @@ class SpspResponse:
     asset: AssetInfo | None = None
     receiver_info: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    protocol: SetupProtocol = "psk2"
+    receipts_enabled: bool | None = None
+
+    @property
+    def media_type(self) -> str:
+        """The ``Content-Type`` to send this response with."""
+        return SPSP4_MEDIA_TYPE if self.protocol == "stream" else SPSP_MEDIA_TYPE
 
     def to_json(self) -> dict[str, Any]:
         """The response as a JSON-ready dict (EncodeError if a field is invalid).
@@ -388,6 +412,9 @@ class SpspResponse:
         ``currency_code``/``currency_scale`` (Jan 13, the ilp-protocol-spsp 2.0.0
         client) -- because the pinned SPSP commit is unavailable and every client of
         the time reads one of them ("emit both if unsure", open question 1).
+
+        A STREAM response writes ``asset_info`` only (the 2018-08 draft's spelling) and
+        ``receipts_enabled`` when it is set.
         """
         clash = _KNOWN_KEYS.intersection(self.extra)
         if clash:
@@ -414,12 +441,17 @@ class SpspResponse:
             if type(scale) is not int or not 0 <= scale <= _MAX_ASSET_SCALE:
                 raise EncodeError(f"asset scale must be an integer in 0..{_MAX_ASSET_SCALE}")
             out["asset_info"] = {"code": code, "scale": scale}
-            out["ledger_info"] = {
-                "asset_code": code,
-                "asset_scale": scale,
-                "currency_code": code,
-                "currency_scale": scale,
-            }
+            if self.protocol == "psk2":
+                out["ledger_info"] = {
+                    "asset_code": code,
+                    "asset_scale": scale,
+                    "currency_code": code,
+                    "currency_scale": scale,
+                }
+        if self.receipts_enabled is not None:
+            if self.protocol != "stream":
+                raise EncodeError("receipts_enabled belongs to STREAM (spsp4) responses only")
+            out["receipts_enabled"] = bool(self.receipts_enabled)
         if self.receiver_info is not None:
             out["receiver_info"] = dict(self.receiver_info)
         out.update(self.extra)
@@ -432,8 +464,14 @@ class SpspResponse:
 
 def parse_spsp_response(
     body: Mapping[str, Any] | bytes | bytearray | memoryview | str,
+    *,
+    protocol: SetupProtocol = "psk2",
 ) -> SpspResponse:
     """Read an SPSP response (JSON text/bytes or an already decoded object).
+
+    ``protocol`` says which one it is (from the response ``Content-Type``, see
+    :func:`response_protocol`); a STREAM response may carry a boolean
+    ``receipts_enabled``.
 
     Raises only :class:`~ilp_receiver.errors.SpspError` (``status`` None) when the body
     is not a JSON object or a field is malformed.  Accepted:
@@ -485,8 +523,15 @@ def parse_spsp_response(
             raise SpspError("receiver_info must be an object")
         receiver_info = dict(receiver_info)
 
+    receipts = obj.get("receipts_enabled")
+    if receipts is not None and (protocol != "stream" or not isinstance(receipts, bool)):
+        if protocol == "stream":
+            raise SpspError("receipts_enabled must be true or false")
+        receipts = None  # not a PSK2 field: "Unknown fields MUST be ignored"
     extra = {k: v for k, v in obj.items() if k not in _KNOWN_KEYS}
-    return SpspResponse(destination, secret, balance, _asset(obj), receiver_info, extra)
+    return SpspResponse(
+        destination, secret, balance, _asset(obj), receiver_info, extra, protocol, receipts
+    )
 
 
 def _amount(value: Any, what: str) -> int:
@@ -649,6 +694,55 @@ def negotiate_spsp(accept_header: str | None) -> str | None:
     return negotiate(accept_header, (SPSP_MEDIA_TYPE,))
 
 
+def negotiate_setup(accept_header: str | None, *, stream: bool = True) -> str | None:
+    """Which SPSP to answer a query with: :data:`SPSP4_MEDIA_TYPE` (STREAM),
+    :data:`SPSP_MEDIA_TYPE` (PSK2) or None (406).
+
+    The rule of ``12-stream.md`` §15 item 11: STREAM whenever ``application/spsp4+json``
+    is acceptable, which includes a missing ``Accept`` and one offering only wildcards
+    or ``application/json`` (every client since 2019 is a STREAM client); PSK2 when the
+    client names ``application/spsp+json`` and not the spsp4 type (ilp-protocol-spsp
+    2.x sends exactly ``application/spsp+json``: "A PSK2-only client ... must get the
+    PSK2 body ... never a STREAM secret -- the secrets are not interchangeable").
+    ``q`` values count: ``application/spsp+json, application/spsp4+json;q=0.5`` gets
+    PSK2.  ``stream=False`` serves PSK2 only (as before STREAM existed).
+    """
+    if not stream:
+        return negotiate_spsp(accept_header)
+    if accept_header is None or not accept_header.strip(" \t"):
+        return SPSP4_MEDIA_TYPE
+    ranges = _parse_accept(accept_header)
+    psk2_q = _match_quality(ranges, SPSP_MEDIA_TYPE)
+    stream_q = _match_quality(ranges, SPSP4_MEDIA_TYPE)
+    names_psk2 = any((t, s) == ("application", "spsp+json") for t, s, _ in ranges)
+    names_stream = any((t, s) == ("application", "spsp4+json") for t, s, _ in ranges)
+    if names_psk2 and not names_stream and psk2_q > 0:
+        return SPSP_MEDIA_TYPE
+    if stream_q > 0 and stream_q >= psk2_q:
+        return SPSP4_MEDIA_TYPE
+    if psk2_q > 0:
+        return SPSP_MEDIA_TYPE
+    return None
+
+
+def response_protocol(content_type: str | None) -> SetupProtocol | None:
+    """The setup protocol an SPSP response's ``Content-Type`` announces.
+
+    ``application/spsp4+json`` -> ``"stream"``; ``application/spsp+json`` and plain
+    ``application/json`` -> ``"psk2"`` (ilp-protocol-spsp 3.0.0 uses STREAM "only if the
+    type contains application/spsp4+json" and PSK2 for anything else, §14); anything
+    else -> None (not an SPSP response).  Parameters are ignored.
+    """
+    if content_type is None:
+        return None
+    media_type = content_type.split(";", 1)[0].strip(" \t").lower()
+    if media_type == SPSP4_MEDIA_TYPE:
+        return "stream"
+    if media_type in (SPSP_MEDIA_TYPE, JSON_MEDIA_TYPE):
+        return "psk2"
+    return None
+
+
 def is_spsp_content_type(content_type: str | None) -> bool:
     """Whether a response ``Content-Type`` is one a PSK2 SPSP client should read.
 
@@ -679,7 +773,7 @@ def spsp_query_headers(offered: Sequence[str] = (SPSP_MEDIA_TYPE,)) -> dict[str,
     """Request headers for an SPSP query: ``{"Accept": "application/spsp+json"}``.
 
     "The JS client sends exactly ``accept: application/spsp+json``."  A STREAM client
-    would pass ``(SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE)``.
+    passes ``(SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE)``, as ilp-protocol-spsp 3.0.0 does.
     """
     return {"Accept": ", ".join(offered)}
 

@@ -32,11 +32,13 @@ from ilp_receiver.spsp import (
     is_spsp_content_type,
     max_age,
     negotiate,
+    negotiate_setup,
     negotiate_spsp,
     not_acceptable_body,
     parse_payment_pointer,
     parse_spsp_response,
     resolve_payment_pointer,
+    response_protocol,
     spsp_query_headers,
     to_payment_pointer,
 )
@@ -686,3 +688,96 @@ def test_header_helpers_never_raise(value: str | None) -> None:
     seconds = max_age(value)
     assert seconds is None or 0 <= seconds <= MAX_CACHE_AGE
     is_spsp_content_type(value)
+
+
+# ------------------------------------------------------------------ SPSP v4 (STREAM)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        # ilp-protocol-spsp 3.0.0 and every STREAM client: both types listed
+        ("application/spsp4+json, application/spsp+json", SPSP4_MEDIA_TYPE),
+        ("application/spsp4+json", SPSP4_MEDIA_TYPE),
+        # only wildcards / JSON, or no Accept at all: STREAM (12-stream.md §15 item 11)
+        (None, SPSP4_MEDIA_TYPE),
+        ("", SPSP4_MEDIA_TYPE),
+        ("*/*", SPSP4_MEDIA_TYPE),
+        ("application/json", SPSP4_MEDIA_TYPE),
+        ("application/*", SPSP4_MEDIA_TYPE),
+        # a PSK2-only client names spsp+json alone and must never get a STREAM secret
+        ("application/spsp+json", SPSP_MEDIA_TYPE),
+        ("application/spsp+json, */*;q=0.1", SPSP_MEDIA_TYPE),
+        # q values count
+        ("application/spsp+json, application/spsp4+json;q=0.5", SPSP_MEDIA_TYPE),
+        ("application/spsp4+json;q=0, application/spsp+json", SPSP_MEDIA_TYPE),
+        ("application/spsp4+json;q=0, */*", SPSP_MEDIA_TYPE),
+        ("application/spsp4+json;q=0.5, application/spsp+json;q=0.5", SPSP4_MEDIA_TYPE),
+        # neither
+        ("text/html", None),
+        ("application/spsp+json;q=0, application/spsp4+json;q=0", None),
+    ],
+)
+def test_negotiate_setup_picks_stream_or_psk2(accept: str | None, expected: str | None) -> None:
+    assert negotiate_setup(accept) == expected
+
+
+def test_negotiate_setup_without_stream_is_psk2_negotiation() -> None:
+    assert negotiate_setup("*/*", stream=False) == SPSP_MEDIA_TYPE
+    assert negotiate_setup("application/spsp4+json", stream=False) is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("application/spsp4+json", "stream"),
+        ("Application/SPSP4+JSON; charset=utf-8", "stream"),
+        ("application/spsp+json", "psk2"),
+        ("application/json", "psk2"),
+        ("text/html", None),
+        (None, None),
+    ],
+)
+def test_response_protocol_follows_the_content_type(
+    content_type: str | None, expected: str | None
+) -> None:
+    assert response_protocol(content_type) == expected
+
+
+def test_spsp4_response_round_trip_and_shape() -> None:
+    response = SpspResponse(
+        "g.example.bob.token",
+        SECRET,
+        balance=SpspBalance(2**64 - 1, 15000),
+        asset=AssetInfo("XYZ", 9),
+        receiver_info={"name": "shop"},
+        protocol="stream",
+        receipts_enabled=False,
+    )
+    body = response.to_json()
+    assert body == {
+        "destination_account": "g.example.bob.token",
+        "shared_secret": BASE["shared_secret"],
+        "balance": {"maximum": str(2**64 - 1), "current": "15000"},
+        "asset_info": {"code": "XYZ", "scale": 9},  # no PSK2-era ledger_info
+        "receiver_info": {"name": "shop"},
+        "receipts_enabled": False,
+    }
+    assert response.media_type == SPSP4_MEDIA_TYPE
+    assert parse_spsp_response(response.to_body(), protocol="stream") == response
+    minimal = parse_spsp_response({**BASE, "receipts_enabled": True}, protocol="stream")
+    assert minimal.receipts_enabled is True and minimal.protocol == "stream"
+    with pytest.raises(SpspError, match="receipts_enabled"):
+        parse_spsp_response({**BASE, "receipts_enabled": "yes"}, protocol="stream")
+    # not a PSK2 field: ignored there, and never written there
+    assert parse_spsp_response({**BASE, "receipts_enabled": True}).receipts_enabled is None
+    with pytest.raises(EncodeError, match="receipts_enabled"):
+        SpspResponse("g.a.b", SECRET, receipts_enabled=True).to_json()
+    assert SpspResponse("g.a.b", SECRET).media_type == SPSP_MEDIA_TYPE
+
+
+@SETTINGS
+@given(st.text(max_size=100) | st.none())
+def test_setup_negotiation_never_raises(value: str | None) -> None:
+    assert negotiate_setup(value) in (None, SPSP_MEDIA_TYPE, SPSP4_MEDIA_TYPE)
+    assert response_protocol(value) in (None, "psk2", "stream")

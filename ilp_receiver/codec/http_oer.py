@@ -40,6 +40,7 @@ __all__ = [
     "authorization_header",
     "bearer_token",
     "ilp_request_path",
+    "strict_bearer_token",
 ]
 
 #: What ilp-plugin-http sends and what we send (open question 19).
@@ -81,6 +82,22 @@ def bearer_token(authorization: str) -> str:
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
     return authorization.strip()
+
+
+def strict_bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, or None when the value
+    does not use the ``Bearer`` scheme (a raw token included).
+
+    RFC 7235: ``credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]`` and
+    "auth-scheme is case-insensitive"; so ``bearer x`` is accepted and ``x`` is not.
+    For our own APIs (the connector's admin API); ILP-over-HTTP peers keep the lenient
+    :func:`bearer_token` ("Accept both").
+    """
+    scheme, sep, rest = authorization.strip().partition(" ")
+    if not sep or scheme.lower() != "bearer":
+        return None
+    token = rest.lstrip(" ")
+    return token or None
 
 
 def authorization_header(token: str, *, bearer: bool = True) -> str:

@@ -2,46 +2,160 @@
 
 ``GET /status``, ``/accounts``, ``/balances``, ``/routes`` (JSON) and ``GET /metrics``
 (Prometheus text).  Every route needs ``Authorization: Bearer <admin.token>``, compared
-in constant time (SHA-256 digests with :func:`hmac.compare_digest`); only ``/metrics``
-may be opened with ``admin.metrics_public = true``.  Bound to ``127.0.0.1`` unless
-configured otherwise.  Answers never include tokens.
+in constant time (SHA-256 digests with :func:`hmac.compare_digest`); the ``Bearer``
+scheme is required (case-insensitive, RFC 7235), a raw token is refused with 401.  Only
+``/metrics`` may be opened with ``admin.metrics_public = true``.  Bound to ``127.0.0.1``
+unless configured otherwise.  Answers never include tokens.
+
+Failed attempts are limited per client address (:class:`AuthFailureLimiter`; an IPv6
+client counts per /64): after :data:`ADMIN_MAX_FAILURES` failures within
+:data:`ADMIN_FAILURE_WINDOW` seconds the client gets ``429`` with ``Retry-After`` and a
+JSON body -- without the token being checked, so a correct token from that address is
+refused too until the limit lifts (a guesser must not learn that it guessed right).
+Other addresses are not affected.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from ..codec.http_oer import bearer_token
+from ..codec.http_oer import strict_bearer_token
 from ..errors import ConfigError
 from ..links.listener import start_listener
+from .accounts import TokenBucket
 from .config import AdminConfig
 
 if TYPE_CHECKING:
     from .node import Connector
 
-__all__ = ["create_admin_app", "start_admin"]
+__all__ = [
+    "ADMIN_FAILURE_WINDOW",
+    "ADMIN_MAX_CLIENTS",
+    "ADMIN_MAX_FAILURES",
+    "AuthFailureLimiter",
+    "create_admin_app",
+    "start_admin",
+]
+
+#: "after N failures in a window answer 429": failed authentications allowed per
+#: client address within :data:`ADMIN_FAILURE_WINDOW` seconds.
+ADMIN_MAX_FAILURES: Final = 10
+#: The window of :data:`ADMIN_MAX_FAILURES`, in seconds.
+ADMIN_FAILURE_WINDOW: Final = 60.0
+#: "bounded memory for the per-client table": client addresses tracked at most.
+ADMIN_MAX_CLIENTS: Final = 4096
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_admin_app(connector: Connector, config: AdminConfig) -> web.Application:
-    """The admin application (see the module docstring)."""
+class AuthFailureLimiter:
+    """Failed authentications per client: a token bucket each (``max_failures``
+    tokens, refilled at ``max_failures / window`` per second); a client whose bucket is
+    empty is limited until a token is back.
+
+    At most ``max_clients`` clients are tracked: a new one evicts the client that
+    failed least recently (memory never grows with the number of addresses an attacker
+    uses).  ``clock`` is a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = ADMIN_MAX_FAILURES,
+        window: float = ADMIN_FAILURE_WINDOW,
+        max_clients: int = ADMIN_MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_failures < 1 or window <= 0 or max_clients < 1:
+            raise ValueError("max_failures, window and max_clients must be positive")
+        self.max_failures = max_failures
+        self.window = window
+        self.max_clients = max_clients
+        self._clock = clock
+        self._clients: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: it may now)."""
+        bucket = self._clients.get(client)
+        if bucket is None:
+            return 0.0
+        if bucket.full:
+            del self._clients[client]  # nothing left to remember
+            return 0.0
+        return bucket.retry_after()
+
+    def failed(self, client: str) -> None:
+        """Count one failed attempt of ``client``."""
+        bucket = self._clients.get(client)
+        if bucket is None:
+            while len(self._clients) >= self.max_clients:
+                self._clients.popitem(last=False)
+            bucket = TokenBucket(self.max_failures / self.window, self.max_failures, self._clock)
+            self._clients[client] = bucket
+        else:
+            self._clients.move_to_end(client)
+        bucket.take()
+
+
+def _client_key(remote: str | None) -> str:
+    """The address a client is limited by: its IP, or its /64 for IPv6 (one host
+    usually holds a whole /64)."""
+    if not remote:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def create_admin_app(
+    connector: Connector,
+    config: AdminConfig,
+    *,
+    limiter: AuthFailureLimiter | None = None,
+) -> web.Application:
+    """The admin application (see the module docstring).  ``limiter`` counts failed
+    authentications (default: :class:`AuthFailureLimiter` with the module's limits)."""
     if not config.token:
         raise ConfigError("admin.token", "the admin API needs a token")
     expected = hashlib.sha256(config.token.encode("utf-8")).digest()
+    failures = limiter if limiter is not None else AuthFailureLimiter()
 
     @web.middleware
     async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
         if config.metrics_public and request.path == "/metrics":
             return await handler(request)
-        given = bearer_token(request.headers.get("Authorization", ""))
-        digest = hashlib.sha256(given.encode("utf-8")).digest()
-        if not hmac.compare_digest(digest, expected):
+        client = _client_key(request.remote)
+        wait = failures.retry_after(client)
+        if wait > 0:
+            # limited: answer without even checking the token
+            seconds = max(1, math.ceil(wait))
+            return web.json_response(
+                {"error": "Too Many Requests", "retry_after": seconds},
+                status=429,
+                headers={"Retry-After": str(seconds)},
+            )
+        # "Authorization: Bearer <token>" only: the scheme is required (RFC 7235)
+        given = strict_bearer_token(request.headers.get("Authorization", ""))
+        digest = hashlib.sha256((given or "").encode("utf-8")).digest()
+        if given is None or not hmac.compare_digest(digest, expected):
+            failures.failed(client)
             return web.json_response(
                 {"error": "Unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )

@@ -362,6 +362,40 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
     ),
     _f("accounts", "path", "str", "/", "HTTP path of the BTP WebSocket or HTTP endpoint"),
     _f("accounts", "idempotent", "bool", False, "BTP/2.0-I (repeat requests, cache answers)"),
+    _f(
+        "accounts",
+        "max_accounts",
+        "int",
+        1000,
+        "mini-accounts: most accounts registered in this section; a new name beyond it is "
+        "refused (after expiring abandoned ones)",
+        minimum=1,
+    ),
+    _f(
+        "accounts",
+        "registration_rate",
+        "float",
+        1.0,
+        "mini-accounts: new names registered per second in this section (token bucket, "
+        "logins of registered names are not counted)",
+    ),
+    _f(
+        "accounts",
+        "registration_burst",
+        "int",
+        10,
+        "mini-accounts: registrations allowed at once before `registration_rate` applies",
+        minimum=1,
+    ),
+    _f(
+        "accounts",
+        "registration_expiry_days",
+        "int",
+        30,
+        "mini-accounts: a registration whose account has not been connected for this many "
+        "days and has a zero balance may be expired, freeing its name (0: never)",
+        minimum=0,
+    ),
     _f("routes", "prefix", "str", None, "address prefix of a static route", required=True),
     _f("routes", "account", "str", None, "account the prefix is routed to", required=True),
 )
@@ -433,6 +467,11 @@ class AccountConfig:
     listen: tuple[str, int] | None = None
     path: str = "/"
     idempotent: bool = False
+    #: mini-accounts registration limits (see :data:`SCHEMA`)
+    max_accounts: int = 1000
+    registration_rate: float = 1.0
+    registration_burst: int = 10
+    registration_expiry_days: int = 30
 
     def __repr__(self) -> str:  # never show tokens or URLs with credentials
         return (
@@ -567,6 +606,15 @@ def env_name(scope: str, name: str, account: str | None = None) -> str:
     return f"{ENV_PREFIX}{scope.upper()}_{name.upper()}"
 
 
+#: Account fields that only mean something for a ``mini-accounts`` section.
+_REGISTRATION_FIELDS: Final = (
+    "max_accounts",
+    "registration_rate",
+    "registration_burst",
+    "registration_expiry_days",
+)
+
+
 def _parse_listen(path: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
@@ -615,6 +663,14 @@ def _account(
         raise ConfigError(f"{path}.token", "a btp-server account needs the token clients send")
     if transport == "mini-accounts" and relation != "child":
         raise ConfigError(f"{path}.relation", "mini-accounts children have relation 'child'")
+    if transport != "mini-accounts":
+        for name in _REGISTRATION_FIELDS:
+            if (isinstance(raw, dict) and name in raw) or env_name(
+                "accounts", name, account_id
+            ) in env:
+                raise ConfigError(
+                    f"{path}.{name}", "only applies to accounts with transport 'mini-accounts'"
+                )
     listen = v["listen"]
     parsed_listen = _parse_listen(f"{path}.listen", listen) if isinstance(listen, str) else None
     route_path = cast(str, v["path"])
@@ -641,6 +697,10 @@ def _account(
         listen=parsed_listen,
         path=route_path,
         idempotent=cast(bool, v["idempotent"]),
+        max_accounts=cast(int, v["max_accounts"]),
+        registration_rate=cast(float, v["registration_rate"]),
+        registration_burst=cast(int, v["registration_burst"]),
+        registration_expiry_days=cast(int, v["registration_expiry_days"]),
     )
 
 

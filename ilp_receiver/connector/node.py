@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..codec.address import is_valid_address
+from ..codec.address import is_address_prefix_of, is_valid_address
 from ..codec.ccp import RouteControlRequest, route_control_prepare, route_update_prepare
 from ..codec.ildcp import PEER_PROTOCOL_EXPIRY
 from ..codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
@@ -45,10 +45,20 @@ from ..links.btp_server import BtpServer, BtpServerLink
 from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
 from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
+from ..log_limits import LogLimiter
 from ..stores import open_store
 from ..stores.base import BalanceStore
 from ..uplink import fetch_peer_config
-from .accounts import Account, Ledger, TokenBucket, TokenRegistry, token_digest
+from .accounts import (
+    MAX_ACCOUNT_NAME_LENGTH,
+    Account,
+    Ledger,
+    TokenBucket,
+    TokenRegistry,
+    clip,
+    is_valid_account_name,
+    token_digest,
+)
 from .config import AccountConfig, ConnectorConfig
 from .metrics import Metrics
 from .routing import RouteBroadcaster, StaticRoute, new_routing_table_id
@@ -311,6 +321,15 @@ class Connector:
             self.ccp_changed()
 
     def _link_down(self, account: Account) -> None:
+        registry = self._registry
+        # a mini-account's expiry counts from when its client left ("has been
+        # disconnected longer than N days")
+        if (
+            account.group is not None
+            and registry is not None
+            and self._accounts.get(account.id) is account
+        ):
+            registry.touch(account.id, self.now().timestamp())
         if self._broadcaster is not None:
             self._broadcaster.peer_disconnected(account.id)
             self._broadcaster.schedule_all(self.monotonic())
@@ -367,6 +386,138 @@ class Connector:
 
     # ------------------------------------------------------------ BTP server auth
 
+    #: seconds between two sweeps for abandoned mini-accounts registrations while a
+    #: section is not full (a full section sweeps before each registration it refuses)
+    _REGISTRATION_SWEEP_INTERVAL: float = 3600.0
+
+    def _prefix_owner(self, name: str) -> str | None:
+        """What already owns the address ``<our address>.<name>`` (a reason to refuse
+        it to a mini-accounts client), or None when a new mini-account may take it.
+
+        "An account's address prefix is owned": no client may register a name whose
+        address equals, lies under or covers a prefix that belongs to someone else --
+        a configured account or mini-accounts section id (their child address is
+        ``<address>.<id>``), a static route (``config.routes``) whose prefix equals or
+        lies under ``<address>.<name>``, or our own address.  ``name`` is already one
+        address segment (:func:`is_valid_account_name`), so ``<address>.<name>`` can
+        only cover or equal an owned prefix, never lie below another child.
+        """
+        if name in self.config.accounts:
+            return f"configured account {name!r}"
+        address = self._address
+        if address is None:
+            return "our ILP address (not learned from the parent yet)"
+        child = f"{address}.{name}"
+        if not is_valid_address(child):
+            return "the ILP address length limit (1023 characters)"
+        for route in self.config.routes:
+            if is_address_prefix_of(child, route.prefix):
+                return f"static route {route.prefix} of account {route.account!r}"
+        return None
+
+    def _mini_account_login(
+        self,
+        template: AccountConfig,
+        name: str,
+        token: str,
+        bucket: TokenBucket,
+        swept: dict[str, float],
+    ) -> str | None:
+        """Check a login to mini-accounts section ``template`` as account ``name``:
+        None to accept it (registering ``name`` on its first login), else why not.
+
+        Rules, in order: the name is one address segment; its address is not owned
+        (:meth:`_prefix_owner`); a registered name needs its first token ("the first
+        token seen for an account is registered, later connections must match") and
+        belongs to one section; a new name needs a token from the section's
+        registration bucket (``registration_rate``/``registration_burst``) and a free
+        place under ``max_accounts`` (abandoned registrations are expired first).
+        """
+        registry = self._registry
+        assert registry is not None
+        now = self.now().timestamp()
+        # "mini-accounts usernames are one ILP address segment": [A-Za-z0-9_~-], no "."
+        if not is_valid_account_name(name):
+            return (
+                "the name is not one ILP address segment "
+                f"([A-Za-z0-9_~-], 1 to {MAX_ACCOUNT_NAME_LENGTH} characters)"
+            )
+        owner = self._prefix_owner(name)
+        if owner is not None:
+            return f"the address is owned by {owner}"
+        existing = self._accounts.get(name)
+        if existing is not None and existing.group != template.id:
+            return "the name belongs to another account"
+        record = registry.get(name)
+        if record is not None:
+            if record.group not in (None, template.id):
+                return f"the name is registered in mini-accounts section {record.group!r}"
+            if not registry.verify(name, token):
+                return "not the first token registered for this name"
+            if record.group is None:
+                registry.set_group(name, template.id)
+            registry.touch(name, now)
+            return None
+        # a registration: "rate-limited and capped"
+        if not bucket.take():
+            return "registration_rate exceeded"
+        # expire abandoned registrations when the section is full, and at most once per
+        # sweep interval otherwise (each sweep is one pass over the section)
+        full = registry.count(template.id) >= template.max_accounts
+        last = swept.get(template.id)
+        if full or last is None or now - last >= self._REGISTRATION_SWEEP_INTERVAL:
+            swept[template.id] = now
+            self._expire_registrations(template, now)
+        if registry.count(template.id) >= template.max_accounts:
+            return f"max_accounts ({template.max_accounts}) reached"
+        try:
+            registry.register(name, token, group=template.id, now=now)
+        except OSError as exc:
+            return f"cannot write the token file: {exc.strerror}"
+        return None
+
+    def _expire_registrations(self, template: AccountConfig, now: float) -> list[str]:
+        """Expire the abandoned registrations of mini-accounts section ``template``:
+        "registrations whose account never connected again / has been disconnected
+        longer than N days (``registration_expiry_days``) with zero balance".  Never one
+        whose client is connected or whose balance (settled or in flight) is not zero.
+        The name and its first token are freed, its route withdrawn.  Returns the names.
+        """
+        registry = self._registry
+        days = template.registration_expiry_days
+        if registry is None or days == 0:
+            return []
+        cutoff = now - days * 86400.0
+        ledger = self._ledger
+        expired: list[str] = []
+        for name in registry.names(template.id) + registry.names(None):
+            account = self._accounts.get(name)
+            if account is not None and account.is_connected:
+                registry.touch(name, now)  # "disconnected longer than": it is not
+                continue
+            record = registry.get(name)
+            if record is None or record.seen > cutoff:
+                continue
+            if ledger is not None and (ledger.balance(name) or ledger.reserved(name)):
+                continue  # "never expire an account that has a non-zero balance"
+            registry.remove(name)
+            if account is not None:
+                del self._accounts[name]
+                if self._broadcaster is not None:
+                    self._broadcaster.remove_account(name)
+            if ledger is not None:
+                ledger.forget(name)
+            expired.append(name)
+        if expired:
+            log.info(
+                "expired %d abandoned mini-accounts registrations in %s (not connected for "
+                "%d days, zero balance)",
+                len(expired),
+                template.id,
+                days,
+            )
+        return expired
+
     def _btp_server(self, key: tuple[str, int], path: str) -> BtpServer:
         fixed = [
             a
@@ -378,6 +529,14 @@ class Connector:
         groups = [
             t for t in self._templates.values() if self._listen_key(t) == key and t.path == path
         ]
+        # one registration bucket per mini-accounts section: "registrations per second
+        # with a burst"
+        buckets = {
+            t.id: TokenBucket(t.registration_rate, t.registration_burst, clock=self.monotonic)
+            for t in groups
+        }
+        swept: dict[str, float] = {}
+        refusals = LogLimiter(log)
 
         async def authenticate(username: str | None, token: str) -> str | None:
             digest = token_digest(token).encode()
@@ -387,23 +546,31 @@ class Connector:
                     account.config.username is None or account.config.username == username
                 ):
                     return account.id
-            for template in groups:
-                name = username or token_digest(token)
-                existing = self._accounts.get(name)
-                if existing is not None and existing.group != template.id:
-                    return None  # a configured account's name cannot be claimed
-                if not is_valid_address(f"test.{name}"):
-                    return None
-                assert self._registry is not None
-                if self._registry.check(name, token):
-                    return name
+            if not groups:
                 return None
+            template = groups[0]  # credentials on a shared path go to its first section
+            name = username or token_digest(token)
+            refusal = self._mini_account_login(template, name, token, buckets[template.id], swept)
+            if refusal is None:
+                return name
+            # never echo unbounded input: the name is clipped
+            refusals.info(
+                "mini-accounts",
+                "refusing mini-accounts login %s in %s: %s",
+                clip(name),
+                template.id,
+                refusal,
+            )
             return None
 
         async def link_for(account_id: str) -> BtpServerLink:
             account = self._accounts.get(account_id)
             if account is None:
+                registry = self._registry
+                record = registry.get(account_id) if registry is not None else None
                 template = groups[0]
+                if record is not None and record.group in self._templates:
+                    template = self._templates[record.group]
                 config = dataclasses.replace(template, id=account_id, transport="mini-accounts")
                 account = self._make_account(config, group=template.id)
                 self._accounts[account_id] = account

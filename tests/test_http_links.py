@@ -531,6 +531,23 @@ async def test_sync_non_200_and_bad_body(fake_peer: Callable[[Route], Awaitable[
         await link.stop()
 
 
+async def test_an_oversized_answer_is_refused_without_reading_it_all(
+    fake_peer: Callable[[Route], Awaitable[str]],
+) -> None:
+    # every network input is bounded: a peer answering with megabytes is a protocol error
+    async def route(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=bytes(8 * 1024 * 1024))
+
+    link = HttpSyncLink(await fake_peer(route), token="t")
+    await link.start()
+    try:
+        with pytest.raises(RemoteProtocolError, match="over 32767 bytes"):
+            await link.send(prepare())
+    finally:
+        await link.stop()
+
+
 async def test_sync_request_ids_form_repeats_same_id(
     fake_peer: Callable[[Route], Awaitable[str]],
 ) -> None:

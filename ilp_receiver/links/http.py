@@ -587,7 +587,8 @@ class HttpLink(Link):
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                payload = await response.read()
+                # bounded like every network input: an ILP packet is far smaller
+                payload = await response.content.read(self._max_body + 1)
         except aiohttp.ClientConnectorError as exc:
             if self._stopping:
                 raise LinkClosedError("link stopped") from exc
@@ -605,6 +606,10 @@ class HttpLink(Link):
             if retry:
                 raise _Retry(f"{type(exc).__name__}: {exc}") from exc
             raise LinkClosedError(f"HTTP exchange with {url} failed: {exc}") from exc
+        if len(payload) > self._max_body:
+            raise RemoteProtocolError(
+                f"{url} answered with a body over {self._max_body} bytes; an ILP packet is smaller"
+            )
         if status == 200:
             return payload
         excerpt = payload[:200].decode("utf-8", "replace")

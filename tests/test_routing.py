@@ -552,3 +552,46 @@ def test_relation_of() -> None:
     assert b.relation_of("gone") == "peer"
     assert b.accounts["up"].sends_routes
     assert b.accounts["up"].receives_routes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove"]),
+            st.sampled_from(["a", "b", "c", "d", "up", "side"]),
+        ),
+        max_size=25,
+    )
+)
+def test_incremental_child_routes_equal_a_full_reload(ops: list[tuple[str, str]]) -> None:
+    # add_account/remove_account update a child's own route (and the static routes
+    # through it) without rebuilding every local route: the tables must be exactly what
+    # a full reload computes.
+    relations = {"up": "parent", "side": "peer"}
+    static = [StaticRoute("test.me.b.inner", "b"), StaticRoute("test.elsewhere", "c")]
+
+    def fresh() -> RouteBroadcaster:
+        return RouteBroadcaster(
+            own_address="test.me",
+            routing_secret=bytes(32),
+            routing_table_id=new_routing_table_id(bytes(16)),
+            routes=static,
+        )
+
+    incremental = fresh()
+    for op, account in ops:
+        if op == "add":
+            incremental.add_account(account, relations.get(account, "child"))  # type: ignore[arg-type]
+        else:
+            incremental.remove_account(account)
+    reloaded = fresh()
+    for account, info in incremental.accounts.items():
+        reloaded.add_account(account, info.relation)
+    reloaded.reload_local_routes()
+    assert dict(reloaded.local_routing_table.items()) == dict(
+        incremental.local_routing_table.items()
+    )
+    assert dict(reloaded.forwarding_routing_table.items()) == dict(
+        incremental.forwarding_routing_table.items()
+    )

@@ -97,8 +97,13 @@ def spsp_url(spsp_port: int) -> str:
 
 @pytest.fixture
 async def client(network: InMemoryNetwork) -> AsyncIterator[AsyncPaymentClient]:
+    # these tests exercise the PSK2 sender: our receiver also offers STREAM (SPSP v4),
+    # which protocol="auto" would pick (STREAM is tested in test_stream_sender.py)
     c = await AsyncPaymentClient.connect(
-        await network.add_child("alice"), lenient=True, allow_http_for_loopback=True
+        await network.add_child("alice"),
+        lenient=True,
+        allow_http_for_loopback=True,
+        protocol="psk2",
     )
     yield c
     await c.close()
@@ -183,6 +188,7 @@ async def odd_server() -> AsyncIterator[int]:
     app.router.add_get("/no-cache", no_cache)
     runner, port = await serve(app)
     yield port
+    # protocol="psk2": "The JS client sends exactly accept: application/spsp+json"
     assert seen_accept and all(a == "application/spsp+json" for a in seen_accept)
     await runner.cleanup()
 
@@ -787,25 +793,26 @@ def test_cli_pay(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]) 
     gateway = portal.call(portal_world.network.serve_btp)
     pointer = f"http://127.0.0.1:{portal_world.port}/.well-known/pay"
     try:
-        assert main(["pay", pointer, "1000", "--uplink", gateway.url("cli")]) == 0
+        psk2 = ["--protocol", "psk2"]  # our receiver offers STREAM too; this is PSK2
+        assert main(["pay", pointer, "1000", "--uplink", gateway.url("cli"), *psk2]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["ok"] is True and out["delivered_amount"] == "1000"
         code = main(
             ["pay", pointer, "1000", "--uplink", gateway.url("cli2"), "--chunked",
-             "--chunk-size", "300"]
+             "--chunk-size", "300", *psk2]
         )  # fmt: skip
         captured = capsys.readouterr()
         assert code == 0
         out = json.loads(captured.out)
         assert out["chunks_fulfilled"] == 4 and out["delivered_amount"] == "1000"
         assert "100.0%" in captured.err  # the progress bar
-        code = main(["pay", pointer, "1000", "--uplink", gateway.url("cli3"), "--quote"])
+        code = main(["pay", pointer, "1000", "--uplink", gateway.url("cli3"), "--quote", *psk2])
         assert code == 0
         assert json.loads(capsys.readouterr().out)["destination_amount"] == "1000"
         # payment failure: 1 (the receiver cannot be reached)
         code = main(
             ["pay", pointer, "10", "--uplink", gateway.url("cli4"),
-             "--min-destination-amount", "11"]
+             "--min-destination-amount", "11", *psk2]
         )  # fmt: skip
         assert code == 1
         out = json.loads(capsys.readouterr().out)

@@ -1,21 +1,24 @@
-"""The paying side: SPSP queries, PSK2 payments and HTTP-ILP paid requests.
+"""The paying side: SPSP queries, STREAM and PSK2 payments and HTTP-ILP paid requests.
 
 Implements the sender half of spec ``06-psk2.md`` (single payments in draft 1 or 2,
-quotes, draft-1 chunked payments), the SPSP client of ``07-spsp-payment-pointers.md``
-and the HTTP-ILP client of ``08-http-ilp.md``.  Usage: ``docs/client.md``.
+quotes, draft-1 chunked payments), the STREAM client of ``12-stream.md`` §10 (rate
+probe, multi-packet payments, closing; chosen by SPSP v4, §14), the SPSP client of
+``07-spsp-payment-pointers.md`` and the HTTP-ILP client of ``08-http-ilp.md``.  Usage:
+``docs/client.md``.
 
 asyncio API:
 
 * :class:`AsyncPaymentClient` -- ``await AsyncPaymentClient.connect(uplink_url)``;
-  ``query``, ``pay``, ``quote``, ``pay_chunked``;
+  ``query``, ``pay``, ``quote``, ``pay_chunked`` (``protocol="auto"|"stream"|"psk2"``);
 * :class:`AsyncHttpIlpClient` -- ``await http.get(url)`` pays a ``402`` and retries.
 
 Blocking API (on the shared background loop): :class:`PaymentClient`,
 :class:`HttpIlpClient`.
 
 Sans-I/O pieces: :class:`~ilp_receiver.client.chunked.ChunkedPayment` (the chunked
-payment state machine) and :mod:`ilp_receiver.client.single` (single payment and quote
-builders/readers).
+payment state machine), :mod:`ilp_receiver.client.single` (single payment and quote
+builders/readers) and :class:`~ilp_receiver.stream.sender.StreamSender` (a STREAM
+connection).
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from .payer import AsyncPaymentClient, PaymentTarget, ProgressCallback
 from .results import (
     ChunkProgress,
     PaymentError,
+    PaymentProtocol,
     PaymentResult,
+    ProtocolChoice,
     Psk2Destination,
     Psk2Draft,
     QuoteError,
     QuoteResult,
+    StreamDestination,
 )
 from .sync import HttpIlpClient, PaymentClient
 
@@ -46,11 +52,14 @@ __all__ = [
     "HttpIlpResponse",
     "PaymentClient",
     "PaymentError",
+    "PaymentProtocol",
     "PaymentResult",
     "PaymentTarget",
     "ProgressCallback",
+    "ProtocolChoice",
     "Psk2Destination",
     "Psk2Draft",
     "QuoteError",
     "QuoteResult",
+    "StreamDestination",
 ]

@@ -1,17 +1,27 @@
-"""The paying client (asyncio): SPSP queries and PSK2 payments over an uplink.
+"""The paying client (asyncio): SPSP queries, PSK2 and STREAM payments over an uplink.
 
 :class:`AsyncPaymentClient` ties the sans-I/O pieces to real I/O:
 
 * payment pointers and SPSP (spec ``07-spsp-payment-pointers.md``): resolution
   ("``https://`` + host + path; if the path is empty or exactly ``/``, use
-  ``/.well-known/pay``"), the query ("The JS client sends exactly ``accept:
-  application/spsp+json``"), and a small cache ("clients honour ``max-age=<seconds>``
-  and ``no-cache``. A sender may reuse one response for many PSK2 payments until it
-  expires");
+  ``/.well-known/pay``"), the query and a small cache ("clients honour
+  ``max-age=<seconds>`` and ``no-cache``. A sender may reuse one response for many
+  PSK2 payments until it expires");
+* which protocol (``12-stream.md`` §14): ``protocol="auto"`` sends ``Accept:
+  application/spsp4+json, application/spsp+json`` ("A STREAM client sends both
+  types") and, like ilp-protocol-spsp 3.0.0, "decides by the **response**
+  Content-Type" (:func:`~ilp_receiver.spsp.response_protocol`); ``"psk2"`` sends
+  ``application/spsp+json`` alone ("The JS client sends exactly ``accept:
+  application/spsp+json``"), ``"stream"`` ``application/spsp4+json`` alone.  STREAM
+  responses are not cached: "Two simultaneous connections on one response would ...
+  clash ... so clients query per concurrent connection";
 * PSK2 payments (spec ``06-psk2.md``) over any :class:`~ilp_receiver.links.base.Link`
   (BTP, ILP over HTTP, in memory), with IL-DCP run on connect by
   :class:`~ilp_receiver.uplink.Uplink`: single payments in either draft, quotes
-  (unfulfillable test payments) and draft-1 chunked payments.
+  (unfulfillable test payments) and draft-1 chunked payments;
+* STREAM payments (``12-stream.md`` §10) with the sans-I/O
+  :class:`~ilp_receiver.stream.sender.StreamSender`: rate probe, as many packets as the
+  path's maximum packet amount needs, closing; quotes from the probe.
 
 Random bytes (IVs, payment ids, request ids, quote conditions) are drawn from
 ``os.urandom`` here, at the I/O layer, and handed to the sans-I/O builders.  Prepares
@@ -30,23 +40,34 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from math import floor
 from typing import Any, Final
 
 import aiohttp
 
 from ..codec.ilp import IlpPrepare, IlpReply
 from ..codec.oer import MAX_UINT64
-from ..errors import ConfigError, IlpReceiverError, LinkError, SpspError
+from ..errors import ConfigError, IlpReceiverError, LinkError, LocalProtocolError, SpspError
 from ..links.base import Link
 from ..links.factory import open_link
 from ..psk2.sender import DEFAULT_EXPIRY, DEFAULT_QUOTE_SOURCE_AMOUNT
 from ..spsp import (
+    SPSP4_MEDIA_TYPE,
+    SPSP_MEDIA_TYPE,
     SpspResponse,
-    is_spsp_content_type,
     max_age,
     parse_spsp_response,
     resolve_payment_pointer,
+    response_protocol,
     spsp_query_headers,
+)
+from ..stream.sender import (
+    DEFAULT_MAX_PACKETS,
+    DEFAULT_PROBE_AMOUNTS,
+    DEFAULT_SLIPPAGE,
+    OutgoingPacket,
+    StreamSender,
+    StreamSendError,
 )
 from ..uplink import PeerConfig, Uplink, fetch_peer_config
 from .chunked import (
@@ -59,10 +80,14 @@ from .chunked import (
 from .results import (
     ChunkProgress,
     PaymentError,
+    PaymentProtocol,
     PaymentResult,
+    ProtocolChoice,
     Psk2Destination,
     Psk2Draft,
+    QuoteError,
     QuoteResult,
+    StreamDestination,
 )
 from .single import payment_outcome, payment_prepare, quote_outcome, quote_prepare
 
@@ -84,10 +109,18 @@ _IV_BYTES: Final = 12
 _ID_BYTES: Final = 16
 
 #: What to pay: a payment pointer / SPSP URL (queried first), an SPSP response, or a
-#: PSK2 destination and secret.
-PaymentTarget = str | SpspResponse | Psk2Destination
-#: Called (and awaited if it returns an awaitable) after every chunk's answer.
+#: PSK2 or STREAM destination and secret.
+PaymentTarget = str | SpspResponse | Psk2Destination | StreamDestination
+#: Called (and awaited if it returns an awaitable) after every chunk's (PSK2) or money
+#: packet's (STREAM) answer.
 ProgressCallback = Callable[[ChunkProgress], "Awaitable[None] | None"]
+#: What ``Accept`` each protocol choice sends (``12-stream.md`` §14).
+_ACCEPT: Final[dict[str, tuple[str, ...]]] = {
+    "auto": (SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE),
+    "stream": (SPSP4_MEDIA_TYPE,),
+    "psk2": (SPSP_MEDIA_TYPE,),
+}
+_PROTOCOLS: Final = ("auto", "stream", "psk2")
 
 
 def _check_amount(value: int, name: str, *, allow_zero: bool = False) -> int:
@@ -104,6 +137,65 @@ def _random_request_id() -> int:
 def _single_payment_id(draft: Psk2Draft, payment_id: bytes | None) -> bytes:
     """A draft-1 payment id (``payment_id``, else random); draft 2 has none."""
     return (payment_id or os.urandom(_ID_BYTES)) if draft == "draft1" else b""
+
+
+def _check_protocol(protocol: str) -> ProtocolChoice:
+    if protocol not in _PROTOCOLS:
+        raise ConfigError("protocol", f"must be 'auto', 'stream' or 'psk2', got {protocol!r}")
+    return protocol  # type: ignore[return-value]
+
+
+def _check_slippage(value: Fraction | float | str) -> Fraction:
+    try:
+        slippage = Fraction(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ConfigError("slippage", f"must be a number, got {value!r}") from None
+    if not 0 <= slippage < 1:
+        raise ConfigError("slippage", "must be in [0, 1)")
+    return slippage
+
+
+def _stream_progress(sender: StreamSender) -> ChunkProgress:
+    stats = sender.stats
+    left = max(0, stats.target - stats.sent)
+    size = left if stats.max_packet_amount is None else min(left, stats.max_packet_amount)
+    return ChunkProgress(
+        stats.sent,
+        stats.delivered,
+        stats.packets_fulfilled,
+        stats.packets_rejected,
+        size,
+        stats.target,
+        None,
+        "stream",
+    )
+
+
+def _stream_result(target: StreamDestination, sender: StreamSender) -> PaymentResult:
+    stats = sender.stats
+    return PaymentResult(
+        target.destination,
+        stats.sent,
+        stats.delivered,
+        stats.packets_fulfilled,
+        stats.packets_rejected,
+        data=sender.read(),
+        protocol="stream",
+        exchange_rate=sender.probed_rate,
+        prepares_sent=stats.prepares_sent,
+        receipt=sender.receipt,
+    )
+
+
+def _stream_error(error: StreamSendError, result: PaymentResult) -> PaymentError:
+    return PaymentError(
+        f"STREAM payment failed: {error}",
+        result=result,
+        code=error.code,
+        ilp_message=error.ilp_message,
+        triggered_by=error.triggered_by,
+        arrived=error.arrived,
+    )
 
 
 def _error_detail(body: bytes) -> str:
@@ -134,6 +226,11 @@ class AsyncPaymentClient:
     (local testing).  ``session`` is an aiohttp session to use (default: one of our
     own, closed by :meth:`close`).
 
+    Protocol: ``protocol="auto"`` (default) pays with STREAM when the receiver's SPSP
+    answer is STREAM (``application/spsp4+json``) and with PSK2 otherwise;
+    ``"stream"`` or ``"psk2"`` use only that one (each method also takes
+    ``protocol=`` per call).
+
     Payments: ``draft`` is the PSK2 format of single payments and quotes (``"draft1"``
     by default; chunked payments are always draft 1); ``expiry`` the Prepare lifetime.
     """
@@ -150,9 +247,11 @@ class AsyncPaymentClient:
         static_config: PeerConfig | None = None,
         http_timeout: float = 30.0,
         spsp_cache_size: int = DEFAULT_SPSP_CACHE_SIZE,
+        protocol: ProtocolChoice = "auto",
     ) -> None:
         if draft not in ("draft1", "draft2"):
             raise ConfigError("draft", f"must be 'draft1' or 'draft2', got {draft!r}")
+        self.protocol: ProtocolChoice = _check_protocol(protocol)
         self._link: Link | None = open_link(uplink) if isinstance(uplink, str) else uplink
         self._uplink = (
             Uplink(self._link, static_config=static_config) if self._link is not None else None
@@ -266,23 +365,41 @@ class AsyncPaymentClient:
         """Forget every cached SPSP response."""
         self._cache.clear()
 
-    async def query(self, pointer_or_url: str, *, use_cache: bool = True) -> SpspResponse:
+    def _protocol(self, protocol: ProtocolChoice | None) -> ProtocolChoice:
+        return self.protocol if protocol is None else _check_protocol(protocol)
+
+    async def query(
+        self,
+        pointer_or_url: str,
+        *,
+        use_cache: bool = True,
+        protocol: ProtocolChoice | None = None,
+    ) -> SpspResponse:
         """Query the SPSP endpoint of a payment pointer or URL.
 
-        Answers come from the cache while their ``Cache-Control: max-age`` lasts unless
-        ``use_cache=False`` (do that to read a fresh ``balance``).  Raises
-        :class:`~ilp_receiver.errors.SpspError` (``status`` set when the server answered)
-        for transport failures, non-200 answers, a wrong content type or a malformed
-        body, and PaymentPointerError for an invalid pointer.
+        ``protocol`` (default: the client's) picks the ``Accept`` header: ``"auto"``
+        asks for ``application/spsp4+json, application/spsp+json``, ``"stream"`` for
+        the first, ``"psk2"`` for the second only.  The answer is read by its
+        ``Content-Type`` (``SpspResponse.protocol`` says which it is).  PSK2 answers
+        come from the cache while their ``Cache-Control: max-age`` lasts unless
+        ``use_cache=False`` (do that to read a fresh ``balance``); STREAM answers are
+        never cached (one response per connection).  Raises
+        :class:`~ilp_receiver.errors.SpspError` (``status`` set when the server
+        answered) for transport failures, non-200 answers, a content type that is not
+        SPSP or not the protocol asked for, or a malformed body, and
+        PaymentPointerError for an invalid pointer.
         """
         url = self.resolve(pointer_or_url)
+        chosen = self._protocol(protocol)
+        key = f"{chosen} {url}"
         if use_cache:
-            cached = self._cached(url)
+            cached = self._cached(key)
             if cached is not None:
                 return cached
         session = await self.http_session()
+        headers = spsp_query_headers(_ACCEPT[chosen])
         try:
-            async with session.get(url, headers=spsp_query_headers()) as response:
+            async with session.get(url, headers=headers) as response:
                 status = response.status
                 content_type = response.headers.get("Content-Type")
                 cache_control = response.headers.get("Cache-Control")
@@ -302,36 +419,69 @@ class AsyncPaymentClient:
             raise SpspError(
                 f"SPSP response from {url} is larger than {MAX_SPSP_BODY} bytes", status
             )
-        if not is_spsp_content_type(content_type):
+        answered = response_protocol(content_type)
+        if answered is None:
             raise SpspError(
                 f"SPSP response from {url} has content type {content_type!r}, "
-                "not application/spsp+json",
+                f"not {' or '.join(_ACCEPT[chosen])}",
+                status,
+            )
+        if chosen != "auto" and answered != chosen:
+            # "the secrets are not interchangeable" (12-stream.md §14)
+            raise SpspError(
+                f"SPSP response from {url} is {answered.upper()} ({content_type!r}) but "
+                f"only {chosen.upper()} was asked for",
                 status,
             )
         try:
-            spsp = parse_spsp_response(body)
+            spsp = parse_spsp_response(body, protocol=answered)
         except SpspError as exc:
             raise SpspError(f"bad SPSP response from {url}: {exc}", status) from None
         seconds = max_age(cache_control)
-        if seconds:
-            self._cache[url] = (time.monotonic() + seconds, spsp)
-            self._cache.move_to_end(url)
+        if seconds and answered == "psk2":
+            self._cache[key] = (time.monotonic() + seconds, spsp)
+            self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
-            self._cache.pop(url, None)
+            self._cache.pop(key, None)
         return spsp
 
     async def destination(self, target: PaymentTarget) -> Psk2Destination:
-        """The PSK2 destination and secret of ``target`` (querying SPSP for a pointer)."""
-        if isinstance(target, Psk2Destination):
-            return target
-        if isinstance(target, SpspResponse):
-            return Psk2Destination(target.destination_account, target.shared_secret)
+        """The PSK2 destination and secret of ``target`` (querying SPSP for a pointer,
+        PSK2 only); ConfigError for a STREAM target."""
+        found = await self.setup(target, protocol="psk2")
+        assert isinstance(found, Psk2Destination)
+        return found
+
+    async def setup(
+        self, target: PaymentTarget, *, protocol: ProtocolChoice | None = None
+    ) -> Psk2Destination | StreamDestination:
+        """How ``target`` is paid: a PSK2 or a STREAM destination and secret.
+
+        A pointer or URL is queried (:meth:`query`); an SPSP response says its protocol
+        itself; a destination object is used as it is.  ConfigError when ``target``
+        needs a protocol ``protocol`` (default: the client's) excludes.
+        """
+        chosen = self._protocol(protocol)
         if isinstance(target, str):
-            spsp = await self.query(target)
-            return Psk2Destination(spsp.destination_account, spsp.shared_secret)
-        raise ConfigError("target", f"cannot pay a {type(target).__name__}")
+            target = await self.query(target, protocol=chosen)
+        found: Psk2Destination | StreamDestination
+        if isinstance(target, SpspResponse):
+            if target.protocol == "stream":
+                found = StreamDestination(target.destination_account, target.shared_secret)
+            else:
+                found = Psk2Destination(target.destination_account, target.shared_secret)
+        elif isinstance(target, Psk2Destination | StreamDestination):
+            found = target
+        else:
+            raise ConfigError("target", f"cannot pay a {type(target).__name__}")
+        used: PaymentProtocol = "stream" if isinstance(found, StreamDestination) else "psk2"
+        if chosen not in ("auto", used):
+            raise ConfigError(
+                "protocol", f"the target is a {used.upper()} destination; {chosen!r} excludes it"
+            )
+        return found
 
     # ------------------------------------------------------------------ ILP
 
@@ -383,20 +533,58 @@ class AsyncPaymentClient:
         last_chunk: bool = True,
         request_id: int | None = None,
         expiry: timedelta | None = None,
+        protocol: ProtocolChoice | None = None,
+        progress: ProgressCallback | None = None,
+        slippage: Fraction | float | str = DEFAULT_SLIPPAGE,
+        max_packet_amount: int | None = None,
+        max_packets: int = DEFAULT_MAX_PACKETS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
     ) -> PaymentResult:
-        """Send one PSK2 payment of ``source_amount``; returns what was delivered.
+        """Pay ``source_amount``; returns what was delivered.
 
-        Draft 1 (default): one chunk, "type 1, paymentAmount 2^64-1, chunkAmount =
-        minimum destination amount" (``payment_id`` random unless given; HTTP-ILP
-        passes its token, a ``sequence`` and ``last_chunk=False``).  Draft 2: one
-        type-4 request (``request_id`` random unless given) carrying ``data``.
-        Raises :class:`~ilp_receiver.client.PaymentError` if the payment is rejected
-        (``arrived`` says what arrived when the receiver told us).
+        **STREAM** (the SPSP answer is ``application/spsp4+json``, or ``target`` is a
+        :class:`~ilp_receiver.client.StreamDestination`): one connection -- rate probe,
+        as many money packets as the path's maximum packet amount (learnt from F08s)
+        and ``max_packet_amount`` need, a closing packet (``12-stream.md`` §10).
+        ``min_destination_amount`` is checked against the probed rate before any money
+        moves; each packet asks for ``floor((1 - slippage) x floor(rate x amount))``;
+        ``data`` is written on the stream; ``progress`` is called after every money
+        packet's answer; ``max_packets``/``max_retries``/``initial_backoff``/
+        ``max_backoff`` bound the work.  ``result.data`` holds what the receiver sent
+        back on the stream.
+
+        **PSK2** otherwise.  Draft 1 (default): one chunk, "type 1, paymentAmount
+        2^64-1, chunkAmount = minimum destination amount" (``payment_id`` random unless
+        given; HTTP-ILP passes its token, a ``sequence`` and ``last_chunk=False``).
+        Draft 2: one type-4 request (``request_id`` random unless given) carrying
+        ``data``.
+
+        Raises :class:`~ilp_receiver.client.PaymentError` if the payment fails
+        (``arrived`` says what arrived when the receiver told us; ``result`` what was
+        paid before).
         """
         _check_amount(source_amount, "source_amount")
         _check_amount(min_destination_amount, "min_destination_amount", allow_zero=True)
+        found = await self.setup(target, protocol=protocol)
+        if isinstance(found, StreamDestination):
+            return await self._pay_stream(
+                found,
+                source_amount,
+                min_destination_amount=min_destination_amount,
+                data=data,
+                expiry=expiry,
+                progress=progress,
+                slippage=slippage,
+                max_packet_amount=max_packet_amount,
+                max_packets=max_packets,
+                max_retries=max_retries,
+                initial_backoff=initial_backoff,
+                max_backoff=max_backoff,
+            )
         chosen = self._draft(draft)
-        target_dest = await self.destination(target)
+        target_dest = found
         prepare, request = payment_prepare(
             target_dest,
             draft=chosen,
@@ -423,15 +611,23 @@ class AsyncPaymentClient:
         sequence: int = 0,
         data: bytes = b"",
         expiry: timedelta | None = None,
+        protocol: ProtocolChoice | None = None,
     ) -> QuoteResult:
         """How much ``source_amount`` would deliver: an unfulfillable test payment.
 
-        Nothing is paid.  Raises :class:`~ilp_receiver.client.QuoteError` when no
-        authenticated answer says how much arrived (e.g. F08 on the way).
+        Nothing is paid.  For a STREAM receiver this is the rate probe
+        (``12-stream.md`` §10) with ``source_amount`` among the test amounts: the
+        amount that arrived for it, else ``floor(rate x source_amount)``; the
+        connection is closed afterwards.  Raises
+        :class:`~ilp_receiver.client.QuoteError` when no authenticated answer says how
+        much arrived (e.g. F08 on the way for PSK2, a failed probe for STREAM).
         """
         _check_amount(source_amount, "source_amount")
+        found = await self.setup(target, protocol=protocol)
+        if isinstance(found, StreamDestination):
+            return await self._quote_stream(found, source_amount, expiry=expiry)
         chosen = self._draft(draft)
-        target_dest = await self.destination(target)
+        target_dest = found
         prepare, request = quote_prepare(
             target_dest,
             draft=chosen,
@@ -456,11 +652,12 @@ class AsyncPaymentClient:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: ProgressCallback | None = None,
         payment_id: bytes | None = None,
-        slippage: Fraction | float = 0,
+        slippage: Fraction | float | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         expiry: timedelta | None = None,
+        protocol: ProtocolChoice | None = None,
     ) -> PaymentResult:
         """A draft-1 chunked payment (one payment id, increasing sequence numbers).
 
@@ -469,14 +666,40 @@ class AsyncPaymentClient:
         2^64-1 is paid up to it ("If ``balance.maximum`` is present, send a chunked
         payment with that as destination amount").  ``progress`` is called after every
         chunk's answer.  See :mod:`ilp_receiver.client.chunked` for F08/T04/T05
-        handling.  Raises :class:`~ilp_receiver.client.PaymentError` (its ``result``
-        is the part that was paid).
+        handling.  ``slippage`` defaults to 0 for PSK2.  Raises
+        :class:`~ilp_receiver.client.PaymentError` (its ``result`` is the part that was
+        paid).
+
+        A STREAM receiver is paid like :meth:`pay` does (``source_amount`` only; STREAM
+        splits every payment anyway), with ``chunk_size`` as the largest packet and
+        ``slippage`` 1 % unless given.
         """
+        chosen = self._protocol(protocol)
+        if isinstance(target, str):
+            # an invoice (no amount given) needs a fresh balance
+            fresh = source_amount is None and destination_amount is None
+            target = await self.query(target, use_cache=not fresh, protocol=chosen)
+        found = await self.setup(target, protocol=chosen)
+        if isinstance(found, StreamDestination):
+            if source_amount is None:
+                raise ConfigError(
+                    "source_amount", "STREAM payments are made by source amount; give one"
+                )
+            return await self._pay_stream(
+                found,
+                _check_amount(source_amount, "source_amount"),
+                expiry=expiry,
+                progress=progress,
+                slippage=DEFAULT_SLIPPAGE if slippage is None else slippage,
+                max_packet_amount=_check_amount(chunk_size, "chunk_size"),
+                max_retries=max_retries,
+                initial_backoff=initial_backoff,
+                max_backoff=max_backoff,
+            )
         if source_amount is None and destination_amount is None:
-            if not isinstance(target, (str, SpspResponse)):
+            if not isinstance(target, SpspResponse):
                 raise ConfigError("amount", "give source_amount or destination_amount")
-            spsp = await self.query(target, use_cache=False) if isinstance(target, str) else target
-            balance = spsp.balance
+            balance = target.balance
             if balance is None or balance.maximum >= MAX_UINT64:
                 raise ConfigError(
                     "amount",
@@ -485,15 +708,14 @@ class AsyncPaymentClient:
             destination_amount = balance.maximum - balance.current
             if destination_amount <= 0:
                 raise ConfigError("amount", "the receiver's balance is already at its maximum")
-            target = spsp
-        target_dest = await self.destination(target)
+        target_dest = found
         payment = ChunkedPayment(
             target_dest,
             payment_id=payment_id or os.urandom(_ID_BYTES),
             source_amount=source_amount,
             destination_amount=destination_amount,
             chunk_size=chunk_size,
-            slippage=slippage,
+            slippage=0 if slippage is None else slippage,
             max_retries=max_retries,
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
@@ -519,3 +741,117 @@ class AsyncPaymentClient:
                 return payment.result
             if outcome.delay > 0:
                 await asyncio.sleep(outcome.delay)
+
+    # ------------------------------------------------------------------ STREAM
+
+    async def _run_stream(self, sender: StreamSender, progress: ProgressCallback | None) -> None:
+        """Drive ``sender`` over the uplink until it is done.
+
+        Probes go out in parallel; otherwise one packet at a time.  Randomness and the
+        clock are read here and handed to the sans-I/O machine; its waits are slept.
+        """
+        if self._link is None:
+            raise ConfigError("uplink", "this client has no uplink; it can only query SPSP")
+        pending: dict[asyncio.Future[IlpReply], int] = {}
+        try:
+            while True:
+                step = sender.next(
+                    now=datetime.now(UTC), iv=os.urandom(_IV_BYTES), condition=os.urandom(32)
+                )
+                if isinstance(step, OutgoingPacket):
+                    pending[asyncio.ensure_future(self.send(step.prepare))] = step.sequence
+                    continue
+                if step is None:
+                    return
+                if not pending:
+                    if step.delay is None:
+                        raise LocalProtocolError("the STREAM sender waits for nothing in flight")
+                    await asyncio.sleep(step.delay)
+                    continue
+                done, _ = await asyncio.wait(
+                    pending.keys(), timeout=step.delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    sequence = pending.pop(task)
+                    try:
+                        reply = task.result()
+                    except LinkError as exc:
+                        sender.on_send_failure(sequence, str(exc) or type(exc).__name__)
+                        continue
+                    outcome = sender.on_reply(sequence, reply)
+                    if progress is not None and outcome.kind == "money":
+                        called = progress(_stream_progress(sender))
+                        if inspect.isawaitable(called):
+                            await called
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _pay_stream(
+        self,
+        target: StreamDestination,
+        source_amount: int,
+        *,
+        min_destination_amount: int = 0,
+        data: bytes = b"",
+        expiry: timedelta | None = None,
+        progress: ProgressCallback | None = None,
+        slippage: Fraction | float | str = DEFAULT_SLIPPAGE,
+        max_packet_amount: int | None = None,
+        max_packets: int = DEFAULT_MAX_PACKETS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+    ) -> PaymentResult:
+        """One STREAM connection paying ``source_amount`` (see :meth:`pay`)."""
+        if max_packet_amount is not None:
+            _check_amount(max_packet_amount, "max_packet_amount")
+        sender = StreamSender(
+            target.destination,
+            target.shared_secret,
+            amount=source_amount,
+            data=data,
+            slippage=_check_slippage(slippage),
+            max_packet_amount=max_packet_amount,
+            min_destination_amount=min_destination_amount,
+            max_packets=max_packets,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            expiry=self.expiry if expiry is None else expiry,
+        )
+        await self._run_stream(sender, progress)
+        result = _stream_result(target, sender)
+        if sender.error is not None:
+            raise _stream_error(sender.error, result)
+        return result
+
+    async def _quote_stream(
+        self, target: StreamDestination, source_amount: int, *, expiry: timedelta | None
+    ) -> QuoteResult:
+        """A STREAM rate probe that includes ``source_amount`` (see :meth:`quote`)."""
+        amounts = tuple(dict.fromkeys((*DEFAULT_PROBE_AMOUNTS, source_amount)))
+        sender = StreamSender(
+            target.destination,
+            target.shared_secret,
+            probe_amounts=amounts,
+            expiry=self.expiry if expiry is None else expiry,
+        )
+        await self._run_stream(sender, None)
+        rate = sender.probed_rate
+        if sender.error is not None or rate is None:
+            error = sender.error
+            nothing = PaymentResult(target.destination, 0, 0, 0, protocol="stream")
+            raise QuoteError(
+                f"STREAM quote failed: {error}",
+                result=nothing,
+                code=error.code if error is not None else "",
+                ilp_message=error.ilp_message if error is not None else "",
+                triggered_by=error.triggered_by if error is not None else "",
+            )
+        arrived = sender.probe_results.get(source_amount)
+        if arrived is None:
+            arrived = floor(rate * source_amount)
+        return QuoteResult(target.destination, source_amount, arrived, "F99", protocol="stream")

@@ -5,7 +5,8 @@ Plain frozen dataclasses, no I/O.  Amounts are ``int`` base units of the asset n
 "delivered" amounts in the receiver's asset as the receiver's authenticated PSK2
 responses report them (spec ``06-psk2.md`` §5: the response ``chunkAmount`` is the
 "amount that actually arrived in this Prepare"; §8: draft-2 "response/error = amount
-that arrived").
+that arrived") or, for STREAM, as its encrypted replies do (``12-stream.md`` §5:
+"in a Fulfill/Reject: amount that actually arrived").
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ from ..errors import IlpReceiverError
 __all__ = [
     "ChunkProgress",
     "PaymentError",
+    "PaymentProtocol",
     "PaymentResult",
+    "ProtocolChoice",
     "Psk2Destination",
     "Psk2Draft",
     "QuoteError",
     "QuoteResult",
+    "StreamDestination",
 ]
 
 #: Which PSK2 wire format to send: ``"draft1"`` (chunks, types 0-3; what PR 382 names and
 #: what our receivers speak first) or ``"draft2"`` (request/response, types 4-6).
 Psk2Draft = Literal["draft1", "draft2"]
+#: The transport a payment used: PSK2 (SPSP ``application/spsp+json``) or STREAM (SPSP
+#: v4, ``application/spsp4+json``).
+PaymentProtocol = Literal["psk2", "stream"]
+#: What the client may use: ``"auto"`` (STREAM when the receiver offers it, else PSK2),
+#: ``"stream"`` only, or ``"psk2"`` only.
+ProtocolChoice = Literal["auto", "stream", "psk2"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,18 @@ class Psk2Destination:
 
     Usually taken from an SPSP response (``destination_account``/``shared_secret``) or
     an HTTP-ILP ``Pay`` header.  The secret is kept out of ``repr``.
+    """
+
+    destination: str
+    shared_secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDestination:
+    """Where to pay over STREAM: a destination address and its 32-byte shared secret.
+
+    Usually taken from an SPSP v4 response (``application/spsp4+json``); paying one
+    always uses STREAM.  The secret is kept out of ``repr``.
     """
 
     destination: str
@@ -53,6 +75,13 @@ class PaymentResult:
     paymentId so far"), None for draft 2 or when a receiver reports 0 (ilp-protocol-psk2
     0.5.0 answers legacy chunks "with ``paymentAmount = 0`` instead of a running
     total").  ``data`` is the draft-2 response data of a single payment.
+
+    STREAM payments (``protocol="stream"``): ``chunks_fulfilled``/``chunks_rejected``
+    count the money packets (also available as ``packets_fulfilled`` /
+    ``packets_rejected``), ``exchange_rate`` is the rate the probe found,
+    ``prepares_sent`` every Prepare of the connection (probes and the close
+    included), ``receipt`` the last RFC 39 receipt, and ``data`` the bytes the receiver
+    sent on the stream; ``draft``/``payment_id``/``receiver_total`` do not apply.
     """
 
     destination: str
@@ -64,6 +93,20 @@ class PaymentResult:
     payment_id: bytes | None = None
     receiver_total: int | None = None
     data: bytes = b""
+    protocol: PaymentProtocol = "psk2"
+    exchange_rate: Fraction | None = None
+    prepares_sent: int = 0
+    receipt: bytes | None = None
+
+    @property
+    def packets_fulfilled(self) -> int:
+        """Fulfilled money packets (the same count as ``chunks_fulfilled``)."""
+        return self.chunks_fulfilled
+
+    @property
+    def packets_rejected(self) -> int:
+        """Rejected money packets (the same count as ``chunks_rejected``)."""
+        return self.chunks_rejected
 
     @property
     def rate(self) -> Fraction | None:
@@ -73,9 +116,28 @@ class PaymentResult:
         return Fraction(self.delivered_amount, self.source_amount)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (amounts as decimal strings, ids as hex)."""
+        """A JSON-ready dict (amounts as decimal strings, ids as hex, rates as
+        fractions such as ``"19/20"``)."""
+        if self.protocol == "stream":
+            stream: dict[str, Any] = {
+                "destination": self.destination,
+                "protocol": "stream",
+                "source_amount": str(self.source_amount),
+                "delivered_amount": str(self.delivered_amount),
+                "packets_fulfilled": self.chunks_fulfilled,
+                "packets_rejected": self.chunks_rejected,
+                "prepares_sent": self.prepares_sent,
+            }
+            if self.exchange_rate is not None:
+                stream["exchange_rate"] = str(self.exchange_rate)
+            if self.data:
+                stream["data_received"] = len(self.data)
+            if self.receipt is not None:
+                stream["receipt"] = self.receipt.hex()
+            return stream
         out: dict[str, Any] = {
             "destination": self.destination,
+            "protocol": "psk2",
             "source_amount": str(self.source_amount),
             "delivered_amount": str(self.delivered_amount),
             "chunks_fulfilled": self.chunks_fulfilled,
@@ -96,7 +158,9 @@ class QuoteResult:
     "the sender uses 32 random bytes as the condition. The receiver cannot fulfill, but
     still answers with an encrypted error response telling how much arrived" (§6).
     ``code`` is the Reject's code (F99 from draft-1 receivers, F05 from 0.5.0 for a
-    draft-2 quote).
+    draft-2 quote).  A STREAM quote (``protocol="stream"``) comes from the rate probe
+    ("unfulfillable Prepares ... answered F99 + reply" with the arrived amount,
+    ``12-stream.md`` §9-§10); ``draft`` does not apply to it.
     """
 
     destination: str
@@ -104,6 +168,7 @@ class QuoteResult:
     destination_amount: int
     code: str
     draft: Psk2Draft = "draft1"
+    protocol: PaymentProtocol = "psk2"
 
     @property
     def rate(self) -> Fraction:
@@ -112,13 +177,16 @@ class QuoteResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (amounts as decimal strings)."""
-        return {
+        out: dict[str, Any] = {
             "destination": self.destination,
+            "protocol": self.protocol,
             "source_amount": str(self.source_amount),
             "destination_amount": str(self.destination_amount),
             "code": self.code,
-            "psk2": self.draft,
         }
+        if self.protocol == "psk2":
+            out["psk2"] = self.draft
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +195,9 @@ class ChunkProgress:
 
     ``source_target``/``destination_target`` is what the payment was asked to send /
     deliver (one of them is None).  ``chunk_size`` is the source amount the next chunk
-    will try.
+    will try.  STREAM payments report the same after every money packet's answer
+    (``protocol="stream"``; chunks are packets, ``chunk_size`` the current largest
+    packet).
     """
 
     source_sent: int
@@ -137,6 +207,7 @@ class ChunkProgress:
     chunk_size: int
     source_target: int | None
     destination_target: int | None
+    protocol: PaymentProtocol = "psk2"
 
     @property
     def fraction(self) -> float:

@@ -18,7 +18,7 @@ from ..spsp import SpspResponse
 from ..uplink import PeerConfig
 from .http_ilp import AsyncHttpIlpClient, HttpIlpResponse
 from .payer import AsyncPaymentClient, PaymentTarget
-from .results import PaymentResult, QuoteResult
+from .results import PaymentResult, ProtocolChoice, Psk2Destination, QuoteResult, StreamDestination
 
 __all__ = ["HttpIlpClient", "PaymentClient"]
 
@@ -26,10 +26,11 @@ __all__ = ["HttpIlpClient", "PaymentClient"]
 class PaymentClient:
     """The blocking twin of :class:`~ilp_receiver.client.AsyncPaymentClient`.
 
-    Takes the same arguments (plus ``portal``); every method blocks until done::
+    Takes the same arguments (plus ``portal``), ``protocol="auto"|"stream"|"psk2"``
+    included; every method blocks until done::
 
         with PaymentClient("btp+ws://:token@localhost:7768") as client:
-            result = client.pay("$example.com/bob", 1000)
+            result = client.pay("$example.com/bob", 1000)   # STREAM when offered
     """
 
     def __init__(
@@ -97,12 +98,27 @@ class PaymentClient:
         """See :meth:`AsyncPaymentClient.resolve`."""
         return self.async_client.resolve(pointer_or_url)
 
-    def query(self, pointer_or_url: str, *, use_cache: bool = True) -> SpspResponse:
+    def query(
+        self,
+        pointer_or_url: str,
+        *,
+        use_cache: bool = True,
+        protocol: ProtocolChoice | None = None,
+    ) -> SpspResponse:
         """See :meth:`AsyncPaymentClient.query`."""
-        return self._portal.call(self.async_client.query, pointer_or_url, use_cache=use_cache)
+        return self._portal.call(
+            self.async_client.query, pointer_or_url, use_cache=use_cache, protocol=protocol
+        )
+
+    def setup(
+        self, target: PaymentTarget, *, protocol: ProtocolChoice | None = None
+    ) -> Psk2Destination | StreamDestination:
+        """See :meth:`AsyncPaymentClient.setup`."""
+        return self._portal.call(self.async_client.setup, target, protocol=protocol)
 
     def pay(self, target: PaymentTarget, source_amount: int, **options: Any) -> PaymentResult:
-        """See :meth:`AsyncPaymentClient.pay`."""
+        """See :meth:`AsyncPaymentClient.pay` (STREAM or PSK2; ``progress`` runs on the
+        loop thread)."""
         return self._portal.call(self.async_client.pay, target, source_amount, **options)
 
     def quote(

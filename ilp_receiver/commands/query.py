@@ -1,10 +1,13 @@
 """``ilp-receiver query POINTER``: show a receiver's SPSP response as JSON.
 
-Resolves the payment pointer (or takes an SPSP URL), sends the SPSP query
-(``Accept: application/spsp+json``, spec ``07-spsp-payment-pointers.md``) and prints the
-response as one JSON object on stdout.  The shared secret is replaced by
-``"<redacted>"`` unless ``--show-secret`` is given.  Exit status: 0 on success, 1 when
-the query fails, 2 for an invalid pointer or option.
+Resolves the payment pointer (or takes an SPSP URL), sends the SPSP query and prints
+the response as one JSON object on stdout, with ``"protocol": "stream"|"psk2"`` added
+(from the response ``Content-Type``, ``12-stream.md`` §14).  ``--protocol auto``
+(default) sends ``Accept: application/spsp4+json, application/spsp+json``, ``stream``
+only the first, ``psk2`` only ``application/spsp+json`` (spec
+``07-spsp-payment-pointers.md``).  The shared secret is replaced by ``"<redacted>"``
+unless ``--show-secret`` is given.  Exit status: 0 on success, 1 when the query fails,
+2 for an invalid pointer or option.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_spsp_arguments(parser: argparse.ArgumentParser) -> None:
     """The pointer-resolution options shared by ``query`` and ``pay``."""
     parser.add_argument(
+        "--protocol",
+        choices=("auto", "stream", "psk2"),
+        default="auto",
+        help="auto (default): STREAM when the receiver offers it (SPSP v4), else PSK2; "
+        "stream / psk2: only that one",
+    )
+    parser.add_argument(
         "--lenient",
         action="store_true",
         help="accept pointers with a port or query string, as the JS client did",
@@ -58,6 +68,7 @@ async def _query(args: argparse.Namespace) -> int:
         lenient=args.lenient,
         allow_http_for_loopback=args.http_loopback,
         http_timeout=args.http_timeout,
+        protocol=args.protocol,
     )
     try:
         try:
@@ -70,7 +81,7 @@ async def _query(args: argparse.Namespace) -> int:
         except SpspError as exc:
             print(f"ilp-receiver query: {exc}", file=sys.stderr)
             return 1
-        out = response.to_json()
+        out = {"protocol": response.protocol, **response.to_json()}
         if not args.show_secret:
             out["shared_secret"] = REDACTED
         print(json.dumps(out), flush=True)

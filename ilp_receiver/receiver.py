@@ -1,13 +1,21 @@
-"""The receiver: PSK2 behind SPSP, on an uplink, crediting a balance store.
+"""The receiver: STREAM and PSK2 behind SPSP, on an uplink, crediting a balance store.
 
 :class:`AsyncReceiver` is the native asyncio API; :class:`Receiver` is the same thing for
 synchronous code, running on one background event-loop thread.
 
-How a payment flows (``docs/receiver.md``)::
+How a payment flows (``docs/receiver.md``, ``docs/stream.md``)::
 
-    uplink (BTP / HTTP) -> Prepare -> PSK2 receiver (derive secret, decrypt, check amount
-    and condition) -> application hook (accept / reject / choose the account) ->
-    balance store credit (durable, exactly once per Prepare) -> Fulfill -> uplink
+    uplink (BTP / HTTP) -> Prepare -> STREAM server or PSK2 receiver, by the shape of
+    the destination (derive secret, decrypt, check amount and condition) -> application
+    hook (accept / reject / choose the account) -> balance store credit (durable,
+    exactly once per Prepare) -> Fulfill -> uplink
+
+One payment pointer serves both: SPSP answers a STREAM client (``application/spsp4+json``)
+with a STREAM destination ``<address>.<token>`` and a PSK2 client with a PSK2 destination
+``<address>.<receiverId>.<token>``; an incoming Prepare goes to STREAM when exactly one
+segment follows our address, to PSK2 otherwise.  Both derive their secrets from the one
+receiver secret (STREAM through its own label), so any process holding it can serve any
+packet.
 
 Money is counted before the Fulfill leaves: the credit is committed to the store first,
 keyed by the Prepare's condition, so a duplicate delivery of the same Prepare is
@@ -19,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,8 +45,17 @@ from .links.base import Link
 from .links.factory import open_link
 from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRequest
 from .psk2.secrets import IssuedSecret, ReceiverSecrets
-from .spsp import AssetInfo, SpspBalance, SpspResponse
+from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores import BalanceLimitError, BalanceStore, open_store
+from .stream.secrets import StreamServerSecrets
+from .stream.server import (
+    CloseReason,
+    ConnectionClosed,
+    StreamCredit,
+    StreamEvent,
+    StreamLimits,
+    StreamServer,
+)
 from .uplink import PeerConfig, Uplink
 
 __all__ = [
@@ -46,6 +65,7 @@ __all__ = [
     "PaymentEvent",
     "PaymentHook",
     "Receiver",
+    "StreamEventCallback",
     "account_for_endpoint",
 ]
 
@@ -67,20 +87,24 @@ def account_for_endpoint(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IncomingPayment:
-    """A fulfillable PSK2 packet, before the application decides on it."""
+    """A fulfillable packet carrying money (PSK2 or STREAM), before the application
+    decides on it."""
 
     #: Account the money will be credited to unless the hook names another.
     account: str
     #: Amount that arrived in this Prepare, in the uplink's base units.
     amount: int
     destination: str
-    #: ``"psk2-draft1"`` (chunked payments) or ``"psk2-draft2"`` (request/response).
-    format: Literal["psk2-draft1", "psk2-draft2"]
-    #: Draft 1: the sender's 16-byte payment id. Draft 2: None.
+    #: ``"psk2-draft1"`` (chunked payments), ``"psk2-draft2"`` (request/response) or
+    #: ``"stream"`` (a STREAM money packet).
+    format: Literal["psk2-draft1", "psk2-draft2", "stream"]
+    #: Draft 1: the sender's 16-byte payment id. Draft 2: None.  STREAM: 16 bytes that
+    #: name the connection (a payment is a connection's money to one account).
     payment_id: bytes | None
-    #: Draft 1: the chunk number. Draft 2: the request id.
+    #: Draft 1: the chunk number. Draft 2: the request id.  STREAM: the packet sequence.
     sequence: int
-    #: Draft 1: the sender marked this the last chunk.
+    #: Draft 1: the sender marked this the last chunk.  STREAM: the packet also closes
+    #: the connection.
     last_chunk: bool
     #: Application data inside the PSK2 packet (draft 2 puts HTTP-ILP tokens here).
     application_data: bytes
@@ -88,6 +112,10 @@ class IncomingPayment:
     segments: tuple[str, ...]
     #: The condition of the Prepare; identifies the packet (idempotency key).
     condition: bytes
+    #: STREAM: the connection id (the token segment of the destination), else None.
+    connection_id: str | None = None
+    #: STREAM: the streams the money arrived on, ``(stream id, amount)`` in id order.
+    streams: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +136,18 @@ class PaymentEvent:
 #: or raise :class:`~ilp_receiver.errors.IlpError` to refuse with a chosen code.
 PaymentHook = Callable[[IncomingPayment], "Awaitable[str | bool | None] | str | bool | None"]
 EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
+#: Called (synchronously, right after the packet that caused it) for every STREAM event:
+#: connections and streams opening and closing, data arriving, money credited.
+StreamEventCallback = Callable[[StreamEvent], None]
+
+
+#: Seconds between two sweeps for idle STREAM connections (done on the packet path).
+_EXPIRY_INTERVAL = 5.0
+
+
+def _connection_payment_id(connection_id: str) -> bytes:
+    """16 bytes naming a STREAM connection, for ``IncomingPayment.payment_id``."""
+    return hashlib.sha256(connection_id.encode("ascii", "replace")).digest()[:16]
 
 
 def _account_of(decision: Acceptance) -> str:
@@ -126,13 +166,16 @@ def _load_secret(secret: bytes | str | None) -> bytes:
 
 
 class AsyncReceiver:
-    """A PSK2/SPSP receiver on an uplink, crediting a balance store (asyncio API).
+    """A STREAM and PSK2 receiver behind SPSP on an uplink, crediting a balance store
+    (asyncio API).
 
     ``uplink`` is a URL (``btp+ws://user:token@host:port``) or a :class:`Link`; ``store``
     a :class:`BalanceStore`, a path/URL for :func:`~ilp_receiver.stores.open_store`, or
     ``None`` for an in-memory store.  ``secret`` (32+ bytes, or hex) must stay the same
     across restarts and across processes that share the store, so that any process can
-    fulfil a payment to any address another one issued.
+    fulfil a payment to any address another one issued.  ``stream=False`` serves PSK2
+    only (SPSP v4 queries then get 406); ``stream_limits`` bounds the STREAM server
+    (connections, idle time, buffers; ``docs/stream.md``).
     """
 
     def __init__(
@@ -147,10 +190,19 @@ class AsyncReceiver:
         spsp_max_age: int = 60,
         event_queue_size: int = 10_000,
         static_config: PeerConfig | None = None,
+        stream: bool = True,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self._link = open_link(uplink) if isinstance(uplink, str) else uplink
         self._uplink = Uplink(self._link, static_config=static_config)
-        self._secrets = ReceiverSecrets(_load_secret(secret))
+        receiver_secret = _load_secret(secret)
+        self._secrets = ReceiverSecrets(receiver_secret)
+        #: whether STREAM (SPSP v4) is served beside PSK2
+        self.stream_enabled = stream
+        self._stream_secrets = StreamServerSecrets.from_receiver_secret(receiver_secret)
+        self._stream_limits = stream_limits or StreamLimits()
+        self._stream: StreamServer | None = None
+        self._stream_callbacks: list[StreamEventCallback] = []
         self._store_spec = store
         self._store: BalanceStore | None = store if isinstance(store, BalanceStore) else None
         self._hook = on_payment
@@ -168,7 +220,9 @@ class AsyncReceiver:
         self._events: asyncio.Queue[PaymentEvent] = asyncio.Queue(event_queue_size)
         self._callbacks: Callbacks[PaymentEvent] = Callbacks(log, "payment event callback failed")
         self._dispatcher: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
         self._subscribers: list[asyncio.Queue[PaymentEvent]] = []
+        self._background: set[asyncio.Future[None]] = set()
         #: Events dropped because the queue was full (slow application code).
         self.dropped_events = 0
         #: Prepares rejected (T00) because the balance store failed.
@@ -188,6 +242,10 @@ class AsyncReceiver:
             )
         await self._uplink.start()
         self._dispatcher = asyncio.create_task(self._dispatch_events(), name="receiver-events")
+        if self.stream_enabled:
+            self._expirer = asyncio.create_task(
+                self._expire_stream_connections(), name="receiver-stream-expiry"
+            )
         self._started = True
         log.info("receiver listening at %s", self.address)
 
@@ -197,10 +255,12 @@ class AsyncReceiver:
             return
         self._started = False
         await self._uplink.stop()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for task in (self._dispatcher, self._expirer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._expirer = None
         if self._store is not None and not isinstance(self._store_spec, BalanceStore):
             await self._store.close()
 
@@ -241,6 +301,25 @@ class AsyncReceiver:
             self._psk2 = Psk2Receiver(self._secrets, address)
         return self._psk2
 
+    @property
+    def stream_server(self) -> StreamServer:
+        """The sans-I/O STREAM server (created once the address is known)."""
+        address = self.address
+        server = self._stream
+        if server is None:
+            config = self.config
+            server = StreamServer(
+                self._stream_secrets,
+                asset_code=config.asset_code,
+                asset_scale=config.asset_scale,
+                limits=self._stream_limits,
+                default_account=DEFAULT_ACCOUNT,
+            )
+            self._stream = server
+        if server.address != address:
+            server.address = address
+        return server
+
     async def balance(self, account: str = DEFAULT_ACCOUNT) -> int:
         """The balance of ``account`` in the store."""
         return await self.store.balance(account)
@@ -267,15 +346,52 @@ class AsyncReceiver:
             self.address, token or os.urandom(TOKEN_BYTES), key, segments=segments
         )
 
+    def issue_stream(
+        self,
+        account: str = DEFAULT_ACCOUNT,
+        *,
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
+    ) -> tuple[str, bytes]:
+        """A fresh STREAM (destination address, shared secret) pair bound to ``account``.
+
+        The account travels in the connection tag, authenticated inside the encrypted
+        token, so money sent there can only be credited to it.  ``receipt_nonce`` (16
+        bytes) and ``receipt_secret`` (32) switch RFC 39 receipts on for connections to
+        this destination.
+        """
+        issued = self.stream_server.issue(
+            account,
+            token_nonce=os.urandom(18),
+            iv=os.urandom(12),
+            receipt_nonce=receipt_nonce,
+            receipt_secret=receipt_secret,
+        )
+        return issued.destination, issued.shared_secret
+
     async def spsp_response(
         self,
         account: str = DEFAULT_ACCOUNT,
         *,
         maximum: int | None = None,
         receiver_info: dict[str, str] | None = None,
+        protocol: SetupProtocol = "psk2",
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
     ) -> SpspResponse:
-        """The SPSP response body for ``account``: a fresh address and secret, balance, asset."""
-        destination, shared_secret = self.issue(account)
+        """The SPSP response body for ``account``: a fresh address and secret, balance,
+        asset.  ``protocol="stream"`` gives an SPSP v4 (STREAM) response, with receipts
+        when ``receipt_nonce`` and ``receipt_secret`` are given."""
+        receipts: bool | None = None
+        if protocol == "stream":
+            if not self.stream_enabled:
+                raise ConfigError("stream", "this receiver serves PSK2 only (stream=False)")
+            destination, shared_secret = self.issue_stream(
+                account, receipt_nonce=receipt_nonce, receipt_secret=receipt_secret
+            )
+            receipts = receipt_nonce is not None
+        else:
+            destination, shared_secret = self.issue(account)
         current = await self.store.balance(account)
         cap = maximum if maximum is not None else self.max_balance
         info = dict(receiver_info or {})
@@ -292,12 +408,26 @@ class AsyncReceiver:
             ),
             asset=AssetInfo(code=self.config.asset_code, scale=self.config.asset_scale),
             receiver_info=info or None,
+            protocol=protocol,
+            receipts_enabled=receipts,
         )
 
     # -- the packet path -------------------------------------------------------------
 
     async def handle_prepare(self, prepare: IlpPrepare) -> IlpReply:
         """Answer one incoming Prepare: Fulfill (after crediting) or Reject."""
+        if self.stream_enabled:
+            # STREAM destinations are <address>.<token>: one segment after our address;
+            # PSK2 ones have at least two (<receiverId>.<token>).
+            address = self.address
+            destination = prepare.destination
+            start = len(address) + 1
+            if (
+                destination.startswith(address)
+                and destination[start - 1 : start] == "."
+                and destination.find(".", start) < 0
+            ):
+                return await self._handle_stream(prepare)
         psk2 = self._receiver()
         # Exactly one encrypted PSK2 response (reject or fulfill) leaves per Prepare, so
         # one fresh IV serves whichever it is.
@@ -370,6 +500,163 @@ class AsyncReceiver:
             segments=decision.app_segments,
             condition=prepare.execution_condition,
         )
+
+    async def _handle_stream(self, prepare: IlpPrepare) -> IlpReply:
+        """The STREAM path: decide, ask the application, credit, then fulfil."""
+        server = self.stream_server
+        # one IV serves whichever encrypted reply leaves for this Prepare
+        iv = os.urandom(12)
+        decision = server.handle_prepare(prepare, datetime.now(UTC), time.monotonic(), iv=iv)
+        if not isinstance(decision, StreamCredit):
+            self._stream_events(server.events())
+            return decision
+        try:
+            return await self._credit_stream(server, prepare, decision, iv)
+        finally:
+            self._stream_events(server.events())
+
+    async def _credit_stream(
+        self, server: StreamServer, prepare: IlpPrepare, credit: StreamCredit, iv: bytes
+    ) -> IlpReply:
+        account = credit.account
+        listening = bool(self._callbacks or self._subscribers)
+        payment = (
+            self._stream_payment(prepare, credit) if self._hook is not None or listening else None
+        )
+        if self._hook is not None:
+            assert payment is not None
+            try:
+                verdict = self._hook(payment)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except IlpError as exc:
+                return server.refuse(credit, iv=iv, code=exc.code, message=exc.message)
+            except BaseException:
+                server.refuse(credit, iv=iv, code="T00")
+                raise
+            if verdict is False:
+                return server.refuse(credit, iv=iv, message="payment refused by the receiver")
+            if isinstance(verdict, str):
+                account = verdict
+        try:
+            result = await self.store.add(
+                account,
+                credit.amount,
+                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
+                idempotency_key=credit.idempotency_key,
+            )
+        except BalanceLimitError:
+            return server.refuse(
+                credit, iv=iv, message="receiver balance limit reached", limit_reached=True
+            )
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                server.refuse(credit, iv=iv, code="T00")
+                raise
+            self.store_failures += 1
+            if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
+                log.exception(
+                    "balance store failed (%d times); not fulfilling", self.store_failures
+                )
+            return server.refuse(
+                credit, iv=iv, code="T00", message="receiver temporarily unavailable"
+            )
+        fulfill = server.fulfill(credit, applied=result.applied, iv=iv)
+        if result.applied and payment is not None:
+            self._emit(PaymentEvent("received", account, credit.amount, result.balance, payment))
+        return fulfill
+
+    def _stream_payment(self, prepare: IlpPrepare, credit: StreamCredit) -> IncomingPayment:
+        return IncomingPayment(
+            account=credit.account,
+            amount=credit.amount,
+            destination=prepare.destination,
+            format="stream",
+            payment_id=_connection_payment_id(credit.connection_id),
+            sequence=credit.sequence,
+            last_chunk=credit.closes_connection,
+            application_data=b"",
+            segments=(),
+            condition=prepare.execution_condition,
+            connection_id=credit.connection_id,
+            streams=credit.streams,
+        )
+
+    def _stream_events(self, events: list[StreamEvent]) -> None:
+        """Hand STREAM events to the callbacks; a connection the client closed after
+        receiving money is a finished payment (``completed``)."""
+        if not events:
+            return
+        if self._callbacks or self._subscribers:
+            for event in events:
+                if (
+                    isinstance(event, ConnectionClosed)
+                    and event.reason is CloseReason.CLIENT
+                    and event.total_received
+                ):
+                    self._spawn_completed(event)
+        for callback in self._stream_callbacks:
+            for event in events:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("STREAM event callback failed")
+
+    async def _expire_stream_connections(self) -> None:
+        """Forget idle STREAM connections (``stream_limits.idle_timeout``)."""
+        while True:
+            await asyncio.sleep(_EXPIRY_INTERVAL)
+            server = self._stream
+            if server is not None:
+                self._stream_events(list(server.expire(time.monotonic())))
+
+    def _spawn_completed(self, event: ConnectionClosed) -> None:
+        """Emit ``completed`` for a STREAM payment closed by a zero-amount packet (the
+        usual case: 2.7.1 closes with an unfulfillable close notice); the balance is read
+        from the store."""
+
+        async def completed() -> None:
+            with contextlib.suppress(Exception):
+                balance = await self.store.balance(event.account)
+                payment = IncomingPayment(
+                    account=event.account,
+                    amount=event.total_received,
+                    destination=f"{self.address}.{event.connection_id}",
+                    format="stream",
+                    payment_id=_connection_payment_id(event.connection_id),
+                    sequence=0,
+                    last_chunk=True,
+                    application_data=b"",
+                    segments=(),
+                    condition=b"",
+                    connection_id=event.connection_id,
+                    streams=event.stream_totals,
+                )
+                self._emit(
+                    PaymentEvent("completed", event.account, event.total_received, balance, payment)
+                )
+
+        task = asyncio.ensure_future(completed())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def on_stream_event(self, callback: StreamEventCallback) -> None:
+        """Call ``callback(event)`` for every STREAM event (connections and streams
+        opening and closing, :class:`~ilp_receiver.stream.server.DataReceived` with the
+        bytes a client sent, money credited), synchronously right after the packet that
+        caused it: keep it quick, and answer with :meth:`stream_write`.  Data a client
+        sends is not kept once reported (no callback: it is dropped)."""
+        self._stream_callbacks.append(callback)
+
+    def stream_write(self, connection_id: str, stream_id: int, data: bytes) -> int:
+        """Send ``data`` to a STREAM client on one of its streams; returns the bytes
+        accepted (bounded queues).  The bytes travel in the replies to the client's next
+        packets (the server never sends Prepares of its own)."""
+        return self.stream_server.write(connection_id, stream_id, data)
+
+    def stream_close(self, connection_id: str, stream_id: int) -> None:
+        """Close a client's stream from this side (after its queued data is out)."""
+        self.stream_server.close_stream(connection_id, stream_id)
 
     # -- events ------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """A standalone payment-pointer server on aiohttp: SPSP endpoints and a health check.
 
 ``/.well-known/pay`` (and ``/``) serve the default endpoint; ``/<name>`` serves named
-endpoints, each with a balance of its own; ``/health`` answers ``ok`` while the uplink
-is connected (503 otherwise).
+endpoints, each with a balance of its own; each answers STREAM (SPSP v4) or PSK2 by the
+query's ``Accept`` (:func:`~ilp_receiver.web.spsp_endpoint.spsp_reply`), and ``OPTIONS``
+with the CORS headers; ``/health`` answers ``ok`` while the uplink is connected (503
+otherwise).
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ def create_spsp_app(
     app = web.Application()
     app[RECEIVER_KEY] = receiver
 
+    async def answer(request: web.Request, account: str | None) -> web.Response:
+        headers = request.headers
+        reply = await spsp_reply(
+            receiver,
+            account,
+            headers.get("Accept"),
+            method=request.method,
+            receipt_nonce=headers.get("Receipt-Nonce"),
+            receipt_secret=headers.get("Receipt-Secret"),
+        )
+        return to_aiohttp(reply)
+
     async def default_endpoint(request: web.Request) -> web.Response:
-        account = endpoints.account("default")
-        return to_aiohttp(await spsp_reply(receiver, account, request.headers.get("Accept")))
+        return await answer(request, endpoints.account("default"))
 
     async def named_endpoint(request: web.Request) -> web.Response:
-        account = endpoints.account(request.match_info["name"])
-        return to_aiohttp(await spsp_reply(receiver, account, request.headers.get("Accept")))
+        return await answer(request, endpoints.account(request.match_info["name"]))
 
     async def health(request: web.Request) -> web.Response:
         up = receiver.link.is_connected
@@ -51,7 +63,11 @@ def create_spsp_app(
         )
 
     app.router.add_get("/health", health)
-    app.router.add_get("/.well-known/pay", default_endpoint)
-    app.router.add_get("/", default_endpoint)
-    app.router.add_get("/{name}", named_endpoint)
+    for path, handler in (
+        ("/.well-known/pay", default_endpoint),
+        ("/", default_endpoint),
+        ("/{name}", named_endpoint),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, handler)
     return app

@@ -157,6 +157,19 @@ async def test_payment_pointers(net: Net) -> None:
     assert r.status == 200
     r = await c.get("/bob", headers={"Accept": "text/html"})
     assert await r.text() == "bob's page"
+    # STREAM clients get SPSP v4 from the same pointers, with receipts on request
+    stream = {
+        "Accept": "application/spsp4+json",
+        "Receipt-Nonce": "AAECAwQFBgcICQoLDA0ODw==",
+        "Receipt-Secret": "u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7s=",
+    }
+    for path in ("/.well-known/pay", "/bob"):
+        r = await c.get(path, headers=stream)
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "application/spsp4+json"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert (await r.json(content_type=None))["receipts_enabled"] is True
+    assert (await c.options("/.well-known/pay")).status == 204
     assert (await c.get("/nothing")).status == 404
     assert (await c.options("/balance")).status == 405
 

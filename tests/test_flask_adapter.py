@@ -156,6 +156,19 @@ def test_payment_pointers(net: Net) -> None:
     r = client.get("/bob", headers={"Accept": "application/spsp+json"})
     assert r.status_code == 200
     assert client.get("/bob", headers={"Accept": "text/html"}).text == "bob's page"
+    # STREAM clients get SPSP v4 from the same pointers, with receipts on request
+    stream = {
+        "Accept": "application/spsp4+json",
+        "Receipt-Nonce": "AAECAwQFBgcICQoLDA0ODw==",
+        "Receipt-Secret": "u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7s=",
+    }
+    for path in ("/.well-known/pay", "/bob"):
+        r = client.get(path, headers=stream)
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "application/spsp4+json"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.json is not None and r.json["receipts_enabled"] is True
+    assert client.options("/.well-known/pay").status_code == 204
 
 
 def test_no_double_spend_with_threads(net: Net) -> None:

@@ -143,6 +143,19 @@ def test_payment_pointers(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.json()["destination_account"].startswith(SERVER + ".")
     assert client.get("/bob", headers={"Accept": "text/html"}).text == "bob's page"
+    # STREAM clients get SPSP v4 from the same pointers, with receipts on request
+    stream = {
+        "Accept": "application/spsp4+json",
+        "Receipt-Nonce": "AAECAwQFBgcICQoLDA0ODw==",
+        "Receipt-Secret": "u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7s=",
+    }
+    for path in ("/.well-known/pay", "/bob"):
+        r = client.get(path, headers=stream)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/spsp4+json"
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert r.json()["receipts_enabled"] is True
+    assert client.options("/.well-known/pay").status_code == 204
 
 
 def test_middleware_builds_its_receiver_from_options(parent: MemoryParent) -> None:

@@ -72,6 +72,7 @@ async def _receive(args: argparse.Namespace) -> int:
     from ..links.listener import ServerLimits, start_listener
     from ..receiver import AsyncReceiver
     from ..server import create_spsp_app
+    from ..stream.server import StreamLimits
     from ..web.spsp_endpoint import EndpointDirectory
 
     secret = load_or_create_secret(Path(args.secret_file))
@@ -81,6 +82,8 @@ async def _receive(args: argparse.Namespace) -> int:
         store=args.store,
         max_balance=args.max_balance,
         receiver_name=args.name,
+        stream=not args.no_stream,
+        stream_limits=StreamLimits(echo_data=args.echo_stream_data),
     )
     deadline = asyncio.get_running_loop().time() + args.connect_timeout
     while True:
@@ -149,6 +152,16 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         help="serve only these named endpoints at /<name> (default: any valid name)",
     )
     receive.add_argument("--max-balance", type=int, default=None, help="per-endpoint cap")
+    receive.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="serve PSK2 only: SPSP v4 (STREAM) queries get 406",
+    )
+    receive.add_argument(
+        "--echo-stream-data",
+        action="store_true",
+        help="write every byte a STREAM client sends back on the same stream (tests)",
+    )
     receive.add_argument("--name", default=None, help="receiver_info.name in SPSP replies")
     receive.add_argument(
         "--connect-timeout", type=float, default=30.0, help="seconds to wait for the uplink"

@@ -28,7 +28,7 @@ from ..paywall import (
     paywall_payment_hook,
     resolve_price,
 )
-from ..spsp import negotiate_spsp
+from ..spsp import negotiate_setup
 from .reply import HttpReply
 from .spsp_endpoint import EndpointDirectory, spsp_reply
 
@@ -123,14 +123,14 @@ class PointerMount:
         """The account an SPSP query to ``path`` is for, or None when it is not one.
 
         ``/.well-known/pay`` is always answered (406 for an ``Accept`` we cannot serve);
-        a named pointer only when ``Accept`` asks for SPSP, so the app may serve a page
-        at the same path.
+        a named pointer only when ``Accept`` asks for SPSP (v4 or PSK2), so the app may
+        serve a page at the same path.  ``OPTIONS`` is the CORS preflight of a query.
         """
-        if method not in ("GET", "HEAD") or path not in self.paths:
+        if method not in ("GET", "HEAD", "OPTIONS") or path not in self.paths:
             return None
         if path == WELL_KNOWN_PAY:
             return self.directory.prefix + "default"
-        if negotiate_spsp(accept) is None:
+        if method != "OPTIONS" and negotiate_setup(accept) is None:
             return None
         return self.pointer_paths[path]
 
@@ -169,12 +169,30 @@ class IlpService:
 
     # -- SPSP --------------------------------------------------------------------------
 
-    async def spsp(self, method: str, path: str, accept: str | None) -> HttpReply | None:
-        """The SPSP reply for this request, or None when it is not an SPSP query."""
+    async def spsp(
+        self,
+        method: str,
+        path: str,
+        accept: str | None,
+        *,
+        receipt_nonce: str | None = None,
+        receipt_secret: str | None = None,
+    ) -> HttpReply | None:
+        """The SPSP reply for this request, or None when it is not an SPSP query.
+
+        ``receipt_nonce`` / ``receipt_secret``: the request's ``Receipt-Nonce`` /
+        ``Receipt-Secret`` headers (STREAM receipts, RFC 39)."""
         account = self.mount.account(method, path, accept)
         if account is None:
             return None
-        return await spsp_reply(self.receiver, account, accept)
+        return await spsp_reply(
+            self.receiver,
+            account,
+            accept,
+            method=method,
+            receipt_nonce=receipt_nonce,
+            receipt_secret=receipt_secret,
+        )
 
     # -- paywall -----------------------------------------------------------------------
 
@@ -288,8 +306,13 @@ class IlpAsgiMiddleware(IlpService):
         method: str = scope["method"]
         path: str = scope["path"]
         if path in self.mount.paths:
-            accept = _header(scope, b"accept")
-            reply = await self.spsp(method, path, accept)
+            reply = await self.spsp(
+                method,
+                path,
+                _header(scope, b"accept"),
+                receipt_nonce=_header(scope, b"receipt-nonce"),
+                receipt_secret=_header(scope, b"receipt-secret"),
+            )
             if reply is not None:
                 await send_reply(send, reply, head=method == "HEAD")
                 return

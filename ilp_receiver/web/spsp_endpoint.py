@@ -1,8 +1,18 @@
-"""The SPSP endpoint, framework-neutral: ``Accept`` negotiation, 200/404/406 replies.
+"""The SPSP endpoint, framework-neutral: one payment pointer for STREAM and PSK2.
 
-* ``Accept: application/spsp+json`` (or ``application/json``, ``*/*``) -> 200
-  ``application/spsp+json`` with a fresh destination and shared secret, ``balance``,
-  ``asset_info``/``ledger_info``, ``receiver_info`` and ``Cache-Control``;
+* ``Accept`` that allows ``application/spsp4+json`` (a STREAM client, ``*/*``,
+  ``application/json`` or no ``Accept``) -> 200 ``application/spsp4+json`` with a fresh
+  STREAM destination and shared secret, ``receipts_enabled``, ``balance``, ``asset_info``
+  and ``receiver_info`` (``12-stream.md`` §14);
+* ``Accept: application/spsp+json`` alone (a PSK2 client) -> 200 ``application/spsp+json``
+  with a PSK2 destination and secret, ``balance``, ``asset_info``/``ledger_info``,
+  ``receiver_info`` -- "never a STREAM secret" (§14; the rule is
+  :func:`~ilp_receiver.spsp.negotiate_setup`);
+* ``Receipt-Nonce`` and ``Receipt-Secret`` (base64 of 16 and 32 bytes, RFC 39) switch
+  STREAM receipts on for that destination; malformed ones -> 400;
+* every answer carries ``Cache-Control``, ``Vary: Accept`` and
+  ``Access-Control-Allow-Origin: *`` ("SHOULD, since 2020-05"); ``OPTIONS`` -> 204 with
+  the CORS headers (for script polyfills);
 * an unknown endpoint -> 404 ``{"id": "InvalidReceiverError", ...}``;
 * an ``Accept`` we cannot serve -> 406 with a JSON body naming what we serve.
 """
@@ -11,18 +21,40 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import Protocol
+from typing import Final, Protocol
 
+from ..codec.pay_header import decode_base64_secret
+from ..errors import DecodeError
 from ..spsp import (
+    SPSP4_MEDIA_TYPE,
     SPSP_MEDIA_TYPE,
+    SetupProtocol,
     SpspResponse,
     invalid_receiver_body,
-    negotiate_spsp,
+    negotiate_setup,
     not_acceptable_body,
 )
 from .reply import HttpReply, json_reply
 
-__all__ = ["ENDPOINT_NAME", "EndpointDirectory", "SpspIssuer", "spsp_reply"]
+__all__ = [
+    "CORS_HEADERS",
+    "ENDPOINT_NAME",
+    "EndpointDirectory",
+    "SpspIssuer",
+    "preflight_reply",
+    "spsp_reply",
+]
+
+#: RFC 9 (2020-05): "Access-Control-Allow-Origin: * (SHOULD ...; also on OPTIONS)".
+CORS_HEADERS: Final = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Accept, Receipt-Nonce, Receipt-Secret, Web-Monetization-Id",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Max-Age": "600",
+}
+#: RFC 39: the receipt nonce is 16 bytes, the receipt secret 32.
+RECEIPT_NONCE_LENGTH: Final = 16
+RECEIPT_SECRET_LENGTH: Final = 32
 
 #: Names a standalone receiver serves at ``/<name>``.
 ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -32,8 +64,18 @@ class SpspIssuer(Protocol):
     """What the endpoint needs from a receiver."""
 
     spsp_max_age: int
+    #: whether STREAM (SPSP v4) is served beside PSK2
+    stream_enabled: bool
 
-    async def spsp_response(self, account: str, *, maximum: int | None = None) -> SpspResponse:
+    async def spsp_response(
+        self,
+        account: str,
+        *,
+        maximum: int | None = None,
+        protocol: SetupProtocol = "psk2",
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
+    ) -> SpspResponse:
         """A fresh SPSP response for ``account``."""
         ...
 
@@ -58,23 +100,76 @@ class EndpointDirectory:
         return self.prefix + name
 
 
+def preflight_reply() -> HttpReply:
+    """The answer to an ``OPTIONS`` request on a payment pointer: 204 with the CORS
+    headers (script polyfills of Web Monetization query SPSP from the page)."""
+    return HttpReply(204, dict(CORS_HEADERS))
+
+
+def _receipt_fields(
+    nonce_header: str | None, secret_header: str | None
+) -> tuple[bytes | None, bytes | None] | str:
+    """The receipt nonce and secret from the request headers, or why they are bad."""
+    if nonce_header is None and secret_header is None:
+        return None, None
+    if nonce_header is None or secret_header is None:
+        return "Receipt-Nonce and Receipt-Secret must be sent together"
+    try:
+        nonce = decode_base64_secret(nonce_header, RECEIPT_NONCE_LENGTH, "Receipt-Nonce")
+        secret = decode_base64_secret(secret_header, RECEIPT_SECRET_LENGTH, "Receipt-Secret")
+    except DecodeError as exc:
+        return exc.reason
+    return nonce, secret
+
+
 async def spsp_reply(
     issuer: SpspIssuer,
     account: str | None,
     accept: str | None,
     *,
     maximum: int | None = None,
+    method: str = "GET",
+    receipt_nonce: str | None = None,
+    receipt_secret: str | None = None,
 ) -> HttpReply:
-    """The HTTP reply to an SPSP query for ``account`` (None: unknown endpoint)."""
+    """The HTTP reply to an SPSP query for ``account`` (None: unknown endpoint).
+
+    ``receipt_nonce`` / ``receipt_secret`` are the raw ``Receipt-Nonce`` /
+    ``Receipt-Secret`` request headers (None when absent).
+    """
+    if method == "OPTIONS":
+        return preflight_reply()
     if account is None:
-        return json_reply(404, invalid_receiver_body())
-    media_type = negotiate_spsp(accept)
+        return json_reply(404, invalid_receiver_body(), headers=dict(CORS_HEADERS))
+    media_type = negotiate_setup(accept, stream=issuer.stream_enabled)
     if media_type is None:
-        return json_reply(406, not_acceptable_body())
-    response = await issuer.spsp_response(account, maximum=maximum)
+        offered = (SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE) if issuer.stream_enabled else None
+        body = not_acceptable_body(offered) if offered else not_acceptable_body()
+        return json_reply(406, body, headers=dict(CORS_HEADERS))
+    protocol: SetupProtocol = "stream" if media_type == SPSP4_MEDIA_TYPE else "psk2"
+    nonce: bytes | None = None
+    secret: bytes | None = None
+    if protocol == "stream":
+        fields = _receipt_fields(receipt_nonce, receipt_secret)
+        if isinstance(fields, str):
+            return json_reply(
+                400, {"id": "InvalidReceiptError", "message": fields}, headers=dict(CORS_HEADERS)
+            )
+        nonce, secret = fields
+    response = await issuer.spsp_response(
+        account,
+        maximum=maximum,
+        protocol=protocol,
+        receipt_nonce=nonce,
+        receipt_secret=secret,
+    )
     return json_reply(
         200,
         response.to_json(),
-        content_type=SPSP_MEDIA_TYPE,
-        headers={"Cache-Control": f"max-age={issuer.spsp_max_age}", "Vary": "Accept"},
+        content_type=response.media_type,
+        headers={
+            "Cache-Control": f"max-age={issuer.spsp_max_age}",
+            "Vary": "Accept",
+            **CORS_HEADERS,
+        },
     )

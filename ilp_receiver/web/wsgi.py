@@ -163,12 +163,28 @@ class SyncIlpService:
 
     # -- requests ----------------------------------------------------------------------
 
-    def spsp(self, method: str, path: str, accept: str | None) -> HttpReply | None:
-        """The SPSP reply for this request, or None when it is not an SPSP query."""
+    def spsp(
+        self,
+        method: str,
+        path: str,
+        accept: str | None,
+        *,
+        receipt_nonce: str | None = None,
+        receipt_secret: str | None = None,
+    ) -> HttpReply | None:
+        """The SPSP reply for this request, or None when it is not an SPSP query
+        (``receipt_nonce`` / ``receipt_secret``: the RFC 39 request headers)."""
         if path not in self.mount.paths or self.mount.account(method, path, accept) is None:
             return None
         service, portal = self._ensure()
-        return portal.call(service.spsp, method, path, accept)
+        return portal.call(
+            service.spsp,
+            method,
+            path,
+            accept,
+            receipt_nonce=receipt_nonce,
+            receipt_secret=receipt_secret,
+        )
 
     def check(self, request: RequestFacts, price: Price) -> PaywallDecision:
         """Run the paywall; a sync price function runs in the caller's thread.
@@ -239,7 +255,13 @@ class IlpWsgiMiddleware(SyncIlpService):
         path = environ.get("PATH_INFO", "")
         head = method == "HEAD"
         if path in self.mount.paths:
-            reply = self.spsp(method, path, environ.get("HTTP_ACCEPT"))
+            reply = self.spsp(
+                method,
+                path,
+                environ.get("HTTP_ACCEPT"),
+                receipt_nonce=environ.get("HTTP_RECEIPT_NONCE"),
+                receipt_secret=environ.get("HTTP_RECEIPT_SECRET"),
+            )
             if reply is not None:
                 return _respond(reply, start_response, head=head)
         price = self.routes.match(method, path) if self.routes else None

@@ -217,7 +217,14 @@ async def ilp_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     service = get_service(request)
     method, path = request.method, request.path
     if path in service.mount.paths:
-        reply = await service.spsp(method, path, request.headers.get("Accept"))
+        headers = request.headers
+        reply = await service.spsp(
+            method,
+            path,
+            headers.get("Accept"),
+            receipt_nonce=headers.get("Receipt-Nonce"),
+            receipt_secret=headers.get("Receipt-Secret"),
+        )
         if reply is not None:
             return to_response(reply)
     price = service.price_for(method, path) if service.routes else None

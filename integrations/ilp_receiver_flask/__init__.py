@@ -233,7 +233,14 @@ def _before_request() -> Response | None:
     service = get_service()
     method, path = request.method, request.path
     if path in service.mount.paths:
-        reply = service.spsp(method, path, request.headers.get("Accept"))
+        headers = request.headers
+        reply = service.spsp(
+            method,
+            path,
+            headers.get("Accept"),
+            receipt_nonce=headers.get("Receipt-Nonce"),
+            receipt_secret=headers.get("Receipt-Secret"),
+        )
         if reply is not None:
             return to_response(reply)
     price = service.routes.match(method, path) if service.routes else None

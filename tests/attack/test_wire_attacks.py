@@ -13,6 +13,7 @@ import hashlib
 import resource
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import aiohttp
 import pytest
@@ -168,20 +169,24 @@ async def test_prepare_with_32768_bytes_of_data_is_f01_without_a_traceback(node:
     assert await pay_once(node) == 1000
 
 
-async def test_balances_stop_at_uint64_and_spsp_keeps_answering(node: Node) -> None:
+@pytest.mark.parametrize("protocol", ["psk2", "stream"])
+async def test_balances_stop_at_uint64_and_spsp_keeps_answering(
+    node: Node, protocol: Literal["psk2", "stream"]
+) -> None:
     # Reported: two payments of 2**64 - 1 to one pointer, then every SPSP query failed
     # with EncodeError until the store was edited; balance.maximum was never enforced.
-    # This test runs on the pointer's named endpoint /whale so the other tests' default
-    # endpoint keeps room.
-    whale = node.spsp_url.replace("/.well-known/pay", "/whale")
+    # This test runs on named endpoints (/whale-psk2, /whale-stream) so the other tests'
+    # default endpoint keeps room.
+    whale = node.spsp_url.replace("/.well-known/pay", f"/whale-{protocol}")
     async with await AsyncPaymentClient.connect(
-        node.sender_uplink, lenient=True, allow_http_for_loopback=True
+        node.sender_uplink, lenient=True, allow_http_for_loopback=True, protocol=protocol
     ) as client:
         first = await client.pay(await client.query(whale, use_cache=False), U64)
-        assert first.delivered_amount == U64
+        assert first.delivered_amount == U64 and first.protocol == protocol
         with pytest.raises(PaymentError) as refused:
             await client.pay(await client.query(whale, use_cache=False), U64)
-        assert refused.value.code == "F99"
+        if protocol == "psk2":
+            assert refused.value.code == "F99"
         with pytest.raises(PaymentError):
             await client.pay(await client.query(whale, use_cache=False), 1)
         spsp = await client.query(whale, use_cache=False)

@@ -52,6 +52,7 @@ __all__ = [
     "CCP_RESPONSE",
     "CCP_UPDATE_DESTINATION",
     "DEFAULT_HOLD_DOWN_TIME_MS",
+    "MAX_ROUTE_PROPS",
     "META_OPTIONAL",
     "META_PARTIAL",
     "META_TRANSITIVE",
@@ -294,6 +295,12 @@ def encode_route_update_request(request: RouteUpdateRequest) -> bytes:
 # ------------------------------------------------------------------- decoding
 
 
+#: Most properties one route of a route update may carry.  CCP names no limit;
+#: ilp-connector v21.3.0 sends none.  Refused beyond it, so a 32 KB update of empty
+#: properties costs little to refuse (each property is a Python object).
+MAX_ROUTE_PROPS: Final = 64
+
+
 def _count(r: Reader, what: str) -> int:
     """A VarUInt list count; every element takes at least one byte, so a count above the
     bytes left is refused before looping.
@@ -332,7 +339,13 @@ def decode_route_update_request(data: bytes) -> RouteUpdateRequest:
         path = tuple(r.read_ascii("route path hop") for _ in range(_count(r, "path count")))
         auth = r.read_octets(32, "route auth")
         props = []
-        for _ in range(_count(r, "props count")):
+        at = r.pos
+        count = _count(r, "props count")
+        if count > MAX_ROUTE_PROPS:
+            raise r.error(
+                f"props count: {count} properties, more than the {MAX_ROUTE_PROPS} allowed", at
+            )
+        for _ in range(count):
             meta = r.read_uint8("route property meta")
             prop_id = r.read_uint16("route property id")
             props.append(RouteProp.from_meta(meta, prop_id, r.read_var_octets("property value")))

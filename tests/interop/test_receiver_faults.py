@@ -3,7 +3,8 @@
 * The connector is killed and restarted while our receiver runs: the receiver reconnects
   within 10 s and the next payment is fulfilled and credited.
 * Our receiver is killed (SIGKILL) in the middle of a load and restarted on the same
-  SQLite store: its balance equals what was fulfilled.
+  SQLite store: its balance equals what was fulfilled -- under the PSK2 load of
+  ``sender.js bench`` and under the STREAM load of ``stream-sender.js bench``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ SENDER_BTP = f"btp+ws://:sender-token@127.0.0.1:{SENDER_PORT}"
 SPSP_URL = f"http://127.0.0.1:{SPSP_PORT}/.well-known/pay"
 
 
-def start_connector(harness: Path, logs: Path) -> Proc:
+def start_connector(harness: Path, logs: Path, *options: str) -> Proc:
     proc = Proc(
         js_connector(
-            RECEIVERS_PORT, SENDER_PORT, "--admin-port", str(ADMIN_PORT), "--max-runtime", "300"
+            RECEIVERS_PORT,
+            SENDER_PORT,
+            "--admin-port",
+            str(ADMIN_PORT),
+            "--max-runtime",
+            "300",
+            *options,
         ),
         harness,
         logs / "connector.err",
@@ -148,6 +155,75 @@ def test_receiver_killed_mid_load_keeps_exactly_what_was_fulfilled(
         window = balance - 1 - fulfilled_total
         assert 0 <= window <= 10 * 1000, (balance, fulfilled_total)
         assert window % 1000 == 0
+
+        after = pay_once(harness)
+        assert after["ok"] is True, after
+        assert spsp_balance() == balance + 1000
+    finally:
+        if load is not None and load.poll() is None:
+            load.kill()
+        receiver.kill(signal.SIGTERM)
+        connector.kill(signal.SIGTERM)
+
+
+def test_stream_receiver_killed_mid_load_keeps_exactly_what_was_fulfilled(
+    harness: Path, tmp_path: Path
+) -> None:
+    # the same kill -9 with the STREAM bench: 10 connections paying 100,000 each in
+    # packets of at most 1000 (the connector's maximum)
+    connector = start_connector(harness, tmp_path, "--max-packet-amount", "1000")
+    receiver = start_receiver(harness, tmp_path)
+    load: subprocess.Popen[str] | None = None
+    try:
+        load = subprocess.Popen(
+            [
+                "node",
+                "stream-sender.js",
+                "bench",
+                "--receiver",
+                SPSP_URL,
+                "--btp-url",
+                SENDER_BTP,
+                "--connections",
+                "10",
+                "--amount-per-connection",
+                "100000",
+                "--count",
+                "1000",
+                "--warmup",
+                "0",
+                "--max-seconds",
+                "6",
+                "--payment-timeout",
+                "10",
+                "--timeout",
+                "60",
+            ],
+            cwd=harness,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(3)  # mid-load
+        receiver.kill(signal.SIGKILL)
+        load.communicate(timeout=90)
+        balances = http_json(f"http://127.0.0.1:{ADMIN_PORT}/balance")
+        fulfilled_total = -int(balances["accounts"]["receivers"]["balance"])
+        assert fulfilled_total > 0, balances
+
+        with sqlite3.connect(tmp_path / "receiver.sqlite3") as db:
+            credited = sum(int(d) for (d,) in db.execute("SELECT delta FROM ilp_idempotency"))
+            stored = sum(int(b) for (b,) in db.execute("SELECT balance FROM ilp_balances"))
+        assert stored == credited  # every credit recorded once, nothing half-applied
+
+        receiver = start_receiver(harness, tmp_path)
+        balance = spsp_balance()
+        assert balance == stored
+        # everything the connector saw fulfilled was credited; the excess is at most the
+        # packets in flight when the process died (one per connection, 2.7.1 sends one
+        # packet at a time)
+        window = balance - fulfilled_total
+        assert 0 <= window <= 10 * 1000, (balance, fulfilled_total)
 
         after = pay_once(harness)
         assert after["ok"] is True, after

@@ -36,6 +36,7 @@ from ilp_receiver.stream.receipts import verify_receipt
 from ilp_receiver.stream.secrets import derive_keys, open_packet, seal_packet
 from ilp_receiver.stream.server import DataReceived, StreamEvent, StreamLimits
 from tests.test_receiver import SECRET, chunk, parent_link
+from tests.test_stores import Factory, make_store  # noqa: F401  (the fixture: every store kind)
 
 
 class Connection:
@@ -328,3 +329,32 @@ async def test_the_paying_client_uses_stream_when_the_pointer_offers_it(
     assert result.protocol == "stream"
     assert result.delivered_amount == 25_000 and result.packets_fulfilled == 25
     assert await receiver.balance() == 25_000
+
+
+async def test_any_process_with_the_secret_serves_stream_on_a_shared_store(
+    make_store: Factory,
+) -> None:
+    # two receivers (two processes of a fleet) with one secret and one store backend
+    # (SQLite file, Redis, PostgreSQL): a connection issued by one is served by the other,
+    # and a Prepare delivered to both is credited once
+    one_store = make_store()
+    other_store = one_store if make_store.kind == "memory" else make_store()  # type: ignore[attr-defined]
+    parent_a, child_a = parent_link()
+    parent_b, child_b = parent_link()
+    await parent_a.start()
+    await parent_b.start()
+    a = AsyncReceiver(child_a, secret=SECRET, store=one_store)
+    b = AsyncReceiver(child_b, secret=SECRET, store=other_store)
+    async with a, b:
+        destination, secret = a.issue_stream("order:fleet")
+        conn = Connection(parent_a, destination, secret)
+        prepare = conn.prepare(400, (StreamMoney(1, 1),))
+        first = await parent_a.send(prepare)
+        again = await parent_b.send(prepare)  # the same Prepare reaches the other process
+        assert isinstance(first, IlpFulfill) and isinstance(again, IlpFulfill)
+        assert first.fulfillment == again.fulfillment
+        on_b = Connection(parent_b, destination, secret)
+        on_b.sequence = 1
+        assert isinstance(await on_b.pay(600), IlpFulfill)
+        assert await a.balance("order:fleet") == 1000
+        assert await b.balance("order:fleet") == 1000

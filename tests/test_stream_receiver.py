@@ -36,7 +36,7 @@ from ilp_receiver.stream.receipts import verify_receipt
 from ilp_receiver.stream.secrets import derive_keys, open_packet, seal_packet
 from ilp_receiver.stream.server import DataReceived, StreamEvent, StreamLimits
 from tests.test_receiver import SECRET, chunk, parent_link
-from tests.test_stores import Factory, make_store  # noqa: F401  (the fixture: every store kind)
+from tests.test_stores import Factory
 
 
 class Connection:

@@ -55,6 +55,7 @@ from .stream.server import (
     StreamEvent,
     StreamLimits,
     StreamServer,
+    StreamSetup,
 )
 from .uplink import PeerConfig, Uplink
 
@@ -66,6 +67,7 @@ __all__ = [
     "PaymentHook",
     "Receiver",
     "StreamEventCallback",
+    "StreamOpenPolicy",
     "account_for_endpoint",
 ]
 
@@ -139,6 +141,10 @@ EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
 #: Called (synchronously, right after the packet that caused it) for every STREAM event:
 #: connections and streams opening and closing, data arriving, money credited.
 StreamEventCallback = Callable[[StreamEvent], None]
+#: Decides about a stream a STREAM client opens to ``account``: its receive limit and
+#: bytes to send at once (:class:`~ilp_receiver.stream.server.StreamSetup`), or None to
+#: leave it to the next policy (and finally to ``stream_limits.default_receive_max``).
+StreamOpenPolicy = Callable[[str, int], "StreamSetup | None"]
 
 
 #: Seconds between two sweeps for idle STREAM connections (done on the packet path).
@@ -203,6 +209,7 @@ class AsyncReceiver:
         self._stream_limits = stream_limits or StreamLimits()
         self._stream: StreamServer | None = None
         self._stream_callbacks: list[StreamEventCallback] = []
+        self._stream_policies: list[StreamOpenPolicy] = []
         self._store_spec = store
         self._store: BalanceStore | None = store if isinstance(store, BalanceStore) else None
         self._hook = on_payment
@@ -313,6 +320,7 @@ class AsyncReceiver:
                 asset_code=config.asset_code,
                 asset_scale=config.asset_scale,
                 limits=self._stream_limits,
+                receive_max=self._stream_setup,
                 default_account=DEFAULT_ACCOUNT,
             )
             self._stream = server
@@ -647,6 +655,21 @@ class AsyncReceiver:
         caused it: keep it quick, and answer with :meth:`stream_write`.  Data a client
         sends is not kept once reported (no callback: it is dropped)."""
         self._stream_callbacks.append(callback)
+
+    def on_stream_open(self, policy: StreamOpenPolicy) -> None:
+        """Let ``policy(account, stream_id)`` decide about every stream a STREAM client
+        opens: its receive limit (a client sends no more than it) and a greeting, bytes
+        sent in the reply to the packet that opened it.  Policies are asked in the order
+        they were added; the first that does not return None decides.  They run inside
+        the packet path: keep them quick and never block."""
+        self._stream_policies.append(policy)
+
+    def _stream_setup(self, account: str, stream_id: int) -> int | StreamSetup:
+        for policy in self._stream_policies:
+            setup = policy(account, stream_id)
+            if setup is not None:
+                return setup
+        return self._stream_limits.default_receive_max
 
     def stream_write(self, connection_id: str, stream_id: int, data: bytes) -> int:
         """Send ``data`` to a STREAM client on one of its streams; returns the bytes

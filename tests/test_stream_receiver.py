@@ -34,7 +34,7 @@ from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE, parse_spsp_resp
 from ilp_receiver.stores import BalanceStore
 from ilp_receiver.stream.receipts import verify_receipt
 from ilp_receiver.stream.secrets import derive_keys, open_packet, seal_packet
-from ilp_receiver.stream.server import DataReceived, StreamEvent, StreamLimits
+from ilp_receiver.stream.server import DataReceived, StreamEvent, StreamLimits, StreamSetup
 from tests.test_receiver import SECRET, chunk, parent_link
 from tests.test_stores import Factory
 
@@ -358,3 +358,28 @@ async def test_any_process_with_the_secret_serves_stream_on_a_shared_store(
         assert isinstance(await on_b.pay(600), IlpFulfill)
         assert await a.balance("order:fleet") == 1000
         assert await b.balance("order:fleet") == 1000
+
+
+async def test_stream_open_policies_set_limits_and_greet_in_the_first_reply(
+    network: tuple[MemoryLink, AsyncReceiver],
+) -> None:
+    parent, receiver = network
+
+    def priced(account: str, stream_id: int) -> StreamSetup | None:
+        if account != "token:abc":
+            return None  # not ours: the next policy (or the default) decides
+        return StreamSetup(receive_max=100, greeting=b"ready")
+
+    receiver.on_stream_open(priced)
+    conn = connect(parent, receiver, "token:abc")
+    # the packet that opens the stream is answered with the greeting already
+    await conn.send(conn.prepare(0, (StreamMaxData(1, 16384),)))
+    data = [f for f in conn.replies[-1].frames if isinstance(f, StreamData)]
+    assert [(f.stream_id, f.offset, f.data) for f in data] == [(1, 0, b"ready")]
+    assert isinstance(await conn.pay(100), IlpFulfill)
+    over = await conn.pay(100)  # beyond the stream's limit (and its 1 % tolerance)
+    assert isinstance(over, IlpReject) and over.code == "F99"
+    assert await receiver.balance("token:abc") == 100
+    # another account is not limited by it
+    other = connect(parent, receiver, "endpoint:default")
+    assert isinstance(await other.pay(1000), IlpFulfill)

@@ -233,6 +233,7 @@ __all__ = [
     "StreamLimits",
     "StreamOpened",
     "StreamServer",
+    "StreamSetup",
     "account_to_tag",
     "not_a_prepare_reject",
     "tag_to_account",
@@ -367,9 +368,21 @@ class StreamLimits:
             raise ConfigError("max_stream_id", f"must be 1..{_MAX_INITIAL_STREAM_ID}")
 
 
-#: ``(account, stream_id) -> receiveMax`` for a stream the client just opened (the
-#: 2.7.1 application's ``setReceiveMax`` in its ``stream`` handler).
-ReceiveMaxPolicy = Callable[[str, int], int]
+@dataclass(frozen=True, slots=True)
+class StreamSetup:
+    """What a :data:`ReceiveMaxPolicy` may say about a stream the client just opened:
+    its receive limit, and bytes to send on it at once (they travel in the reply to the
+    very packet that opened the stream -- an HTTP-ILP-over-STREAM client waits for the
+    server's first byte before it repeats its request)."""
+
+    receive_max: int
+    greeting: bytes = b""
+
+
+#: ``(account, stream_id) -> receiveMax`` (or a :class:`StreamSetup`) for a stream the
+#: client just opened (the 2.7.1 application's ``setReceiveMax`` in its ``stream``
+#: handler).
+ReceiveMaxPolicy = Callable[[str, int], "int | StreamSetup"]
 
 
 # --------------------------------------------------------------------------- events
@@ -1580,13 +1593,21 @@ class StreamServer:
                 _MAX_STREAM_ID_KEY, _frame(_T_CONNECTION_MAX_STREAM_ID, _vu(conn.max_stream_id))
             )
         policy = self._receive_max
-        receive_max = (
+        setup = (
             self._limits.default_receive_max if policy is None else policy(conn.account, stream_id)
         )
+        greeting = b""
+        if isinstance(setup, StreamSetup):
+            receive_max, greeting = setup.receive_max, setup.greeting
+        else:
+            receive_max = setup
         if type(receive_max) is not int or not 0 <= receive_max <= MAX_UINT64:
-            raise LocalProtocolError(f"receive_max policy returned {receive_max!r}")
-        conn.streams[stream_id] = _Stream(stream_id, receive_max)
+            raise LocalProtocolError(f"receive_max policy returned {setup!r}")
+        stream = _Stream(stream_id, receive_max)
+        conn.streams[stream_id] = stream
         conn.watermark = stream_id
+        if greeting:
+            self._enqueue(conn, stream, bytes(greeting))
         self._emit(StreamOpened(conn.id, conn.account, stream_id, receive_max))
 
     def _raise_max_stream_id(self, conn: _Connection) -> None:

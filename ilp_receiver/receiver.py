@@ -46,7 +46,7 @@ from .links.factory import open_link
 from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRequest
 from .psk2.secrets import IssuedSecret, ReceiverSecrets
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
-from .stores import BalanceLimitError, BalanceStore, open_store
+from .stores import AddResult, BalanceLimitError, BalanceStore, open_store
 from .stream.secrets import StreamServerSecrets
 from .stream.server import (
     CloseReason,
@@ -147,8 +147,18 @@ StreamEventCallback = Callable[[StreamEvent], None]
 StreamOpenPolicy = Callable[[str, int], "StreamSetup | None"]
 
 
-#: Seconds between two sweeps for idle STREAM connections (done on the packet path).
+#: Seconds between two sweeps for idle STREAM connections.
 _EXPIRY_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A payment the hook or the store refused: the ILP code and message to reject with
+    (``limit``: the balance cap, so a STREAM sender is told to stop)."""
+
+    code: str
+    message: str
+    limit: bool = False
 
 
 def _connection_payment_id(connection_id: str) -> bytes:
@@ -451,34 +461,16 @@ class AsyncReceiver:
         listening = bool(self._callbacks or self._subscribers)
         payment = self._payment(prepare, decision) if self._hook is not None or listening else None
         account = payment.account if payment is not None else _account_of(decision)
-        if self._hook is not None:
-            assert payment is not None
-            try:
-                verdict = self._hook(payment)
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-            except IlpError as exc:
-                return psk2.refuse(decision, iv=iv, code=exc.code, message=exc.message)
-            if verdict is False:
-                return psk2.refuse(decision, iv=iv, message="payment refused by the receiver")
-            if isinstance(verdict, str):
-                account = verdict
-        try:
-            result = await self.store.add(
-                account,
-                prepare.amount,
-                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
-                idempotency_key=prepare.execution_condition.hex(),
-            )
-        except BalanceLimitError:
-            return psk2.refuse(decision, iv=iv, message="receiver balance limit reached")
-        except Exception:
-            self.store_failures += 1
-            if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
-                log.exception(
-                    "balance store failed (%d times); not fulfilling", self.store_failures
-                )
-            return IlpReject("T00", self.address, "receiver temporarily unavailable")
+        if payment is not None and self._hook is not None:
+            verdict = await self._ask_hook(payment)
+            if isinstance(verdict, _Refusal):
+                return psk2.refuse(decision, iv=iv, code=verdict.code, message=verdict.message)
+            account = verdict
+        result = await self._credit(account, prepare.amount, prepare.execution_condition.hex())
+        if isinstance(result, _Refusal):
+            if result.code != "F99":
+                return IlpReject(result.code, self.address, result.message)
+            return psk2.refuse(decision, iv=iv, message=result.message)
         fulfill = psk2.fulfill(decision, iv=iv, already_credited=not result.applied)
         if result.applied and payment is not None:
             amount = prepare.amount
@@ -531,48 +523,61 @@ class AsyncReceiver:
         payment = (
             self._stream_payment(prepare, credit) if self._hook is not None or listening else None
         )
-        if self._hook is not None:
-            assert payment is not None
-            try:
-                verdict = self._hook(payment)
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-            except IlpError as exc:
-                return server.refuse(credit, iv=iv, code=exc.code, message=exc.message)
-            except BaseException:
-                server.refuse(credit, iv=iv, code="T00")
-                raise
-            if verdict is False:
-                return server.refuse(credit, iv=iv, message="payment refused by the receiver")
-            if isinstance(verdict, str):
-                account = verdict
         try:
-            result = await self.store.add(
-                account,
-                credit.amount,
-                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
-                idempotency_key=credit.idempotency_key,
-            )
-        except BalanceLimitError:
+            if payment is not None and self._hook is not None:
+                verdict = await self._ask_hook(payment)
+                if isinstance(verdict, _Refusal):
+                    return server.refuse(credit, iv=iv, code=verdict.code, message=verdict.message)
+                account = verdict
+            result = await self._credit(account, credit.amount, credit.idempotency_key)
+        except BaseException:
+            server.refuse(credit, iv=iv, code="T00")  # settle it: cancelled mid-way
+            raise
+        if isinstance(result, _Refusal):
             return server.refuse(
-                credit, iv=iv, message="receiver balance limit reached", limit_reached=True
-            )
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                server.refuse(credit, iv=iv, code="T00")
-                raise
-            self.store_failures += 1
-            if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
-                log.exception(
-                    "balance store failed (%d times); not fulfilling", self.store_failures
-                )
-            return server.refuse(
-                credit, iv=iv, code="T00", message="receiver temporarily unavailable"
+                credit, iv=iv, code=result.code, message=result.message, limit_reached=result.limit
             )
         fulfill = server.fulfill(credit, applied=result.applied, iv=iv)
         if result.applied and payment is not None:
             self._emit(PaymentEvent("received", account, credit.amount, result.balance, payment))
         return fulfill
+
+    async def _ask_hook(self, payment: IncomingPayment) -> str | _Refusal:
+        """The application hook's verdict on ``payment`` (PSK2 or STREAM): the account to
+        credit, or a refusal (``False``: F99; an :class:`IlpError`: its code)."""
+        assert self._hook is not None
+        try:
+            verdict = self._hook(payment)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except IlpError as exc:
+            return _Refusal(exc.code, exc.message)
+        if verdict is False:
+            return _Refusal("F99", "payment refused by the receiver")
+        return verdict if isinstance(verdict, str) else payment.account
+
+    async def _credit(
+        self, account: str, amount: int, idempotency_key: str
+    ) -> AddResult | _Refusal:
+        """Credit ``amount`` to ``account`` in the store, exactly once per key, within
+        the balance cap; a refusal when the cap would be passed (F99) or the store
+        fails (T00: nothing is fulfilled)."""
+        try:
+            return await self.store.add(
+                account,
+                amount,
+                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
+                idempotency_key=idempotency_key,
+            )
+        except BalanceLimitError:
+            return _Refusal("F99", "receiver balance limit reached", limit=True)
+        except Exception:
+            self.store_failures += 1
+            if self.store_failures in (1, 10, 100) or self.store_failures % 1000 == 0:
+                log.exception(
+                    "balance store failed (%d times); not fulfilling", self.store_failures
+                )
+            return _Refusal("T00", "receiver temporarily unavailable")
 
     def _stream_payment(self, prepare: IlpPrepare, credit: StreamCredit) -> IncomingPayment:
         return IncomingPayment(

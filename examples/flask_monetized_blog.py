@@ -7,9 +7,12 @@ Run it (Flask's dev server on http://127.0.0.1:5000)::
 
 Without an uplink the bundled connector runs in-process (accounts ``blog`` for the site
 and ``reader`` for a paying script).  Every page carries the era-C meta tag
-(``monetization_meta()``) and the era-A client script (``monetization_script()``): a
-browser with ``window.monetize`` queries ``/__monetizer/<visitor id>`` and pays that
-visitor's bucket; the article page then fetches its body from a route guarded by
+(``monetization_meta()``) and the client script (``monetization_script()``): a browser
+with ``window.monetize`` (era A) queries ``/__monetizer/<visitor id>`` and pays that
+visitor's bucket with PSK2; one with ``WebMonetization.monetize`` (era B) gets the same
+bucket's STREAM details there; one with ``document.monetization`` (era C) pays the meta
+tag's ``/__monetizer`` over STREAM under its ``Web-Monetization-Id``.  The article page
+then fetches its body (``window.monetizer.fetch``) from a route guarded by
 ``@monetized(PRICE, wait=15)``, which waits for the money and debits it.
 
 ``MONETIZATION_SECRET`` signs the visitor cookies: set the same value in every process.

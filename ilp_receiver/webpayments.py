@@ -7,7 +7,11 @@ method proposal of Feb-Mar 2018 (spec ``10-web-payments.md``, open question 4):
   pointer such as ``$shop.example/orders/<id>``), possibly with ``balance.maximum`` =
   order total, credit PSK2 payments to that order, and let the shop backend check
   'paid?' by order id".  Each order's money lands in the account ``order:<id>``, bound
-  in the authenticated key of every address issued for it.
+  in the authenticated key of every PSK2 address issued for it.  The pointer answers
+  SPSP v4 too (a STREAM destination whose authenticated connection tag is the order
+  account): a STREAM payment completes an order exactly as a PSK2 one -- every
+  credited packet counts once (the store's idempotency key is its condition), with the
+  same :class:`OrderStatus` and events.
 * **Method data** for ``new PaymentRequest(...)``: ``{supportedMethods: 'interledger',
   data: {payee}}`` (:func:`payment_method_data`, :func:`payment_request_json`).
 * **Checking an ``InterledgerResponse``** (``payeeAddress``, ``fulfillment``, ``error``)
@@ -42,7 +46,9 @@ from .codec.oer import MAX_UINT64
 from .errors import ConfigError, DecodeError, IlpReceiverError
 from .psk2.secrets import decode_base64_lenient
 from .receiver import PaymentEvent
-from .spsp import SpspBalance, SpspResponse
+from .spsp import SetupProtocol, SpspBalance, SpspResponse
+from .stream.secrets import UnknownTokenError
+from .stream.server import tag_to_account
 
 if TYPE_CHECKING:
     from .receiver import AsyncReceiver
@@ -396,13 +402,23 @@ class OrderBook:
         status = await self.status(order_id)
         return status is not None and status.paid
 
-    async def spsp_response(self, order_id: str) -> SpspResponse | None:
+    async def spsp_response(
+        self,
+        order_id: str,
+        *,
+        protocol: SetupProtocol = "psk2",
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
+    ) -> SpspResponse | None:
         """The SPSP answer of the order's pointer (None: unknown order).
 
-        ``balance.maximum`` is the order total and ``balance.current`` what arrived;
-        the w3c README's top-level ``maximum_destination_amount`` /
+        ``balance.maximum`` is the order total and ``balance.current`` what arrived.
+        PSK2: the w3c README's top-level ``maximum_destination_amount`` /
         ``minimum_destination_amount`` (what is still due) are added for clients that
-        expect the older shape.
+        expect the older shape.  ``protocol="stream"``: an SPSP v4 answer (a STREAM
+        destination bound to the order; receipts with ``receipt_nonce`` and
+        ``receipt_secret``).  Neither limits what may arrive: over-payment is kept and
+        reported.
         """
         status = await self.status(order_id)
         if status is None:
@@ -410,12 +426,20 @@ class OrderBook:
         receiver = self.receiver
         info = {"name": self.receiver_name} if self.receiver_name else None
         response = await receiver.spsp_response(
-            order_account(order_id), maximum=status.total, receiver_info=info
+            order_account(order_id),
+            maximum=status.total,
+            receiver_info=info,
+            protocol=protocol,
+            receipt_nonce=receipt_nonce,
+            receipt_secret=receipt_secret,
         )
+        balance = SpspBalance(maximum=status.total, current=min(status.received, MAX_UINT64))
+        if protocol == "stream":
+            return replace(response, balance=balance)
         due = str(status.remaining)
         return replace(
             response,
-            balance=SpspBalance(maximum=status.total, current=min(status.received, MAX_UINT64)),
+            balance=balance,
             extra={"maximum_destination_amount": due, "minimum_destination_amount": due},
         )
 
@@ -424,12 +448,25 @@ class OrderBook:
     def issued_for(self, address: str, order_id: str) -> bool:
         """Whether ``address`` is one of our destinations bound to ``order_id``.
 
-        Reads the key carried in the last address segment (``token || key``).  This is
-        a consistency check on what the browser reports, not proof of payment.
+        PSK2 (``<address>.<receiverId>.<token>``): reads the key carried in the last
+        address segment (``token || key``).  STREAM (``<address>.<token>``): opens the
+        token and reads its authenticated connection tag.  This is a consistency check
+        on what the browser reports, not proof of payment.
         """
-        ours = self.receiver.address + "."
+        receiver = self.receiver
+        ours = receiver.address + "."
         if not address.startswith(ours):
             return False
+        rest = address[len(ours) :]
+        if "." not in rest:
+            # one segment after our address: a STREAM destination
+            if not receiver.stream_enabled:
+                return False
+            try:
+                tag = receiver.stream_server.secrets.open_token(rest).connection_tag
+            except UnknownTokenError:
+                return False
+            return tag is not None and tag_to_account(tag) == order_account(order_id)
         last = address.rsplit(".", 1)[-1]
         try:
             raw = decode_base64_lenient(last)
@@ -441,7 +478,8 @@ class OrderBook:
         """Check a ``PaymentResponse.details`` against our own records.
 
         Never trusts the fulfillment alone ("with PSK2 the payer knows the fulfillment
-        anyway"): confirmed only when our store shows the order paid in full.
+        anyway", and so does a STREAM payer, who derives it from the shared secret):
+        confirmed only when our store shows the order paid in full.
         """
         status = await self.status(order_id)
         problems: list[str] = []

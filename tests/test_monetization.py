@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ilp_receiver.client import AsyncPaymentClient, PaymentError, Psk2Destination
-from ilp_receiver.codec.ilp import IlpFulfill, decode_prepare, decode_reply
+from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, decode_prepare, decode_reply
+from ilp_receiver.codec.stream import StreamMoney, StreamPacket
 from ilp_receiver.monetization import (
     EXPIRED_ACCOUNT,
     InsufficientBalanceError,
@@ -42,7 +44,8 @@ from ilp_receiver.monetization import (
 from ilp_receiver.paywall import RequestFacts, combine_hooks, paywall_payment_hook
 from ilp_receiver.psk2.secrets import ReceiverSecrets, decode_base64_lenient
 from ilp_receiver.receiver import DEFAULT_ACCOUNT, AsyncReceiver
-from ilp_receiver.spsp import parse_spsp_response
+from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SpspResponse, parse_spsp_response
+from ilp_receiver.stream.secrets import derive_keys, seal_packet
 from ilp_receiver.testing import InMemoryNetwork
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationService,
@@ -334,6 +337,193 @@ async def test_era_c_binds_payments_to_the_monetization_id(site: Site) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# STREAM (SPSP v4): eras C and B, limits
+
+#: What a STREAM client of 2019 (ilp-protocol-spsp 3.0.0, the extensions) sends.
+STREAM_ACCEPT = "application/spsp4+json, application/spsp+json"
+
+
+def stream_answer(reply: HttpReply) -> SpspResponse:
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"] == SPSP4_MEDIA_TYPE
+    return parse_spsp_response(reply.body, protocol="stream")
+
+
+def stream_prepare(answer: SpspResponse, amount: int, sequence: int = 1) -> IlpPrepare:
+    """One fulfillable STREAM money packet on stream 1 (a hand-driven client)."""
+    keys = derive_keys(answer.shared_secret)
+    data = seal_packet(keys, os.urandom(12), StreamPacket(sequence, 12, 0, (StreamMoney(1, 1),)))
+    return IlpPrepare(amount, soon(), keys.condition(data), answer.destination_account, data)
+
+
+def bound_account(site: Site, answer: SpspResponse) -> str | None:
+    """The account in the authenticated tag of a STREAM destination we issued."""
+    segment = answer.destination_account[len(site.receiver.address) + 1 :]
+    assert "." not in segment  # <address>.<token>: nothing spliced
+    return site.receiver.stream_server.secrets.open_token(segment).connection_tag
+
+
+async def test_era_c_over_stream_end_to_end(site: Site) -> None:
+    monetizer = site.monetizer
+    monetizer.recheck_interval = 30.0  # only the payment event can wake the waiter in time
+    events: list[MonetizationEvent] = []
+    monetizer.on_event(events.append)
+    mid = "0c6e4b1a-7d3f-4f2e-9a58-3b2d1e0f9c7a"
+    visitor = monetizer.ids.monetization_visitor(mid)
+    waiter = asyncio.create_task(monetizer.await_balance(visitor, 250, timeout=10))
+
+    # the browser's SPSP query: both types, the Web-Monetization-Id, no cookie
+    reply = await site.spsp("/__monetizer", accept=STREAM_ACCEPT, Web_Monetization_Id=mid)
+    answer = stream_answer(reply)
+    assert reply.headers["Vary"] == "Accept, Web-Monetization-Id"
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Web-Monetization-Id" in reply.headers["Access-Control-Allow-Headers"]
+    assert mid not in answer.destination_account  # a credential: never in an address
+    assert bound_account(site, answer) == visitor.account  # bound in the token's tag
+    assert answer.balance is not None
+    assert (answer.balance.maximum, answer.balance.current) == (1000, 0)
+
+    # the browser pays over STREAM; the money lands in the id's bucket
+    result = await site.payer.pay(answer, 250)
+    assert result.protocol == "stream"
+    assert await asyncio.wait_for(waiter, 2) == 250
+    assert await monetizer.balance(visitor) == 250
+    await asyncio.sleep(0.05)
+    assert [(e.kind, e.visitor_id) for e in events][:1] == [("start", None)]
+    assert sum(e.amount for e in events) == 250
+    assert {e.account for e in events} == {visitor.account}
+
+    # the page presents the same id to a guarded route: served and debited
+    lookup = site.service.lookup(spsp_facts("/article", accept="*/*", Web_Monetization_Id=mid))
+    assert lookup.visitor == visitor
+    decision = await site.service.guard(lookup, 100)
+    assert (decision.serve, decision.charged, decision.balance) == (True, 100, 150)
+    assert await monetizer.balance(visitor) == 150
+
+    # a tampered or malformed id: 400 JSON at the pointer and at the guard
+    for bad in ("0c6e4b1a/7d3f", "a b", "x" * 1001, "ümlaut"):
+        refused = await site.spsp("/__monetizer", accept=STREAM_ACCEPT, Web_Monetization_Id=bad)
+        assert refused.status == 400
+        assert refused.headers["Content-Type"] == "application/json"
+        assert body(refused)["id"] == "InvalidVisitorId"
+        guard = await site.service.guard(
+            site.service.lookup(RequestFacts("GET", "/a", {"web-monetization-id": bad})), 1
+        )
+        assert guard.reply is not None
+        assert guard.reply.status == 400
+    assert await monetizer.balance(visitor) == 150
+
+    # no header: the site's own account, over STREAM too
+    plain = stream_answer(await site.spsp("/__monetizer", accept=SPSP4_MEDIA_TYPE))
+    assert bound_account(site, plain) == DEFAULT_ACCOUNT
+    # a script polyfill's preflight
+    preflight = await site.service.handle(RequestFacts("OPTIONS", "/__monetizer", {}))
+    assert preflight is not None
+    assert preflight.status == 204
+    assert "Web-Monetization-Id" in preflight.headers["Access-Control-Allow-Headers"]
+    # only an Accept that allows neither SPSP gets 406, naming both types
+    refused = await site.spsp("/__monetizer", accept="text/html", Web_Monetization_Id=mid)
+    assert refused.status == 406
+    assert body(refused)["accept"] == [SPSP4_MEDIA_TYPE, "application/spsp+json"]
+
+
+async def test_era_b_stream_destination_for_the_cookie_visitor(site: Site) -> None:
+    visitor, cookie = site.monetizer.new_visitor()
+    # "SPSP answered only for Accept containing application/spsp4+json" (era B)
+    for accept in (SPSP4_MEDIA_TYPE, STREAM_ACCEPT):
+        answer = stream_answer(await site.spsp(f"/__monetizer/{cookie}", accept=accept))
+        assert bound_account(site, answer) == visitor.account
+    await site.payer.pay(answer, 70)
+    assert await site.monetizer.balance(visitor) == 70
+    lookup = site.service.lookup(
+        RequestFacts.from_pairs("GET", "/article", [("Cookie", f"__monetizer={cookie}")])
+    )
+    decision = await site.service.guard(lookup, 30)
+    assert (decision.serve, decision.balance) == (True, 40)
+    # era A is unchanged: a PSK2-only client still gets PSK2, with the id spliced
+    psk2 = await site.spsp(f"/__monetizer/{cookie}", accept="application/spsp+json")
+    assert psk2.headers["Content-Type"] == "application/spsp+json"
+    assert parse_spsp_response(psk2.body).destination_account.split(".")[-3] == visitor.id
+    # a tampered cookie value in the path: 400 for STREAM clients too
+    tampered = cookie.split(".")[0] + ".AAAA"
+    refused = await site.spsp(f"/__monetizer/{tampered}", accept=SPSP4_MEDIA_TYPE)
+    assert refused.status == 400
+    assert body(refused)["id"] == "InvalidVisitorId"
+
+
+async def test_max_balance_refuses_stream_packets_and_never_clamps(site: Site) -> None:
+    mid = "5b1e7c2d-0a9f-4e3b-8c6d-2f1a0b9c8d7e"
+    visitor = site.monetizer.ids.monetization_visitor(mid)
+    reply = await site.spsp("/__monetizer", accept=STREAM_ACCEPT, Web_Monetization_Id=mid)
+    answer = stream_answer(reply)
+    assert isinstance(await site.payer.send(stream_prepare(answer, 900)), IlpFulfill)
+    assert await site.monetizer.balance(visitor) == 900
+    # a packet that would take the bucket past max_balance (1000) is refused whole:
+    # T04, nothing credited (the sender backs off and retries after the visitor spent)
+    refused = await site.payer.send(stream_prepare(answer, 200, sequence=2))
+    assert isinstance(refused, IlpReject)
+    assert refused.code == "T04"
+    assert await site.monetizer.balance(visitor) == 900
+    # what fits is taken, to the unit
+    assert isinstance(await site.payer.send(stream_prepare(answer, 100, 3)), IlpFulfill)
+    assert await site.monetizer.balance(visitor) == 1000
+    # a whole client payment: it backs off, never gets the bucket past the maximum
+    again = stream_answer(await site.spsp("/__monetizer", accept="*/*", Web_Monetization_Id=mid))
+    assert again.balance is not None
+    assert again.balance.current == 1000
+    with pytest.raises(PaymentError):
+        await site.payer.pay(again, 50, max_retries=2, initial_backoff=0.001, max_backoff=0.01)
+    assert await site.monetizer.balance(visitor) == 1000
+    # after spending there is room again
+    await site.monetizer.spend(visitor, 300)
+    await site.payer.pay(again, 50)
+    assert await site.monetizer.balance(visitor) == 750
+
+
+async def test_stream_receipts_at_the_era_c_pointer(site: Site) -> None:
+    # RFC 39 verifiers of 2020-2021 add Receipt-Nonce / Receipt-Secret to the query
+    headers = {
+        "Web_Monetization_Id": "receipts-1",
+        "Receipt_Nonce": base64.b64encode(bytes(16)).decode(),
+        "Receipt_Secret": base64.b64encode(bytes(range(32))).decode(),
+    }
+    answer = stream_answer(await site.spsp("/__monetizer", accept=STREAM_ACCEPT, **headers))
+    assert answer.receipts_enabled is True
+    assert isinstance(await site.payer.send(stream_prepare(answer, 10)), IlpFulfill)
+    bad = {**headers, "Receipt_Secret": "short"}
+    refused = await site.spsp("/__monetizer", accept=STREAM_ACCEPT, **bad)
+    assert refused.status == 400
+    assert body(refused)["id"] == "InvalidReceiptError"
+    # PSK2 answers ignore them
+    psk2 = await site.spsp("/__monetizer", **bad)
+    assert psk2.headers["Content-Type"] == "application/spsp+json"
+
+
+async def test_stream_disabled_receiver_keeps_psk2_only() -> None:
+    network = InMemoryNetwork("test.net")
+    monetizer = Monetizer(secret=SITE_SECRET)
+    receiver = AsyncReceiver(
+        await network.add_child("site"),
+        secret=SECRET,
+        stream=False,
+        on_payment=monetizer.payment_hook,
+    )
+    service = MonetizationService(monetizer)
+    async with receiver:
+        service.bind(receiver)
+        mid = "stream-off"
+        reply = await service.handle(spsp_facts("/__monetizer", accept=SPSP4_MEDIA_TYPE))
+        assert reply is not None
+        assert reply.status == 406
+        assert body(reply)["accept"] == ["application/spsp+json"]
+        reply = await service.handle(
+            spsp_facts("/__monetizer", accept=STREAM_ACCEPT, Web_Monetization_Id=mid)
+        )
+        assert reply is not None
+        assert reply.headers["Content-Type"] == "application/spsp+json"
+
+
+# ---------------------------------------------------------------------------------------
 # The guard and the endpoints
 
 
@@ -422,6 +612,16 @@ async def test_client_script_endpoint(site: Site) -> None:
     assert 'var PREFIX = "/__monetizer";' in text
     assert "window.monetize({ receiver: monetizer.receiver })" in text
     assert 'document.readyState === "complete"' in text
+    # era B: the page queries SPSP v4 for its visitor and hands the answer to monetize
+    assert 'var SPSP4 = "application/spsp4+json";' in text
+    assert "window.WebMonetization.monetize({" in text
+    assert "destinationAccount: spsp.destination_account" in text
+    assert "sharedSecret: spsp.shared_secret" in text
+    assert "connection.createStream()" in text
+    # era C: the id arrives with monetizationstart and goes back as Web-Monetization-Id
+    assert 'document.monetization.addEventListener("monetizationstart"' in text
+    assert "event.detail.requestId" in text
+    assert 'var ID_HEADER = "Web-Monetization-Id";' in text
 
 
 # ---------------------------------------------------------------------------------------

@@ -542,3 +542,49 @@ def test_flask_blog_example() -> None:
         portal.call(payer.close)
         portal.call(net.stop)
         portal.stop()
+
+
+def test_flask_blog_example_era_c_over_stream() -> None:
+    # era C end to end through Flask: SPSP v4 with the Web-Monetization-Id, a STREAM
+    # payment through the bundled connector, the guarded route with the header
+    blog = load_example("flask_monetized_blog")
+    portal = BlockingPortal("test-blog-era-c")
+    net = portal.call(blog.start_connector)
+    payer = AsyncPaymentClient(net.local_link("reader"))
+    portal.call(payer.start)
+    app = blog.create_app(net.local_link("blog"), secret=SECRET, portal=portal)
+    try:
+        client = app.test_client(use_cookies=False)
+        query = {
+            "Accept": "application/spsp4+json, application/spsp+json",
+            "Web-Monetization-Id": MID,
+        }
+        r = client.get("/__monetizer", headers=query)
+        assert r.status_code == 200
+        assert r.headers["Content-Type"] == "application/spsp4+json"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        answer = parse_spsp_response(r.data, protocol="stream")
+        assert portal.call(payer.pay, answer, 250).protocol == "stream"
+        r = client.get("/articles/interledger/body", headers={"Web-Monetization-Id": MID})
+        assert r.status_code == 200
+        assert r.get_json()["balance"] == 150
+        assert client.get("/balance", headers={"Web-Monetization-Id": MID}).get_json() == {
+            "balance": 150
+        }
+        # another id has paid nothing; a tampered one is refused
+        other = {"Web-Monetization-Id": MID.replace("5f", "6f")}
+        assert client.get("/articles/interledger/body", headers=other).status_code == 402
+        for bad in ("5f0c8a9e/1b2c", "a b"):
+            r = client.get("/__monetizer", headers={**query, "Web-Monetization-Id": bad})
+            assert r.status_code == 400
+            assert r.get_json()["id"] == "InvalidVisitorId"
+            r = client.get("/articles/interledger/body", headers={"Web-Monetization-Id": bad})
+            assert r.status_code == 400
+        r = client.options("/__monetizer")
+        assert r.status_code == 204
+        assert "Web-Monetization-Id" in r.headers["Access-Control-Allow-Headers"]
+    finally:
+        wm_flask.get_service(app).stop()
+        portal.call(payer.close)
+        portal.call(net.stop)
+        portal.stop()

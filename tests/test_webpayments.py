@@ -28,10 +28,11 @@ import ilp_receiver_aiohttp as wm_aiohttp
 import ilp_receiver_flask as wm_flask
 from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncPaymentClient, PaymentResult
+from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError, DecodeError
 from ilp_receiver.paywall import RequestFacts
 from ilp_receiver.receiver import AsyncReceiver, Receiver
-from ilp_receiver.spsp import parse_spsp_response
+from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SpspResponse, parse_spsp_response
 from ilp_receiver.testing import InMemoryNetwork
 from ilp_receiver.web.monetization_endpoints import OrderEndpoints
 from ilp_receiver.web.reply import HttpReply
@@ -46,6 +47,7 @@ from ilp_receiver.webpayments import (
     payment_method_data,
     payment_request_json,
 )
+from tests.test_monetization import STREAM_ACCEPT, stream_prepare
 
 SECRET = bytes(range(32))
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -149,6 +151,86 @@ async def test_over_payment_is_reported_not_lost(shop: Shop) -> None:
     assert [(e.amount, e.overpaid_by) for e in overpaid] == [(150, 50), (30, 30)]
 
 
+async def stream_order_answer(shop: Shop, order_id: str) -> tuple[SpspResponse, dict[str, Any]]:
+    reply = await shop.spsp(order_id, accept=STREAM_ACCEPT)
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"] == SPSP4_MEDIA_TYPE
+    assert reply.headers["Access-Control-Allow-Origin"] == "*"
+    return parse_spsp_response(reply.body, protocol="stream"), json.loads(reply.body)
+
+
+async def test_stream_payment_completes_an_order_as_psk2_does(shop: Shop) -> None:
+    # test_order_is_paid_only_when_the_total_arrived and the over-payment, over STREAM
+    await shop.orders.create_order("s-1", 1000)
+    paid: list[str] = []
+    shop.orders.on_paid(lambda e: paid.append(e.status.order_id))
+    answer, body = await stream_order_answer(shop, "s-1")
+    assert body["balance"] == {"maximum": "1000", "current": "0"}
+    assert body["receiver_info"] == {"name": "shop"}
+    assert "ledger_info" not in body  # an SPSP v4 body
+    segment = answer.destination_account[len(shop.receiver.address) + 1 :]
+    token = shop.receiver.stream_server.secrets.open_token(segment)
+    assert token.connection_tag == "order:s-1"  # bound in the token's authenticated tag
+
+    result = await shop.payer.pay(answer, 999)
+    assert (result.protocol, result.delivered_amount) == ("stream", 999)
+    assert not await shop.orders.is_paid("s-1")
+    status = await shop.orders.status("s-1")
+    assert status is not None
+    assert (status.received, status.remaining, status.paid) == (999, 1, False)
+    again, body = await stream_order_answer(shop, "s-1")
+    assert body["balance"] == {"maximum": "1000", "current": "999"}
+
+    await shop.payer.pay(again, 1)
+    assert await shop.orders.is_paid("s-1")
+    await settle()
+    assert [(e.kind, e.amount, e.status.received) for e in shop.events] == [
+        ("payment", 999, 999),
+        ("payment", 1, 1000),
+        ("paid", 1, 1000),
+    ]
+    await shop.payer.pay(again, 30)  # all of it over: kept and reported
+    await settle()
+    status = await shop.orders.status("s-1")
+    assert status is not None
+    assert (status.received, status.paid, status.overpaid) == (1030, True, 30)
+    assert [(e.kind, e.amount, e.overpaid_by) for e in shop.events[3:]] == [
+        ("payment", 30, 0),
+        ("overpaid", 30, 30),
+    ]
+    assert paid == ["s-1"]
+
+    # the browser's InterledgerResponse names the STREAM address it paid
+    details = {
+        "payeeAddress": answer.destination_account,
+        "fulfillment": fulfillment_base64(bytes(32)),
+        "error": None,
+    }
+    check = await shop.orders.verify("s-1", details)
+    assert (check.confirmed, check.problems) == (True, ())
+    await shop.orders.create_order("s-2", 1)
+    other, _ = await stream_order_answer(shop, "s-2")
+    tampered = answer.destination_account[:-4] + "AAAA"
+    for address in (other.destination_account, tampered, shop.receiver.address + ".x"):
+        check = await shop.orders.verify("s-1", {**details, "payeeAddress": address})
+        assert check.problems == ("payeeAddress is not an address issued for this order",)
+
+
+async def test_a_stream_packet_counts_once_for_its_order(shop: Shop) -> None:
+    await shop.orders.create_order("s-3", 500)
+    answer, _ = await stream_order_answer(shop, "s-3")
+    prepare = stream_prepare(answer, 500)
+    first = await shop.payer.send(prepare)
+    assert isinstance(first, IlpFulfill)
+    # the same Prepare delivered again: fulfilled again, counted once
+    again = await shop.payer.send(prepare)
+    assert isinstance(again, IlpFulfill)
+    assert again.fulfillment == first.fulfillment
+    assert await shop.orders.status("s-3") == OrderStatus("s-3", 500, 500)
+    await settle()
+    assert [(e.kind, e.amount) for e in shop.events] == [("payment", 500), ("paid", 500)]
+
+
 async def test_unknown_and_bad_order_pointers(shop: Shop) -> None:
     for order_id in ("nope", "bad.id", "x" * 65):
         reply = await shop.spsp(order_id)
@@ -159,10 +241,13 @@ async def test_unknown_and_bad_order_pointers(shop: Shop) -> None:
             "message": "Invalid receiver ID",
         }
     await shop.orders.create_order("o3", 5)
-    # a page request for the same path is left to the shop (so is a STREAM-only query)
-    for accept in ("text/html", "application/spsp4+json"):
-        page = RequestFacts.from_pairs("GET", "/orders/o3", [("Accept", accept)])
-        assert await shop.endpoints.handle(page) is None
+    # a page request for the same path is left to the shop; a STREAM-only query is SPSP
+    page = RequestFacts.from_pairs("GET", "/orders/o3", [("Accept", "text/html")])
+    assert await shop.endpoints.handle(page) is None
+    stream_only = await shop.spsp("o3", accept="application/spsp4+json")
+    assert stream_only.status == 200
+    assert stream_only.headers["Content-Type"] == "application/spsp4+json"
+    assert (await shop.spsp("nope", accept="application/spsp4+json")).status == 404
     assert await shop.endpoints.handle(RequestFacts("POST", "/orders/o3", {})) is None
     assert await shop.orders.status("nope") is None
     assert not await shop.orders.is_paid("nope")

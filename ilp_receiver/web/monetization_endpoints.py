@@ -2,11 +2,12 @@
 
 Written once (design principle 7) and translated by the adapters:
 
-* :class:`MonetizationService` -- the endpoints (``<prefix>/client.js``, the era-A SPSP
-  endpoint ``<prefix>/<id>``, the era-C SPSP endpoint ``<prefix>`` reading
-  ``Web-Monetization-Id``, per-order pointers ``/orders/<id>``), the visitor lookup
-  (cookie or header; a fresh signed cookie when there is none) and the ``monetized``
-  route guard (debit the price from the visitor's bucket, or 402, optionally waiting).
+* :class:`MonetizationService` -- the endpoints (``<prefix>/client.js``, the visitor's
+  SPSP endpoint ``<prefix>/<id>`` of eras A and B, the era-C SPSP endpoint ``<prefix>``
+  reading ``Web-Monetization-Id``, per-order pointers ``/orders/<id>``), the visitor
+  lookup (cookie or header; a fresh signed cookie when there is none) and the
+  ``monetized`` route guard (debit the price from the visitor's bucket, or 402,
+  optionally waiting).
 * :class:`OrderEndpoints` -- per-order payment pointers ``/orders/<id>`` on their own
   (Web Payments), with :class:`OrdersAsgiMiddleware` and :class:`SyncOrderEndpoints`.
 * :class:`MonetizationAsgiMiddleware` -- the monetization service as pure ASGI
@@ -14,11 +15,22 @@ Written once (design principle 7) and translated by the adapters:
 * :class:`SyncMonetizationService` -- the same for WSGI apps, on the portal of a
   :class:`~ilp_receiver.web.wsgi.SyncIlpService`.
 
+Every SPSP endpoint here serves both setups on one URL, chosen by ``Accept`` as the plain
+pointer does (:func:`~ilp_receiver.spsp.negotiate_setup`, ``12-stream.md`` §15 item
+11): SPSP v4 (``application/spsp4+json``, a STREAM destination whose authenticated
+connection tag is the bucket or order account) for STREAM clients, wildcards, JSON or
+no ``Accept``; PSK2 (``application/spsp+json``) for a client naming only that type.
+STREAM answers honour ``Receipt-Nonce`` / ``Receipt-Secret`` (RFC 39); every SPSP
+answer carries ``Cache-Control``, ``Vary`` and the CORS headers, and ``OPTIONS`` on the
+monetization endpoints gets the CORS preflight (204).
+
 Replies (JSON bodies, ``{"id": ..., "message": ...}``):
 
 ======================================  ================================================
 a tampered cookie / malformed id        ``400`` ``InvalidVisitorId``
-SPSP query with an unusable ``Accept``  ``406`` (open question 26: "Use 404 (or 406)")
+malformed receipt headers               ``400`` ``InvalidReceiptError``
+SPSP query whose ``Accept`` allows      ``406`` naming the types served (open question
+neither SPSP type                       26: "Use 404 (or 406)")
 unknown order pointer                   ``404`` ``InvalidReceiverError``
 bucket below the price                  ``402`` ``InsufficientBalance`` ("insufficient
                                         balance on id. id=...", as the 2018 middleware)
@@ -42,10 +54,18 @@ from ..monetization import (
     client_script,
 )
 from ..paywall import Price, RequestFacts, price_value, resolve_price
-from ..spsp import SPSP_MEDIA_TYPE, invalid_receiver_body, negotiate_spsp, not_acceptable_body
+from ..spsp import (
+    SPSP4_MEDIA_TYPE,
+    SPSP_MEDIA_TYPE,
+    SetupProtocol,
+    invalid_receiver_body,
+    negotiate_setup,
+    not_acceptable_body,
+)
 from ..webpayments import OrderBook, is_order_id
 from .asgi import SCOPE_KEY, AsgiApp, IlpService, Receive, Scope, Send, facts_from_scope, send_reply
 from .reply import HttpReply, json_reply
+from .spsp_endpoint import CORS_HEADERS, preflight_reply, receipt_fields
 
 if TYPE_CHECKING:
     from .._portal import BlockingPortal
@@ -154,34 +174,88 @@ def _spsp_json(response: SpspResponse, max_age: int, vary: str) -> HttpReply:
     return json_reply(
         200,
         response.to_json(),
-        content_type=SPSP_MEDIA_TYPE,
-        headers={"Cache-Control": f"max-age={max_age}", "Vary": vary},
+        content_type=response.media_type,
+        headers={"Cache-Control": f"max-age={max_age}", "Vary": vary, **CORS_HEADERS},
     )
 
 
+def _with_cors(reply: HttpReply) -> HttpReply:
+    """``reply`` with the CORS headers of an SPSP endpoint (script polyfills read it)."""
+    return HttpReply(reply.status, {**reply.headers, **CORS_HEADERS}, reply.body)
+
+
+def _is_spsp_query(accept: str | None) -> bool:
+    """Whether ``accept`` allows either SPSP type (a query, not a page request)."""
+    return negotiate_setup(accept) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    """What an SPSP query asked for: the protocol and, for STREAM, RFC 39 receipts."""
+
+    protocol: SetupProtocol
+    receipt_nonce: bytes | None = None
+    receipt_secret: bytes | None = None
+
+
+def _negotiate(
+    receiver: AsyncReceiver,
+    accept: str | None,
+    receipt_nonce: str | None,
+    receipt_secret: str | None,
+) -> _Setup | HttpReply:
+    """STREAM or PSK2 for this query (``negotiate_setup``; PSK2 only when the receiver
+    serves no STREAM), or the 406 / 400 reply."""
+    stream = receiver.stream_enabled
+    media_type = negotiate_setup(accept, stream=stream)
+    if media_type is None:
+        offered = (SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE) if stream else (SPSP_MEDIA_TYPE,)
+        return _with_cors(json_reply(406, not_acceptable_body(offered)))
+    if media_type != SPSP4_MEDIA_TYPE:
+        return _Setup("psk2")
+    fields = receipt_fields(receipt_nonce, receipt_secret)
+    if isinstance(fields, str):
+        return _with_cors(json_reply(400, {"id": "InvalidReceiptError", "message": fields}))
+    return _Setup("stream", *fields)
+
+
 async def order_spsp_reply(
-    orders: OrderBook | None, order_id: str, accept: str | None
+    orders: OrderBook | None,
+    order_id: str,
+    accept: str | None,
+    *,
+    receipt_nonce: str | None = None,
+    receipt_secret: str | None = None,
 ) -> HttpReply:
-    """The SPSP reply of an order pointer: 200, 404 (unknown order) or 406.
+    """The SPSP reply of an order pointer: 200 (SPSP v4 or PSK2, by ``accept``), 404
+    (unknown order), 406 or 400 (malformed ``Receipt-Nonce`` / ``Receipt-Secret``, the
+    raw request headers).
 
     "unknown receiver -> ``404 Not Found``, ``Content-Type: application/json``, body
     ``{"id": "InvalidReceiverError", "message": "Invalid receiver ID"}``".
     """
     if orders is None or not is_order_id(order_id):
-        return json_reply(404, invalid_receiver_body())
-    if negotiate_spsp(accept) is None:
-        return json_reply(406, not_acceptable_body())
-    response = await orders.spsp_response(order_id)
+        return _with_cors(json_reply(404, invalid_receiver_body()))
+    setup = _negotiate(orders.receiver, accept, receipt_nonce, receipt_secret)
+    if isinstance(setup, HttpReply):
+        return setup
+    response = await orders.spsp_response(
+        order_id,
+        protocol=setup.protocol,
+        receipt_nonce=setup.receipt_nonce,
+        receipt_secret=setup.receipt_secret,
+    )
     if response is None:
-        return json_reply(404, invalid_receiver_body())
+        return _with_cors(json_reply(404, invalid_receiver_body()))
     return _spsp_json(response, orders.receiver.spsp_max_age, "Accept")
 
 
 class OrderEndpoints:
     """Per-order payment pointers at ``<prefix>/<id>`` (Web Payments), framework-neutral.
 
-    Only SPSP queries are answered (an ``Accept`` that allows ``application/spsp+json``);
-    other requests to the same paths go to the shop's own pages.
+    Only SPSP queries are answered (an ``Accept`` that allows ``application/spsp4+json``
+    or ``application/spsp+json``: STREAM or PSK2, see :func:`order_spsp_reply`); other
+    requests to the same paths go to the shop's own pages.
     """
 
     def __init__(self, orders: OrderBook, *, prefix: str = "/orders") -> None:
@@ -202,9 +276,15 @@ class OrderEndpoints:
         if facts.method not in ("GET", "HEAD") or not self.handles(facts.path):
             return None
         accept = facts.header("accept")
-        if negotiate_spsp(accept) is None:
+        if not _is_spsp_query(accept):
             return None
-        return await order_spsp_reply(self.orders, facts.path[len(self.prefix) + 1 :], accept)
+        return await order_spsp_reply(
+            self.orders,
+            facts.path[len(self.prefix) + 1 :],
+            accept,
+            receipt_nonce=facts.header("receipt-nonce"),
+            receipt_secret=facts.header("receipt-secret"),
+        )
 
 
 class MonetizationService:
@@ -257,54 +337,98 @@ class MonetizationService:
         )
 
     async def handle(self, facts: RequestFacts) -> HttpReply | None:
-        """The reply of one of our endpoints, or None when ``facts`` is not for one."""
-        if facts.method not in ("GET", "HEAD") or not self.handles(facts.path):
+        """The reply of one of our endpoints, or None when ``facts`` is not for one.
+
+        ``OPTIONS`` on the monetization endpoints gets the CORS preflight (204).
+        """
+        method = facts.method
+        if method not in ("GET", "HEAD", "OPTIONS") or not self.handles(facts.path):
             return None
         prefix = self.monetizer.prefix
         path = facts.path
+        ours = path == prefix or path.startswith(prefix + "/")
+        if method == "OPTIONS":
+            # script polyfills query the pointer from the page, with Web-Monetization-Id
+            return preflight_reply() if ours else None
         if path == f"{prefix}/{CLIENT_SCRIPT_NAME}":
             script = client_script(cookie_name=self.monetizer.cookie_name, prefix=prefix)
             headers = {"Content-Type": _JS_TYPE, "Cache-Control": "no-cache"}
             return HttpReply(200, headers, script.encode("utf-8"))
         accept = facts.header("accept")
+        nonce, secret = facts.header("receipt-nonce"), facts.header("receipt-secret")
         if path == prefix:
-            return await self._era_c(accept, facts.header(MONETIZATION_ID_HEADER))
-        if path.startswith(prefix + "/"):
-            return await self._era_a(path[len(prefix) + 1 :], accept)
+            return await self._era_c(accept, facts.header(MONETIZATION_ID_HEADER), nonce, secret)
+        if ours:
+            return await self._era_a(path[len(prefix) + 1 :], accept, nonce, secret)
         order_id = path[len(self.orders_prefix) + 1 :]
-        if negotiate_spsp(accept) is None:
+        if not _is_spsp_query(accept):
             return None  # the shop's own page for the order, if it has one
-        return await self.order_reply(order_id, accept)
+        return await self.order_reply(order_id, accept, receipt_nonce=nonce, receipt_secret=secret)
 
-    async def _era_a(self, value: str, accept: str | None) -> HttpReply:
-        # "Server SPSP route ``GET /pay/:id``" / "SPSP endpoint ``/__monetizer/:id``"
+    async def _era_a(
+        self, value: str, accept: str | None, nonce: str | None, secret: str | None
+    ) -> HttpReply:
+        # Era A: "Server SPSP route ``GET /pay/:id``" / "SPSP endpoint ``/__monetizer/:id``"
+        # (PSK2); era B: the same visitor over STREAM ("SPSP answered only for Accept
+        # containing application/spsp4+json"), for WebMonetization.monetize
         try:
             visitor_id = self.monetizer.ids.from_path(value)
         except InvalidVisitorIdError as exc:
-            return invalid_visitor_reply(str(exc))
-        if negotiate_spsp(accept) is None:
-            return json_reply(406, not_acceptable_body())
-        response = await self.monetizer.spsp_response(visitor_id)
+            return _with_cors(invalid_visitor_reply(str(exc)))
+        setup = _negotiate(self.monetizer.receiver, accept, nonce, secret)
+        if isinstance(setup, HttpReply):
+            return setup
+        response = await self.monetizer.spsp_response(
+            visitor_id,
+            protocol=setup.protocol,
+            receipt_nonce=setup.receipt_nonce,
+            receipt_secret=setup.receipt_secret,
+        )
         return _spsp_json(response, self.monetizer.receiver.spsp_max_age, "Accept")
 
-    async def _era_c(self, accept: str | None, monetization_id: str | None) -> HttpReply:
+    async def _era_c(
+        self,
+        accept: str | None,
+        monetization_id: str | None,
+        nonce: str | None,
+        secret: str | None,
+    ) -> HttpReply:
         # "Serve SPSP at the pointer's URL; read ``Web-Monetization-Id`` and bind the
-        # generated destination/secret to it"
+        # generated destination/secret to it" (STREAM: "connection tag")
         visitor: Visitor | None = None
         if monetization_id is not None:
             try:
                 visitor = self.monetizer.ids.monetization_visitor(monetization_id.strip())
             except InvalidVisitorIdError as exc:
-                return invalid_visitor_reply(str(exc))
-        if negotiate_spsp(accept) is None:
-            return json_reply(406, not_acceptable_body())
-        response = await self.monetizer.spsp_response(visitor)
+                return _with_cors(invalid_visitor_reply(str(exc)))
+        setup = _negotiate(self.monetizer.receiver, accept, nonce, secret)
+        if isinstance(setup, HttpReply):
+            return setup
+        response = await self.monetizer.spsp_response(
+            visitor,
+            protocol=setup.protocol,
+            receipt_nonce=setup.receipt_nonce,
+            receipt_secret=setup.receipt_secret,
+        )
         max_age = self.monetizer.receiver.spsp_max_age
         return _spsp_json(response, max_age, f"Accept, {MONETIZATION_ID_HEADER}")
 
-    async def order_reply(self, order_id: str, accept: str | None) -> HttpReply:
-        """The SPSP reply of an order pointer: 200, 404 (unknown order) or 406."""
-        return await order_spsp_reply(self.orders, order_id, accept)
+    async def order_reply(
+        self,
+        order_id: str,
+        accept: str | None,
+        *,
+        receipt_nonce: str | None = None,
+        receipt_secret: str | None = None,
+    ) -> HttpReply:
+        """The SPSP reply of an order pointer (see :func:`order_spsp_reply`)."""
+        return await order_spsp_reply(
+            self.orders,
+            order_id,
+            accept,
+            receipt_nonce=receipt_nonce,
+            receipt_secret=receipt_secret,
+        )
 
     # -- visitors ----------------------------------------------------------------------
 
@@ -572,7 +696,7 @@ class SyncMonetizationService:
 
     def handle(self, facts: RequestFacts) -> HttpReply | None:
         """See :meth:`MonetizationService.handle` (no portal hop for other paths)."""
-        if facts.method not in ("GET", "HEAD") or not self.service.handles(facts.path):
+        if facts.method not in ("GET", "HEAD", "OPTIONS") or not self.service.handles(facts.path):
             return None
         return self._portal().call(self.service.handle, facts)
 

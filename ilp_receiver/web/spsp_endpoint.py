@@ -42,6 +42,7 @@ __all__ = [
     "EndpointDirectory",
     "SpspIssuer",
     "preflight_reply",
+    "receipt_fields",
     "spsp_reply",
 ]
 
@@ -106,10 +107,12 @@ def preflight_reply() -> HttpReply:
     return HttpReply(204, dict(CORS_HEADERS))
 
 
-def _receipt_fields(
+def receipt_fields(
     nonce_header: str | None, secret_header: str | None
 ) -> tuple[bytes | None, bytes | None] | str:
-    """The receipt nonce and secret from the request headers, or why they are bad."""
+    """The RFC 39 receipt nonce and secret from the ``Receipt-Nonce`` /
+    ``Receipt-Secret`` request headers (both None when neither is sent), or why they
+    are bad (a text for a 400)."""
     if nonce_header is None and secret_header is None:
         return None, None
     if nonce_header is None or secret_header is None:
@@ -150,7 +153,7 @@ async def spsp_reply(
     nonce: bytes | None = None
     secret: bytes | None = None
     if protocol == "stream":
-        fields = _receipt_fields(receipt_nonce, receipt_secret)
+        fields = receipt_fields(receipt_nonce, receipt_secret)
         if isinstance(fields, str):
             return json_reply(
                 400, {"id": "InvalidReceiptError", "message": fields}, headers=dict(CORS_HEADERS)

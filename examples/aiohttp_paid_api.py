@@ -8,6 +8,13 @@ Run it against a connector::
 ``setup()`` keeps the receiver under an ``AppKey``, starts and stops it through
 ``cleanup_ctx``, serves the payment pointer at ``/.well-known/pay`` and runs the
 paywall: ``GET /fortune`` costs 10 units, ``POST /shout`` one unit per byte.
+
+``ILP_RECEIVER_PAY_METHOD`` picks how the API is paid: ``stream`` (this example's
+default: ``Pay: interledger-stream <destination> <secret>``, for STREAM-era HTTP-ILP
+clients such as ilp-protocol-stream 2.x ones) or ``psk2`` (``Pay: interledger-psk2 ...``,
+for the 2018 koa-ilp / superagent-ilp clients)::
+
+    ILP_RECEIVER_PAY_METHOD=psk2 ILP_UPLINK=... python examples/aiohttp_paid_api.py
 """
 
 from __future__ import annotations
@@ -65,9 +72,14 @@ async def balance(request: web.Request) -> web.Response:
 
 
 def create_app(
-    uplink: Any = None, *, store: str | None = None, secret: str | None = None
+    uplink: Any = None,
+    *,
+    store: str | None = None,
+    secret: str | None = None,
+    pay_method: str | None = None,
 ) -> web.Application:
-    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``."""
+    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``,
+    ``pay_method`` to ``$ILP_RECEIVER_PAY_METHOD``, else ``"stream"``."""
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/fortune", fortune)
@@ -79,6 +91,7 @@ def create_app(
         store=store or os.environ.get("ILP_STORE", "paid-api.db"),
         secret=secret or os.environ.get("ILP_SECRET"),
         receiver_name="Fortune API",
+        pay_method=pay_method or os.environ.get("ILP_RECEIVER_PAY_METHOD") or "stream",
     )
     return app
 

@@ -11,6 +11,17 @@ HttpIlpClient``) pays and retries by itself.  ``/.well-known/pay`` is the site's
 pointer.  Balances are kept in ``ILP_STORE`` (default ``paid-api.db``), so several
 worker processes can share them (``gunicorn -w 4 'flask_paid_api:create_app()'``; give
 every worker the same ``ILP_SECRET``).
+
+``ILP_RECEIVER_PAY_METHOD`` picks how the API is paid: ``stream`` (this example's
+default: ``Pay: interledger-stream <destination> <secret>``, for STREAM-era HTTP-ILP
+clients such as ilp-protocol-stream 2.x ones) or ``psk2`` (``Pay: interledger-psk2 ...``,
+for the 2018 koa-ilp / superagent-ilp clients)::
+
+    ILP_RECEIVER_PAY_METHOD=psk2 ILP_UPLINK=... python examples/flask_paid_api.py
+
+Over STREAM with several gunicorn workers, a client's repeated request must reach the
+worker that answered its 402 to wait for the money (``docs/paid-api.md``); otherwise it
+gets ``402`` with the money so far in ``Pay-Balance`` and succeeds on its next try.
 """
 
 from __future__ import annotations
@@ -40,15 +51,21 @@ def shout_price(facts: RequestFacts) -> int:
 
 
 def create_app(
-    uplink: object | None = None, *, store: str | None = None, secret: str | None = None
+    uplink: object | None = None,
+    *,
+    store: str | None = None,
+    secret: str | None = None,
+    pay_method: str | None = None,
 ) -> Flask:
-    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``."""
+    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``,
+    ``pay_method`` to ``$ILP_RECEIVER_PAY_METHOD``, else ``"stream"``."""
     app = Flask(__name__)
     app.config.update(
         ILP_RECEIVER_UPLINK=uplink or os.environ.get("ILP_UPLINK"),
         ILP_RECEIVER_STORE=store or os.environ.get("ILP_STORE", "paid-api.db"),
         ILP_RECEIVER_SECRET=secret or os.environ.get("ILP_SECRET"),
         ILP_RECEIVER_NAME="Fortune API",
+        ILP_RECEIVER_PAY_METHOD=pay_method or os.environ.get("ILP_RECEIVER_PAY_METHOD") or "stream",
     )
     ilp = IlpReceiver(app)
 

@@ -9,6 +9,13 @@ The middleware starts the receiver with the app's lifespan, serves the payment p
 at ``/.well-known/pay`` and runs the paywall: ``GET /fortune`` costs 10 units,
 ``POST /shout`` one unit per byte, and ``/premium/*`` (configured by path, no
 decorator) 25 units.
+
+``ILP_RECEIVER_PAY_METHOD`` picks how the API is paid: ``stream`` (this example's
+default: ``Pay: interledger-stream <destination> <secret>``, for STREAM-era HTTP-ILP
+clients such as ilp-protocol-stream 2.x ones) or ``psk2`` (``Pay: interledger-psk2 ...``,
+for the 2018 koa-ilp / superagent-ilp clients)::
+
+    ILP_RECEIVER_PAY_METHOD=psk2 ILP_UPLINK=... python examples/starlette_paid_api.py
 """
 
 from __future__ import annotations
@@ -72,9 +79,14 @@ async def balance(request: Request) -> JSONResponse:
 
 
 def create_app(
-    uplink: Any = None, *, store: str | None = None, secret: str | None = None
+    uplink: Any = None,
+    *,
+    store: str | None = None,
+    secret: str | None = None,
+    pay_method: str | None = None,
 ) -> Starlette:
-    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``."""
+    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``,
+    ``pay_method`` to ``$ILP_RECEIVER_PAY_METHOD``, else ``"stream"``."""
     routes = [
         Route("/", index),
         paid_route("/fortune", fortune, price=10),
@@ -89,6 +101,7 @@ def create_app(
         secret=secret or os.environ.get("ILP_SECRET"),
         receiver_name="Fortune API",
         paid={"/premium/*": 25},
+        pay_method=pay_method or os.environ.get("ILP_RECEIVER_PAY_METHOD") or "stream",
     )
     return Starlette(routes=routes, middleware=[ilp])
 

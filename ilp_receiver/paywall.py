@@ -38,22 +38,45 @@ are accepted by the ``on_payment`` hook :data:`paywall_payment_hook`, for destin
 issued without a token (:data:`PAYWALL_ACCOUNT`: ``OPTIONS`` and ``402`` replies to
 requests that sent no ``Pay-Token``).  Combine it with other hooks with
 :func:`combine_hooks`.
+
+**Over STREAM** (pay method ``"stream"``, ``docs/paid-api.md``): ``Pay`` is
+``interledger-stream <destination> <secret>`` from ``receiver.issue_stream(account)``,
+bound to the token's account the same way (the account is authenticated inside the
+STREAM token).  STREAM-era clients open a stream there, wait for the server's first
+byte on it, and repeat the request while the money flows.  So, per receiver
+(:class:`PaywallStreams`): every stream a client opens to a token account gets the
+price of the latest ``Pay`` issued for that token as its receive limit
+(``StreamMaxMoney``; beyond it packets are rejected F99, never lost) and a greeting
+(:data:`STREAM_GREETING`) in the reply to the packet that opened it; the receiver
+credits the token's account before each Fulfill; and a request that finds the balance
+short while a stream to its token is open waits -- woken by the STREAM events, at most
+``pay_wait`` seconds -- until the money covers the price, then debits atomically.
+Which method a route offers is configuration: ``Paywall(pay_method=...)`` (default
+:func:`default_pay_method`: ``$ILP_RECEIVER_PAY_METHOD``, else ``"psk2"``) and per
+route (:class:`PaidRoute`, the adapters' ``@paid(..., pay_method=...)``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import inspect
+import os
 import re
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias
 
 from .codec.oer import MAX_UINT64
 from .codec.pay_header import (
     PAY_TOKEN_LENGTH,
     PSK2_METHOD,
+    STREAM_METHOD,
     PayHeader,
     format_pay_balance,
     format_pay_header,
@@ -61,31 +84,55 @@ from .codec.pay_header import (
 )
 from .crypto import sha256
 from .errors import ConfigError, DecodeError, IlpError
+from .stream.server import (
+    ConnectionClosed,
+    MoneyReceived,
+    StreamClosed,
+    StreamEvent,
+    StreamOpened,
+    StreamSetup,
+)
 from .web.reply import HttpReply, json_reply
 
 if TYPE_CHECKING:
     from .psk2.secrets import IssuedSecret
-    from .receiver import IncomingPayment, PaymentHook
+    from .receiver import (
+        IncomingPayment,
+        PaymentHook,
+        StreamEventCallback,
+        StreamOpenPolicy,
+    )
     from .stores.base import BalanceStore
 
 __all__ = [
+    "DEFAULT_PAY_METHOD",
+    "DEFAULT_PAY_WAIT",
     "NO_TOKEN_MESSAGE",
     "PAYWALL_ACCOUNT",
+    "PAY_METHODS",
+    "PAY_METHOD_ENV",
     "SHORT_DATA_MESSAGE",
+    "STREAM_GREETING",
+    "STREAM_UNBOUND_MESSAGE",
     "TOKEN_ACCOUNT_PREFIX",
     "PaidRoute",
     "PaidRoutes",
+    "PayMethod",
     "Paywall",
     "PaywallDecision",
     "PaywallPaymentHook",
     "PaywallReceiver",
+    "PaywallStreams",
     "Plan",
     "PlanKind",
     "Price",
     "RequestFacts",
     "RouteSpec",
     "bad_token_reply",
+    "check_pay_method",
+    "check_pay_wait",
     "combine_hooks",
+    "default_pay_method",
     "options_reply",
     "payment_required_reply",
     "paywall_payment_hook",
@@ -107,6 +154,29 @@ NO_TOKEN_MESSAGE: Final = "No valid payment token provided"  # noqa: S105 (not a
 #: koa-ilp 1.1.1: "requests whose data is shorter are rejected with data 'PSK2 data must
 #: contain a 16-byte token'".
 SHORT_DATA_MESSAGE: Final = "PSK2 data must contain a 16-byte token"
+#: Why a STREAM payment to :data:`PAYWALL_ACCOUNT` is refused: over STREAM the token is
+#: bound by the destination only, and that one was issued to a request without one.
+STREAM_UNBOUND_MESSAGE: Final = (
+    "STREAM payments must go to a Pay destination issued for a Pay-Token; send Pay-Token"
+)
+
+#: How a paid route is paid: ``"psk2"`` (``Pay: interledger-psk2 ...``, HTTP-ILP draft 3)
+#: or ``"stream"`` (``Pay: interledger-stream ...``).
+PayMethod: TypeAlias = Literal["psk2", "stream"]
+PAY_METHODS: Final[tuple[PayMethod, ...]] = ("psk2", "stream")
+#: The environment variable naming the app-wide pay method when none is configured.
+PAY_METHOD_ENV: Final = "ILP_RECEIVER_PAY_METHOD"
+#: The pay method without configuration (``docs/paid-api.md``: why PSK2).
+DEFAULT_PAY_METHOD: Final[PayMethod] = "psk2"
+#: Seconds a request may wait for money flowing on a stream to its token.
+DEFAULT_PAY_WAIT: Final = 5.0
+#: The bytes written on every stream a client opens to a token account: STREAM-era
+#: HTTP-ILP clients repeat their request once the server has sent one byte.
+STREAM_GREETING: Final = b"ready"
+#: Most tokens whose latest STREAM price is remembered, per receiver.
+DEFAULT_MAX_PRICED_TOKENS: Final = 65536
+#: A waiting request re-reads the balance this often even without a wake-up.
+_RECHECK_INTERVAL: Final = 0.25
 
 _TOKEN_LABEL: Final = b"ilp-receiver pay-token\x00"
 _PAY_TOKEN: Final = "pay-token"  # noqa: S105 (not a secret)
@@ -122,6 +192,35 @@ def token_account(token: bytes) -> str:
         raise ValueError(f"a Pay-Token is {PAY_TOKEN_LENGTH} bytes, got {len(token)}")
     digest = sha256(_TOKEN_LABEL + bytes(token))[:16]
     return TOKEN_ACCOUNT_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def check_pay_method(value: object, what: str = "pay_method") -> PayMethod:
+    """``value`` as a :data:`PayMethod` (``"psk2"`` or ``"stream"``, any case); else
+    ConfigError naming ``what``."""
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text == "psk2":
+        return "psk2"
+    if text == "stream":
+        return "stream"
+    raise ConfigError(what, f"must be 'psk2' or 'stream', got {value!r}")
+
+
+def default_pay_method(environ: Mapping[str, str] | None = None) -> PayMethod:
+    """The app-wide pay method when none is configured: ``$ILP_RECEIVER_PAY_METHOD``
+    (``psk2`` or ``stream``; empty counts as unset), else :data:`DEFAULT_PAY_METHOD`.
+    ConfigError for any other value."""
+    value = (os.environ if environ is None else environ).get(PAY_METHOD_ENV, "")
+    if not value.strip():
+        return DEFAULT_PAY_METHOD
+    return check_pay_method(value, PAY_METHOD_ENV)
+
+
+def check_pay_wait(value: object) -> float:
+    """``value`` as the seconds a request may wait for STREAM money (>= 0); else
+    ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 3600:
+        raise ConfigError("pay_wait", f"must be a number of seconds in [0, 3600), got {value!r}")
+    return float(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,12 +302,18 @@ class PaidRoute:
     ``pattern``: an exact path (``"/upload"``), a prefix ending in ``*``
     (``"/api/*"`` matches ``/api/`` and everything under it), or a compiled regular
     expression (full match).  ``methods``: the methods that are charged (None: all).
-    ``OPTIONS`` on a matching path is always answered with ``Pay``.
+    ``OPTIONS`` on a matching path is always answered with ``Pay``.  ``pay_method``:
+    how this route is paid (None: the paywall's app-wide method).
     """
 
     pattern: str | re.Pattern[str]
     price: Price
     methods: frozenset[str] | None = None
+    pay_method: PayMethod | None = None
+
+    def __post_init__(self) -> None:
+        if self.pay_method is not None:
+            check_pay_method(self.pay_method)
 
     def matches_path(self, path: str) -> bool:
         """Whether ``path`` is under this route."""
@@ -246,12 +351,17 @@ class PaidRoutes:
     def __bool__(self) -> bool:
         return bool(self.routes)
 
-    def match(self, method: str, path: str) -> Price | None:
-        """The price of ``method path`` if it is a paid route, else None."""
+    def find(self, method: str, path: str) -> PaidRoute | None:
+        """The route charging ``method path`` (its price and pay method), else None."""
         for route in self.routes:
             if route.matches_path(path):
-                return route.price if route.charges(method) else None
+                return route if route.charges(method) else None
         return None
+
+    def match(self, method: str, path: str) -> Price | None:
+        """The price of ``method path`` if it is a paid route, else None."""
+        route = self.find(method, path)
+        return None if route is None else route.price
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,6 +463,18 @@ class PaywallReceiver(Protocol):
         """A fresh destination and shared secret bound to ``account``."""
         ...
 
+    def issue_stream(self, account: str) -> tuple[str, bytes]:
+        """A fresh STREAM destination and shared secret bound to ``account``."""
+        ...
+
+    def on_stream_open(self, policy: StreamOpenPolicy) -> None:
+        """Let ``policy`` set the receive limit and greeting of new streams."""
+        ...
+
+    def on_stream_event(self, callback: StreamEventCallback) -> None:
+        """Call ``callback`` for every STREAM event."""
+        ...
+
     @property
     def store(self) -> BalanceStore:
         """The balance store."""
@@ -383,24 +505,210 @@ class PaywallDecision:
 FREE: Final = PaywallDecision(None)
 
 
+class PaywallStreams:
+    """The paywall's STREAM side for one receiver, shared by every :class:`Paywall` on it
+    (:meth:`of`).
+
+    * **Prices.**  :meth:`set_price` remembers the price of the latest ``Pay`` issued for
+      a token account (a bounded LRU of ``max_prices`` tokens, in this process); the
+      receiver's stream-open policy (:meth:`stream_setup`) makes it the receive limit
+      (``StreamMaxMoney``) of every stream a client opens to that account, and greets
+      the stream with :data:`STREAM_GREETING`.  A token whose price this process does
+      not know (issued by another process, or forgotten) gets an unlimited stream,
+      greeted all the same: whatever arrives stays on the token.
+    * **Who is paying.**  The STREAM events tell which token accounts have an open
+      stream (:meth:`paying`); money arriving, streams and connections closing wake the
+      requests waiting for that account (:meth:`debit`).
+
+    Only accounts starting with :data:`TOKEN_ACCOUNT_PREFIX` are touched; other streams
+    are left to the next policy.  The tables follow the STREAM server's own bounds
+    (connections, streams per connection, idle expiry report every close).
+    """
+
+    _registry: weakref.WeakKeyDictionary[object, PaywallStreams] = weakref.WeakKeyDictionary()
+    _registry_lock = threading.Lock()
+
+    def __init__(
+        self, receiver: PaywallReceiver, *, max_prices: int = DEFAULT_MAX_PRICED_TOKENS
+    ) -> None:
+        self.greeting = STREAM_GREETING
+        self._max_prices = max_prices
+        self._lock = threading.Lock()
+        self._prices: OrderedDict[str, int] = OrderedDict()
+        #: account -> connection id -> ids of its open streams
+        self._open: dict[str, dict[str, set[int]]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        receiver.on_stream_open(self.stream_setup)
+        receiver.on_stream_event(self.on_stream_event)
+
+    @classmethod
+    def of(cls, receiver: PaywallReceiver) -> PaywallStreams:
+        """The instance of ``receiver`` (made and registered with it on first use)."""
+        with cls._registry_lock:
+            found = cls._registry.get(receiver)
+            if found is None:
+                found = cls._registry[receiver] = cls(receiver)
+            return found
+
+    # -- prices ------------------------------------------------------------------------
+
+    def set_price(self, account: str, price: int) -> None:
+        """Remember ``price`` as what a stream to ``account`` may receive."""
+        with self._lock:
+            prices = self._prices
+            prices[account] = price
+            prices.move_to_end(account)
+            while len(prices) > self._max_prices:
+                prices.popitem(last=False)
+
+    def price(self, account: str) -> int | None:
+        """The latest price issued for ``account`` in this process, or None."""
+        with self._lock:
+            return self._prices.get(account)
+
+    def stream_setup(self, account: str, stream_id: int) -> StreamSetup | None:
+        """The stream-open policy: limit = the token's price, greeting; None otherwise."""
+        if not account.startswith(TOKEN_ACCOUNT_PREFIX):
+            return None
+        price = self.price(account)
+        return StreamSetup(MAX_UINT64 if price is None else price, self.greeting)
+
+    # -- who is paying -----------------------------------------------------------------
+
+    def paying(self, account: str) -> bool:
+        """Whether a client has a stream open to ``account`` (in this process)."""
+        return bool(self._open.get(account))
+
+    def on_stream_event(self, event: StreamEvent) -> None:
+        """Track open streams of token accounts; wake their waiting requests."""
+        account = event.account
+        if not account.startswith(TOKEN_ACCOUNT_PREFIX):
+            return
+        if isinstance(event, MoneyReceived):
+            self._wake(account)
+        elif isinstance(event, StreamOpened):
+            self._open.setdefault(account, {}).setdefault(event.connection_id, set()).add(
+                event.stream_id
+            )
+        elif isinstance(event, StreamClosed):
+            connections = self._open.get(account)
+            streams = None if connections is None else connections.get(event.connection_id)
+            if streams is not None:
+                streams.discard(event.stream_id)
+                if not streams:
+                    self._forget(account, event.connection_id)
+            self._wake(account)
+        elif isinstance(event, ConnectionClosed):
+            self._forget(account, event.connection_id)
+            self._wake(account)
+
+    def _forget(self, account: str, connection_id: str) -> None:
+        connections = self._open.get(account)
+        if connections is not None:
+            connections.pop(connection_id, None)
+            if not connections:
+                del self._open[account]
+
+    def _wake(self, account: str) -> None:
+        event = self._wakeups.pop(account, None)
+        if event is not None:
+            event.set()
+
+    async def debit(
+        self, store: BalanceStore, account: str, amount: int, wait: float
+    ) -> int | None:
+        """Debit ``amount`` from ``account`` atomically; the new balance, or None.
+
+        While the balance is short and a client has a stream open to the account, wait
+        -- woken by its money and its closes, re-reading the store every 0.25 s, at
+        most ``wait`` seconds -- and try again.  Gives up at once when no stream is
+        open (or the last one closes).
+        """
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            wakeup = None
+            if wait > 0 and self.paying(account):
+                # taken before reading the store, so a credit landing in between wakes us
+                wakeup = self._wakeups.setdefault(account, asyncio.Event())
+            balance = await store.try_debit(account, amount)
+            if balance is not None or wakeup is None:
+                return balance
+            now = loop.time()
+            if deadline is None:
+                deadline = now + wait
+            remaining = deadline - now
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), min(remaining, _RECHECK_INTERVAL))
+
+
 class Paywall:
     """HTTP-ILP for one receiver: turns request facts and a price into a decision.
 
     ``receiver`` is an :class:`~ilp_receiver.AsyncReceiver` (started before the first
-    :meth:`check`).  Token balances live in its balance store.
+    :meth:`check`).  Token balances live in its balance store.  ``pay_method`` is how
+    routes are paid unless they say otherwise (None: :func:`default_pay_method`,
+    ``$ILP_RECEIVER_PAY_METHOD`` else ``"psk2"``); ``pay_wait`` the seconds a request
+    on a STREAM route may wait for money flowing on a stream to its token.
     """
 
-    def __init__(self, receiver: PaywallReceiver) -> None:
+    def __init__(
+        self,
+        receiver: PaywallReceiver,
+        *,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
+    ) -> None:
         self.receiver = receiver
+        self.pay_method: PayMethod = (
+            default_pay_method() if pay_method is None else check_pay_method(pay_method)
+        )
+        self.pay_wait = check_pay_wait(pay_wait)
+        self._streams: PaywallStreams | None = None
 
-    def pay_header(self, account: str, price: int) -> str:
-        """A ``Pay`` header with a fresh destination/secret bound to ``account``."""
+    @property
+    def streams(self) -> PaywallStreams:
+        """The receiver's :class:`PaywallStreams` (registered with it on first use)."""
+        streams = self._streams
+        if streams is None:
+            streams = self._streams = PaywallStreams.of(self.receiver)
+        return streams
+
+    def method_for(self, pay_method: str | None) -> PayMethod:
+        """A route's pay method: ``pay_method``, or the paywall's when None."""
+        return self.pay_method if pay_method is None else check_pay_method(pay_method)
+
+    def pay_header(self, account: str, price: int, pay_method: str | None = None) -> str:
+        """A ``Pay`` header with a fresh destination/secret bound to ``account``.
+
+        STREAM: ``interledger-stream <destination> <secret>``; ``price`` becomes the
+        receive limit of the streams a client opens to a token account.
+        """
+        if self.method_for(pay_method) == "stream":
+            streams = self.streams  # registers the stream policy with the receiver
+            if account.startswith(TOKEN_ACCOUNT_PREFIX):
+                streams.set_price(account, price)
+            destination, secret = self.receiver.issue_stream(account)
+            return format_pay_header(PayHeader(STREAM_METHOD, destination, secret))
         destination, secret = self.receiver.issue(account)
         return format_pay_header(PayHeader(PSK2_METHOD, destination, secret, price))
 
-    async def check(self, request: RequestFacts, price: int | Awaitable[int]) -> PaywallDecision:
-        """Decide on ``request``; debits the price from the token's balance when it serves."""
+    async def check(
+        self,
+        request: RequestFacts,
+        price: int | Awaitable[int],
+        *,
+        pay_method: str | None = None,
+    ) -> PaywallDecision:
+        """Decide on ``request``; debits the price from the token's balance when it serves.
+
+        ``pay_method``: the route's (None: the paywall's).  Over STREAM a short balance
+        waits (up to ``pay_wait`` s) while a stream to the token is open.
+        """
         amount = await price_value(price)
+        method = self.method_for(pay_method)
         plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), amount)
         kind = plan.kind
         if kind is PlanKind.FREE:
@@ -410,29 +718,37 @@ class Paywall:
         account = plan.account
         store = self.receiver.store
         if kind is PlanKind.CHARGE:
-            balance = await store.try_debit(account, amount)
-            pay = self.pay_header(account, amount)
+            if method == "stream":
+                balance = await self.streams.debit(store, account, amount, self.pay_wait)
+            else:
+                balance = await store.try_debit(account, amount)
+            pay = self.pay_header(account, amount, method)
             if balance is None:
                 return self._short(pay, account, amount, await store.balance(account))
             return self._served(pay, account, amount, balance)
-        pay = self.pay_header(account, amount)
+        pay = self.pay_header(account, amount, method)
         if kind is PlanKind.OPTIONS:
             balance_now = None if plan.token is None else await store.balance(account)
             return PaywallDecision(options_reply(pay, balance_now), account=account)
         return PaywallDecision(payment_required_reply(pay, amount, None))
 
-    def check_blocking(self, request: RequestFacts, price: int) -> PaywallDecision | None:
+    def check_blocking(
+        self, request: RequestFacts, price: int, *, pay_method: str | None = None
+    ) -> PaywallDecision | None:
         """:meth:`check` on the calling thread, for sync callers (WSGI request threads).
 
         Uses the store's blocking methods (``BalanceStore.add_blocking``: the same
         atomic, exactly-once debit); returns None when the store has none
         (``supports_blocking`` False: Redis, PostgreSQL), so the caller runs
-        :meth:`check` on the event loop instead.  Issuing ``Pay`` is pure computation
+        :meth:`check` on the event loop instead -- also when a STREAM route's balance is
+        short while a stream to the token is open (the wait for the money runs on the
+        loop, woken by the receiver's events).  Issuing ``Pay`` is pure computation
         and thread-safe.  Never call it on an event loop's thread.
         """
         store = self.receiver.store
         if not store.supports_blocking:
             return None
+        method = self.method_for(pay_method)
         plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), price)
         kind = plan.kind
         if kind is PlanKind.FREE:
@@ -442,11 +758,18 @@ class Paywall:
         account = plan.account
         if kind is PlanKind.CHARGE:
             balance = store.try_debit_blocking(account, price)
-            pay = self.pay_header(account, price)
+            if (
+                balance is None
+                and method == "stream"
+                and self.pay_wait > 0
+                and self.streams.paying(account)
+            ):
+                return None  # money is flowing: wait for it on the event loop
+            pay = self.pay_header(account, price, method)
             if balance is None:
                 return self._short(pay, account, price, store.balance_blocking(account))
             return self._served(pay, account, price, balance)
-        pay = self.pay_header(account, price)
+        pay = self.pay_header(account, price, method)
         if kind is PlanKind.OPTIONS:
             balance_now = None if plan.token is None else store.balance_blocking(account)
             return PaywallDecision(options_reply(pay, balance_now), account=account)
@@ -503,7 +826,10 @@ class PaywallPaymentHook:
     but then *every* draft-1 payment there lands on a token named by its random
     paymentId, so do that only on a receiver dedicated to the paywall.  With
     ``require_token`` a draft-2 payment whose data is shorter than 16 bytes is refused
-    (F99, koa-ilp's message); otherwise it keeps its account.
+    (F99, koa-ilp's message); otherwise it keeps its account.  STREAM payments name no
+    token (a STREAM destination binds it itself): they keep their account, except that
+    with ``require_token`` one to :data:`PAYWALL_ACCOUNT` is refused (F99,
+    :data:`STREAM_UNBOUND_MESSAGE`) -- the sender keeps its money.
     """
 
     def __init__(
@@ -515,6 +841,10 @@ class PaywallPaymentHook:
     def __call__(self, payment: IncomingPayment) -> str | None:
         """The token account for ``payment``, or None to leave it where it is."""
         if payment.account not in self.accounts:
+            return None
+        if payment.format == "stream":
+            if self.require_token and payment.account == PAYWALL_ACCOUNT:
+                raise IlpError("F99", STREAM_UNBOUND_MESSAGE)
             return None
         token = token_from_payment(payment)
         if token is None or len(token) != PAY_TOKEN_LENGTH:

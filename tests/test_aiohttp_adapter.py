@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
-from ilp_receiver.paywall import NO_TOKEN_MESSAGE, token_account
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, token_account
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver_aiohttp import (
     RECEIVER_KEY,
@@ -26,15 +27,17 @@ from tests.test_paywall import (
     TOKEN,
     TOKEN_HEADER,
     MemoryParent,
+    StreamEraClients,
     async_receiver,
     check_pay,
+    check_stream_pay,
     funding_prepare,
 )
 
 PATHS = ["/decorated", "/mapped", "/any-method", "/priced"]
 
 
-def make_app(rx: AsyncReceiver) -> web.Application:
+def make_app(rx: AsyncReceiver, **options: Any) -> web.Application:
     async def content(request: web.Request) -> web.Response:
         if request.query.get("fail") == "500":
             raise RuntimeError("route failed")
@@ -64,7 +67,7 @@ def make_app(rx: AsyncReceiver) -> web.Application:
     app.router.add_route("*", "/any-method", decorated)
     app.router.add_get("/balance", balance)
     app.router.add_get("/bob", bob)
-    setup(app, rx, paid={"/mapped": 10}, pointers=["bob"])
+    setup(app, rx, paid={"/mapped": 10}, pointers=["bob"], **options)
     return app
 
 
@@ -82,17 +85,22 @@ class Net:
         assert isinstance(reply, IlpFulfill)
 
 
-@pytest.fixture
-async def net() -> AsyncIterator[Net]:
+async def open_net(**options: Any) -> AsyncIterator[Net]:
     parent = MemoryParent()
     await parent.start()
     rx = async_receiver(parent)
-    app = make_app(rx)
+    app = make_app(rx, **options)
     assert app[RECEIVER_KEY] is rx
     async with TestClient(TestServer(app)) as client:
         assert rx.link.is_connected  # started by cleanup_ctx
         yield Net(parent, rx, client)
     assert not rx.link.is_connected  # stopped by cleanup_ctx
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Net]:
+    async for n in open_net():
+        yield n
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -214,3 +222,99 @@ async def test_paid_without_setup_says_what_is_missing() -> None:
     async with TestClient(TestServer(app)) as client:
         r = await client.get("/")
         assert r.status == 500
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP-ILP over STREAM (pay_method="stream")
+
+
+@pytest.fixture
+async def stream_net() -> AsyncIterator[Net]:
+    async for n in open_net(pay_method="stream", pay_wait=1.0):
+        yield n
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_stream_402_data_wait_money_while_waiting_then_200(
+    stream_net: Net, path: str
+) -> None:
+    c = stream_net.client
+    r = await c.options(path)
+    assert r.status == 204
+    check_stream_pay(r.headers["Pay"])
+    r = await c.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 402
+    assert r.headers["Pay-Balance"] == "0"
+    check_stream_pay(r.headers["Pay"])
+    clients = StreamEraClients(stream_net.parent.pay, r.headers["Pay"], 15, gated=True)
+    assert await clients.open() == [b"ready"]
+    repeated = asyncio.ensure_future(c.post(path, headers={"Pay-Token": TOKEN_HEADER}))
+    await asyncio.sleep(0.2)
+    assert not repeated.done()  # the request waits while the money is held back
+    await clients.release()
+    r = await asyncio.wait_for(repeated, 10)
+    assert r.status == 200
+    assert await r.text() == "paid content"
+    assert r.headers["Pay-Balance"] == "0"
+    check_stream_pay(r.headers["Pay"])
+    [result] = await clients.finish()
+    assert result.delivered_amount == 10
+    assert await stream_net.rx.balance(token_account(TOKEN)) == 0
+
+
+async def test_stream_price_above_the_clients_max_is_402_and_nothing_is_lost(
+    stream_net: Net,
+) -> None:
+    c = stream_net.client
+    r = await c.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    clients = StreamEraClients(stream_net.parent.pay, r.headers["Pay"], 7)
+    await clients.open()
+    r = await c.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 402
+    assert r.headers["Pay-Balance"] == "7"
+    [result] = await clients.finish()
+    assert result.delivered_amount == 7
+    assert await stream_net.rx.balance(token_account(TOKEN)) == 7
+
+
+async def test_stream_no_double_spend_with_asyncio_concurrency(stream_net: Net) -> None:
+    """50 requests on one token funded for 25 over STREAM while they wait."""
+    c = stream_net.client
+    token = {"Pay-Token": TOKEN_HEADER}
+    pays = [(await c.post("/decorated", headers=token)).headers["Pay"] for _ in range(25)]
+    clients = StreamEraClients(stream_net.parent.pay, pays, 15, gated=True)
+    await clients.open()
+    requests = [asyncio.ensure_future(c.post("/decorated", headers=token)) for _ in range(50)]
+    await asyncio.sleep(0.2)
+    await clients.release()
+    codes = [r.status for r in await asyncio.gather(*requests)]
+    assert codes.count(200) == 25
+    assert codes.count(402) == 25
+    results = await clients.finish()
+    assert sum(r.delivered_amount for r in results) == 250
+    assert await stream_net.rx.balance(token_account(TOKEN)) == 0
+
+
+async def test_pay_method_per_route() -> None:
+    parent = MemoryParent()
+    await parent.start()
+
+    @paid(10, pay_method="stream")
+    async def streamed(request: web.Request) -> web.Response:
+        return web.Response(text="x")
+
+    async def content(request: web.Request) -> web.Response:
+        return web.Response(text="x")
+
+    app = web.Application()
+    app.router.add_post("/stream", streamed)
+    app.router.add_post("/mapped", content)
+    app.router.add_post("/psk2", paid(10)(content))
+    setup(app, async_receiver(parent), paid=[PaidRoute("/mapped", 10, pay_method="stream")])
+    async with TestClient(TestServer(app)) as client:
+        check_stream_pay((await client.post("/stream")).headers["Pay"])
+        check_stream_pay((await client.options("/stream")).headers["Pay"])
+        check_stream_pay((await client.post("/mapped")).headers["Pay"])
+        check_pay((await client.post("/psk2")).headers["Pay"], 10)
+    with pytest.raises(ConfigError):
+        paid(1, pay_method="psk3")

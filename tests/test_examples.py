@@ -22,8 +22,14 @@ from aiohttp.test_utils import TestServer
 from starlette.testclient import TestClient
 
 from ilp_receiver._portal import BlockingPortal
-from ilp_receiver.client import AsyncHttpIlpClient, AsyncPaymentClient, Psk2Destination
-from ilp_receiver.codec.pay_header import format_pay_token, parse_pay_header
+from ilp_receiver.client import (
+    AsyncHttpIlpClient,
+    AsyncPaymentClient,
+    HeldStreamPayment,
+    Psk2Destination,
+    StreamDestination,
+)
+from ilp_receiver.codec.pay_header import STREAM_METHOD, format_pay_token, parse_pay_header
 from ilp_receiver.paywall import token_account
 from ilp_receiver.testing import BtpGateway, InMemoryNetwork
 from ilp_receiver_flask import get_service
@@ -63,6 +69,16 @@ class Connector:
         result, _quote = self.portal.call(self.http.pay_token, target, token, pay.price)
         assert result.delivered_amount >= pay.price
 
+    def stream(self, pay_value: str, send_max: int) -> HeldStreamPayment:
+        """Open a STREAM connection to an ``interledger-stream`` header, a stream with
+        ``send_max`` as its limit; returns once the server has sent its first byte."""
+        pay = parse_pay_header(pay_value)
+        assert pay.method == STREAM_METHOD
+        target = StreamDestination(pay.destination, pay.shared_secret)
+        payment = HeldStreamPayment(self.payer.send, target, send_max)
+        assert self.portal.call(payment.ready, 10.0)
+        return payment
+
     def close(self) -> None:
         self.portal.call(self.payer.close)
         self.portal.call(self.gateway.close)
@@ -76,8 +92,28 @@ def connector() -> Iterator[Connector]:
     c.close()
 
 
+def check_stream_flow(request: Any, connector: Connector, status_of: Any) -> None:
+    """The default (STREAM): 402 with Pay: interledger-stream -> a stream whose limit is
+    the client's max price -> the server's first byte -> the request again while the
+    money flows -> 200 with Pay-Balance; the client sent exactly the price."""
+    token = os.urandom(16)
+    headers = {"Pay-Token": format_pay_token(token)}
+    for method, path, body, price in (("GET", "/fortune", b"", 10), ("POST", "/shout", b"hi!", 3)):
+        first = request(method, path, headers, body)
+        assert status_of(first) == 402
+        assert first.headers["Pay"].startswith("interledger-stream ")
+        assert first.json()["price"] == str(price)
+        payment = connector.stream(first.headers["Pay"], 50)
+        second = request(method, path, headers, body)
+        assert status_of(second) == 200
+        assert second.headers["Pay-Balance"] == "0"
+        result = connector.portal.call(payment.finish)
+        assert result.delivered_amount == result.source_amount == price
+    assert request("GET", "/balance", headers).json() == {"balance": 0}
+
+
 def check_flow(request: Any, connector: Connector, status_of: Any) -> None:
-    """402 -> pay -> 200 with Pay-Balance, then the balance endpoint agrees."""
+    """PSK2: 402 -> pay -> 200 with Pay-Balance, then the balance endpoint agrees."""
     token = os.urandom(16)
     headers = {"Pay-Token": format_pay_token(token)}
     first = request("GET", "/fortune", headers)
@@ -100,10 +136,21 @@ def check_flow(request: Any, connector: Connector, status_of: Any) -> None:
     assert request("GET", "/", {}).json()["endpoints"]["GET /fortune"] == 10
 
 
-def test_flask_example(connector: Connector, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["flask_paid_api", "starlette_paid_api", "aiohttp_paid_api"])
+def test_examples_name_the_pay_method_variable(name: str) -> None:
+    doc = load(name).__doc__ or ""
+    assert "ILP_RECEIVER_PAY_METHOD" in doc
+    assert "interledger-stream" in doc and "psk2" in doc
+
+
+@pytest.mark.parametrize("pay_method", ["stream", "psk2"])
+def test_flask_example(connector: Connector, tmp_path: Path, pay_method: str) -> None:
     module = load("flask_paid_api")
     app = module.create_app(
-        connector.gateway.url("flask-shop"), store=str(tmp_path / "b.db"), secret=SECRET
+        connector.gateway.url("flask-shop"),
+        store=str(tmp_path / "b.db"),
+        secret=SECRET,
+        pay_method=None if pay_method == "stream" else pay_method,  # stream: the default
     )
     client = app.test_client()
 
@@ -119,13 +166,38 @@ def test_flask_example(connector: Connector, tmp_path: Path) -> None:
         return Wrapped(client.open(path, method=method, headers=headers, data=body))
 
     try:
-        check_flow(request, connector, lambda r: r.response.status_code)
+        flow = check_stream_flow if pay_method == "stream" else check_flow
+        flow(request, connector, lambda r: r.response.status_code)
         assert get_service(app).receiver.address == "test.net.flask-shop"
     finally:
         get_service(app).stop()
 
 
-def test_starlette_example(connector: Connector, tmp_path: Path) -> None:
+def test_starlette_example_over_stream(connector: Connector, tmp_path: Path) -> None:
+    module = load("starlette_paid_api")
+    app = module.create_app(
+        connector.gateway.url("starlette-shop"), store=str(tmp_path / "b.db"), secret=SECRET
+    )
+    with TestClient(app) as client:
+
+        def request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Any:
+            return client.request(method, path, headers=headers, content=body or None)
+
+        check_stream_flow(request, connector, lambda r: r.status_code)
+        # the path-configured paid route
+        token = os.urandom(16)
+        r = client.get("/premium/gold", headers={"Pay-Token": format_pay_token(token)})
+        assert r.status_code == 402
+        payment = connector.stream(r.headers["Pay"], 100)
+        r = client.get("/premium/gold", headers={"Pay-Token": format_pay_token(token)})
+        assert r.json() == {"premium": "gold"}
+        assert connector.portal.call(payment.finish).delivered_amount == 25
+
+
+def test_starlette_example(
+    connector: Connector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ILP_RECEIVER_PAY_METHOD", "psk2")  # what the docstring says
     module = load("starlette_paid_api")
     app = module.create_app(
         connector.gateway.url("starlette-shop"), store=str(tmp_path / "b.db"), secret=SECRET
@@ -163,6 +235,8 @@ async def test_aiohttp_example_end_to_end_with_the_http_ilp_client(tmp_path: Pat
             assert response.status == 200
             assert "fortune" in response.json()
             assert response.payment is not None
+            assert response.payment.protocol == "stream"  # the example's default
+            assert response.payment.delivered_amount == 10
             assert response.headers["Pay-Balance"] == "0"
             response = await http.post(str(client.make_url("/shout")), data=b"abc")
             assert response.json() == {"shout": "ABC"}

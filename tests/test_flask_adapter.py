@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,7 +19,7 @@ from werkzeug.serving import make_server
 from ilp_receiver._portal import BlockingPortal, default_portal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
-from ilp_receiver.paywall import NO_TOKEN_MESSAGE, RequestFacts, token_account
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, RequestFacts, token_account
 from ilp_receiver.receiver import Receiver
 from ilp_receiver.stores import SqliteStore
 from ilp_receiver_flask import IlpReceiver, get_service, paid
@@ -28,7 +29,9 @@ from tests.test_paywall import (
     TOKEN,
     TOKEN_HEADER,
     MemoryParent,
+    StreamEraClients,
     check_pay,
+    check_stream_pay,
     funding_prepare,
     sync_receiver,
 )
@@ -39,11 +42,11 @@ PATHS = ["/decorated", "/mapped", "/priced"]
 class Net:
     """A portal, an in-memory parent and the Flask app under test."""
 
-    def __init__(self) -> None:
+    def __init__(self, **config: Any) -> None:
         self.portal = BlockingPortal("test-flask")
         self.parent = MemoryParent()
         self.rx: Receiver = sync_receiver(self.parent, self.portal)
-        self.app = make_app(self.rx)
+        self.app = make_app(self.rx, **config)
 
     def pay(self, pay_value: str, amount: int) -> None:
         reply = self.portal.call(self.parent.pay, funding_prepare(pay_value, amount))
@@ -57,10 +60,11 @@ class Net:
         self.portal.stop()
 
 
-def make_app(rx: Receiver) -> Flask:
+def make_app(rx: Receiver, **config: Any) -> Flask:
     app = Flask(__name__)
     app.config["ILP_RECEIVER_PAID"] = {"/mapped": 10}
     app.config["ILP_RECEIVER_POINTERS"] = ["bob"]
+    app.config.update(config)
     IlpReceiver(app, receiver=rx)
 
     @app.post("/decorated")
@@ -312,3 +316,123 @@ def test_missing_flask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "ilp_receiver_flask")
     with pytest.raises(ImportError, match=r"pip install 'ilp-receiver\[flask\]'"):
         importlib.import_module("ilp_receiver_flask")
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP-ILP over STREAM (ILP_RECEIVER_PAY_METHOD = "stream")
+
+
+@pytest.fixture
+def stream_net() -> Iterator[Net]:
+    n = Net(ILP_RECEIVER_PAY_METHOD="stream", ILP_RECEIVER_PAY_WAIT=1.0)
+    yield n
+    n.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stream_402_data_wait_money_while_waiting_then_200(stream_net: Net, path: str) -> None:
+    net = stream_net
+    client = net.app.test_client()
+    r = client.options(path)
+    assert r.status_code == 204
+    check_stream_pay(r.headers["Pay"])
+    r = client.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 402
+    assert r.headers["Pay-Balance"] == "0"
+    assert r.json is not None and r.json["price"] == "10"
+    check_stream_pay(r.headers["Pay"])
+    # the client: a stream with its max price (15) as send limit; waits for data
+    clients = StreamEraClients(net.parent.pay, r.headers["Pay"], 15, gated=True)
+    assert net.portal.call(clients.open) == [b"ready"]
+    with ThreadPoolExecutor(1) as pool:
+        repeated = pool.submit(
+            lambda: net.app.test_client().post(path, headers={"Pay-Token": TOKEN_HEADER})
+        )
+        time.sleep(0.2)
+        assert not repeated.done()  # the request waits while the money is held back
+        net.portal.call(clients.release)
+        r = repeated.result(10)
+    assert r.status_code == 200
+    assert r.text == "paid content"
+    assert r.headers["Pay-Balance"] == "0"
+    check_stream_pay(r.headers["Pay"])
+    [result] = net.portal.call(clients.finish)
+    assert result.delivered_amount == 10  # the receive limit: no more than asked
+    assert net.balance() == 0
+
+
+def test_stream_price_above_the_clients_max_is_402_and_nothing_is_lost(stream_net: Net) -> None:
+    client = stream_net.app.test_client()
+    r = client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    clients = StreamEraClients(stream_net.parent.pay, r.headers["Pay"], 7)
+    stream_net.portal.call(clients.open)
+    r = client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 402  # after waiting ILP_RECEIVER_PAY_WAIT for more
+    assert r.headers["Pay-Balance"] == "7"
+    [result] = stream_net.portal.call(clients.finish)
+    assert result.delivered_amount == 7
+    assert stream_net.balance() == 7
+
+
+def test_stream_no_double_spend_with_threads(stream_net: Net) -> None:
+    """50 requests on one token funded for 25 over STREAM while they wait."""
+    net = stream_net
+    client = net.app.test_client()
+    pays = [
+        client.post("/decorated", headers={"Pay-Token": TOKEN_HEADER}).headers["Pay"]
+        for _ in range(25)
+    ]
+    clients = StreamEraClients(net.parent.pay, pays, 15, gated=True)
+    net.portal.call(clients.open)
+
+    def call(_: int) -> int:
+        return (
+            net.app.test_client()
+            .post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+            .status_code
+        )
+
+    with ThreadPoolExecutor(50) as pool:
+        futures = [pool.submit(call, i) for i in range(50)]
+        time.sleep(0.2)
+        net.portal.call(clients.release)
+        codes = [f.result(30) for f in futures]
+    assert codes.count(200) == 25
+    assert codes.count(402) == 25
+    results = net.portal.call(clients.finish)
+    assert sum(r.delivered_amount for r in results) == 250
+    assert net.balance() == 0
+
+
+def test_pay_method_per_route() -> None:
+    """A PSK2 app with one STREAM view, one STREAM mapped route; and the other way."""
+    net = Net(ILP_RECEIVER_PAID=[PaidRoute("/mapped", 10, pay_method="stream")])
+
+    @net.app.post("/stream-view")
+    @paid(10, pay_method="stream")
+    def stream_view() -> str:
+        return "x"
+
+    try:
+        client = net.app.test_client()
+        check_pay(client.post("/decorated").headers["Pay"], 10)
+        check_stream_pay(client.post("/mapped").headers["Pay"])
+        check_stream_pay(client.post("/stream-view").headers["Pay"])
+        check_stream_pay(client.options("/stream-view").headers["Pay"])
+    finally:
+        net.close()
+    with pytest.raises(ConfigError):
+        paid(1, pay_method="bitcoin")
+    other = Net(ILP_RECEIVER_PAY_METHOD="stream")
+
+    @other.app.post("/psk2-view")
+    @paid(10, pay_method="psk2")
+    def psk2_view() -> str:
+        return "x"
+
+    try:
+        client = other.app.test_client()
+        check_stream_pay(client.post("/decorated").headers["Pay"])
+        check_pay(client.post("/psk2-view").headers["Pay"], 10)
+    finally:
+        other.close()

@@ -23,6 +23,7 @@ from ilp_receiver.codec.pay_header import (
     PAY_TOKEN_LENGTH,
     PSK1_METHOD,
     PSK2_METHOD,
+    STREAM_METHOD,
     PayHeader,
     decode_base64_secret,
     format_pay_balance,
@@ -251,6 +252,18 @@ def test_pay_without_price() -> None:
     assert format_pay_header(header) == value
 
 
+def test_pay_over_stream_names_destination_and_secret_only() -> None:
+    # "Pay: interledger-stream <destination_account> <base64 shared_secret>"
+    value = f"interledger-stream g.example.bob.AbC-_d {SECRET_B64}"
+    header = parse_pay_header(value)
+    assert header == PayHeader(STREAM_METHOD, "g.example.bob.AbC-_d", SECRET, None)
+    assert format_pay_header(header) == value
+    # either alphabet, padded or not (SPSP v4 secrets); a trailing price is tolerated
+    url_safe = base64.urlsafe_b64encode(b"\xfb" * 32).decode().rstrip("=")
+    header = parse_pay_header(f"interledger-stream g.a.b {url_safe} 10")
+    assert header == PayHeader(STREAM_METHOD, "g.a.b", b"\xfb" * 32, 10)
+
+
 def test_pay_tolerates_url_safe_unpadded_secret_and_extra_whitespace() -> None:
     url_safe = base64.urlsafe_b64encode(b"\xfb" * 32).decode().rstrip("=")
     header = parse_pay_header(f"  interledger-psk2\tg.example.bob   {url_safe} 7 ")
@@ -277,7 +290,11 @@ def test_pay_legacy_without_method_first_word_is_amount() -> None:
     [
         ("", "empty"),
         ("   ", "empty"),
-        ("interledger-stream g.a.b xyz", "unsupported payment method"),
+        ("interledger-stream2 g.a.b xyz", "unsupported payment method"),
+        ("interledger-stream g.a.b", "interledger-stream Pay header must be"),
+        ("interledger-stream g.a.b AAAA", "32 bytes"),
+        (f"interledger-stream g.a.b {SECRET_B64} 1 2", "interledger-stream Pay header must"),
+        (f"interledger-stream bogus {SECRET_B64}", "not an ILP address"),
         ("interledger-psk2 g.a.b", "interledger-psk2 Pay header must be"),
         (f"interledger-psk2 g.a.b {SECRET_B64} 1 2", "interledger-psk2 Pay header must be"),
         (f"interledger-psk2 bogus {SECRET_B64} 1", "not an ILP address"),
@@ -314,7 +331,9 @@ def test_pay_header_error_offset_points_at_the_bad_word() -> None:
         (PayHeader(PSK2_METHOD, "g.a", SECRET, 2**64), "0.."),
         (PayHeader(PSK1_METHOD, "g.a", SECRET, None), "needs an amount"),
         (PayHeader(PSK1_METHOD, "g.a", b"", 1), "empty"),
-        (PayHeader("interledger-stream", "g.a", SECRET, 1), "unsupported"),
+        (PayHeader("interledger-stream", "g.a", SECRET, 1), "no price"),
+        (PayHeader("interledger-stream", "g.a", b"\x00" * 16), "32 bytes"),
+        (PayHeader("interledger-strem", "g.a", SECRET), "unsupported"),
     ],
 )
 def test_format_pay_header_refuses(header: PayHeader, problem: str) -> None:

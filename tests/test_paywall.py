@@ -11,6 +11,7 @@ import asyncio
 import base64
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -22,10 +23,18 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from ilp_receiver._portal import BlockingPortal
+from ilp_receiver.client import (
+    HeldStreamPayment,
+    PaymentError,
+    PaymentResult,
+    StreamDestination,
+)
+from ilp_receiver.client.held_stream import SendPrepare
 from ilp_receiver.codec.ildcp import IldcpResponse, ildcp_serve
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ilp_receiver.codec.pay_header import (
     PSK2_METHOD,
+    STREAM_METHOD,
     format_pay_token,
     parse_pay_balance,
     parse_pay_header,
@@ -33,8 +42,11 @@ from ilp_receiver.codec.pay_header import (
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.links.memory import memory_link_pair
 from ilp_receiver.paywall import (
+    DEFAULT_PAY_METHOD,
     NO_TOKEN_MESSAGE,
+    PAY_METHOD_ENV,
     PAYWALL_ACCOUNT,
+    STREAM_GREETING,
     PaidRoute,
     PaidRoutes,
     Paywall,
@@ -42,7 +54,10 @@ from ilp_receiver.paywall import (
     PaywallPaymentHook,
     PlanKind,
     RequestFacts,
+    check_pay_method,
+    check_pay_wait,
     combine_hooks,
+    default_pay_method,
     paywall_payment_hook,
     plan_request,
     resolve_price,
@@ -51,6 +66,7 @@ from ilp_receiver.paywall import (
 from ilp_receiver.psk2.sender import build_chunk_prepare, build_request_prepare
 from ilp_receiver.receiver import DEFAULT_ACCOUNT, AsyncReceiver, IncomingPayment, Receiver
 from ilp_receiver.stores import MemoryStore, SqliteStore
+from ilp_receiver.stream.server import tag_to_account
 from ilp_receiver.web.wsgi import IlpWsgiMiddleware
 from tests.test_pay_header import FUNDING_AMOUNT, HTTP_ILP_EXPECTED, META
 
@@ -154,6 +170,81 @@ def check_pay(value: str, price: int, server: str = SERVER) -> None:
     words = value.split(" ")
     assert len(words) == 4
     assert base64.b64decode(words[2], validate=True) == pay.shared_secret
+
+
+def check_stream_pay(value: str, server: str = SERVER) -> tuple[str, bytes]:
+    """A ``Pay: interledger-stream <destination> <secret>`` we produced; returns both."""
+    pay = parse_pay_header(value)
+    assert pay.method == STREAM_METHOD
+    assert pay.price is None
+    # a STREAM destination: exactly one segment (the token) after the server address
+    assert pay.destination.startswith(server + ".")
+    assert "." not in pay.destination[len(server) + 1 :]
+    words = value.split(" ")
+    assert len(words) == 3
+    assert base64.b64decode(words[2], validate=True) == pay.shared_secret
+    assert len(pay.shared_secret) == 32
+    return pay.destination, pay.shared_secret
+
+
+class StreamEraClients:
+    """STREAM-era HTTP-ILP clients, one per ``Pay: interledger-stream`` header value
+    (each a connection of its own: two connections on one destination would be one
+    connection to the server), paying the way those clients did: open a connection and
+    a stream, raise the send limit to ``send_max``, wait until the server has sent a
+    byte on the stream (:meth:`open`), keep paying while the request is repeated, close
+    the stream when the response is in (:meth:`finish`).
+
+    ``send`` delivers a Prepare to the receiver (the in-memory parent's ``pay``).  With
+    ``gated`` every money packet sent after the server's first byte waits for
+    :meth:`release`, so a test can repeat its request before the money arrives.
+    """
+
+    def __init__(
+        self,
+        send: SendPrepare,
+        pay_values: str | list[str],
+        send_max: int,
+        *,
+        gated: bool = False,
+    ) -> None:
+        self.gate = asyncio.Event()
+        if not gated:
+            self.gate.set()
+        self.held_back = 0
+        self.payments: list[HeldStreamPayment] = []
+        for value in [pay_values] if isinstance(pay_values, str) else pay_values:
+            pay = parse_pay_header(value)
+            assert pay.method == STREAM_METHOD
+            target = StreamDestination(pay.destination, pay.shared_secret)
+            holder: list[HeldStreamPayment] = []
+            payment = HeldStreamPayment(self._gated(send, holder), target, send_max)
+            holder.append(payment)
+            self.payments.append(payment)
+
+    def _gated(self, send: SendPrepare, holder: list[HeldStreamPayment]) -> SendPrepare:
+        async def deliver(prepare: IlpPrepare) -> IlpReply:
+            if prepare.amount and holder[0].received_data and not self.gate.is_set():
+                self.held_back += 1
+                await self.gate.wait()
+            return await send(prepare)
+
+        return deliver
+
+    async def open(self, timeout: float = 10.0) -> list[bytes]:
+        """Start every connection; wait for each server's first byte; return the bytes."""
+        ready = await asyncio.gather(*(p.ready(timeout) for p in self.payments))
+        assert all(ready), "the server sent no data on the stream"
+        return [p.sender.read() for p in self.payments]
+
+    async def release(self) -> None:
+        """Let the held-back money go."""
+        self.gate.set()
+
+    async def finish(self) -> list[PaymentResult]:
+        """Close every stream (the response arrived); what each delivered."""
+        self.gate.set()
+        return list(await asyncio.gather(*(p.finish() for p in self.payments)))
 
 
 @pytest.fixture
@@ -674,3 +765,242 @@ def test_wsgi_middleware_every_status() -> None:
     finally:
         wsgi.stop()
         portal.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP-ILP over STREAM (Pay: interledger-stream)
+
+
+def test_pay_method_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PAY_METHOD_ENV, raising=False)
+    assert default_pay_method() == DEFAULT_PAY_METHOD == "psk2"
+    assert default_pay_method({PAY_METHOD_ENV: " Stream "}) == "stream"
+    assert default_pay_method({PAY_METHOD_ENV: ""}) == "psk2"
+    with pytest.raises(ConfigError, match=PAY_METHOD_ENV):
+        default_pay_method({PAY_METHOD_ENV: "ilp"})
+    assert check_pay_method("PSK2") == "psk2"
+    with pytest.raises(ConfigError):
+        check_pay_method(None)
+    with pytest.raises(ConfigError):
+        check_pay_wait(-1)
+    with pytest.raises(ConfigError):
+        check_pay_wait(True)
+    with pytest.raises(ConfigError):
+        PaidRoute("/x", 1, pay_method="interledger")  # type: ignore[arg-type]
+    routes = PaidRoutes([PaidRoute("/s", 1, pay_method="stream"), PaidRoute("/p", 2)])
+    found = routes.find("GET", "/s")
+    assert found is not None and (found.price, found.pay_method) == (1, "stream")
+    assert routes.find("GET", "/none") is None
+
+    class Rx:
+        store = MemoryStore()
+
+    monkeypatch.setenv(PAY_METHOD_ENV, "stream")
+    assert Paywall(Rx()).pay_method == "stream"  # type: ignore[arg-type]
+    assert Paywall(Rx(), pay_method="psk2").pay_method == "psk2"  # type: ignore[arg-type]
+    monkeypatch.setenv(PAY_METHOD_ENV, "nope")
+    with pytest.raises(ConfigError):
+        Paywall(Rx())  # type: ignore[arg-type]
+
+
+async def test_stream_pay_headers_are_bound_to_the_token(receiver: AsyncReceiver) -> None:
+    wall = Paywall(receiver, pay_method="stream")
+    d = await wall.check(facts("OPTIONS", token=None), 10)
+    assert d.reply is not None and d.reply.status == 204
+    check_stream_pay(d.reply.headers["Pay"])
+    d = await wall.check(facts("OPTIONS"), 10)
+    assert d.reply is not None and d.reply.headers["Pay-Balance"] == "0"
+    d = await wall.check(facts(token=None), 10)
+    assert d.reply is not None and d.reply.status == 402
+    check_stream_pay(d.reply.headers["Pay"])
+    d = await wall.check(facts(), 10)
+    assert d.reply is not None and d.reply.status == 402
+    assert d.reply.headers["Pay-Balance"] == "0"
+    destination, _ = check_stream_pay(d.reply.headers["Pay"])
+    # the token's account is authenticated inside the STREAM token of the destination
+    secrets = receiver.stream_server._secrets  # test-only peek to open the token
+    token = secrets.open_token(destination.rsplit(".", 1)[1])
+    assert tag_to_account(token.connection_tag or "") == token_account(TOKEN)
+    # a fresh destination every time, and the price of the latest Pay per token
+    again = await wall.check(facts(), 25)
+    assert again.reply is not None and again.reply.headers["Pay"] != d.reply.headers["Pay"]
+    assert wall.streams.price(token_account(TOKEN)) == 25
+    # psk2 per route on a STREAM paywall
+    psk2 = await wall.check(facts(), 10, pay_method="psk2")
+    assert psk2.reply is not None
+    check_pay(psk2.reply.headers["Pay"], 10)
+
+
+async def test_stream_flow_data_wait_money_while_waiting_then_200(
+    receiver: AsyncReceiver,
+) -> None:
+    """402 + Pay: interledger-stream -> the client's stream gets the greeting -> the
+    repeated request waits -> the money arrives -> 200 with Pay-Balance."""
+    wall = Paywall(receiver, pay_method="stream")
+    first = await wall.check(facts(), 10)
+    assert first.reply is not None and first.reply.status == 402
+    # the client's max price (15) is above the price (10)
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 15, gated=True)
+    assert await clients.open() == [STREAM_GREETING]
+    assert await receiver.balance(token_account(TOKEN)) == 0  # the money is held back
+    repeated = asyncio.ensure_future(wall.check(facts(), 10))
+    await asyncio.sleep(0.2)
+    assert not repeated.done()  # waiting for the money
+    assert clients.held_back == 1
+    await clients.release()
+    served = await asyncio.wait_for(repeated, 5)
+    assert served.serve
+    assert served.headers["Pay-Balance"] == "0"
+    check_stream_pay(served.headers["Pay"])
+    [result] = await clients.finish()
+    # the stream's receive limit was the price: the client sent no more than asked
+    assert result.delivered_amount == 10
+    assert await receiver.balance(token_account(TOKEN)) == 0
+    assert not wall.streams.paying(token_account(TOKEN))  # the client closed its stream
+
+
+async def test_stream_price_above_the_clients_max_is_402_and_nothing_is_lost(
+    receiver: AsyncReceiver,
+) -> None:
+    wall = Paywall(receiver, pay_method="stream", pay_wait=0.3)
+    account = token_account(TOKEN)
+    first = await wall.check(facts(), 10)
+    assert first.reply is not None
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 8)
+    await clients.open()
+    started = time.monotonic()
+    again = await wall.check(facts(), 10)
+    assert time.monotonic() - started >= 0.25  # it waited for more money, in vain
+    assert again.reply is not None and again.reply.status == 402
+    assert again.reply.headers["Pay-Balance"] == "8"
+    [result] = await clients.finish()
+    assert result.delivered_amount == 8
+    assert await receiver.balance(account) == 8  # what arrived stays on the token
+    # a later payment tops the token up; the request then serves from both
+    more = StreamEraClients(parent_of(receiver).pay, again.reply.headers["Pay"], 10)
+    await more.open()
+    served = await wall.check(facts(), 10)
+    assert served.serve and served.headers["Pay-Balance"] == "8"
+    await more.finish()
+
+
+async def test_stream_without_an_open_stream_answers_at_once(receiver: AsyncReceiver) -> None:
+    wall = Paywall(receiver, pay_method="stream", pay_wait=5)
+    first = await wall.check(facts(), 10)
+    assert first.reply is not None
+    started = time.monotonic()
+    d = await wall.check(facts(), 10)  # nobody is paying: no wait
+    assert d.reply is not None and d.reply.status == 402
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 4)
+    await clients.open()
+    await clients.finish()  # paid 4 and closed
+    d = await wall.check(facts(), 10)
+    assert d.reply is not None and d.reply.headers["Pay-Balance"] == "4"
+    assert time.monotonic() - started < 2
+
+
+async def test_stream_closing_the_stream_ends_the_wait(receiver: AsyncReceiver) -> None:
+    wall = Paywall(receiver, pay_method="stream", pay_wait=10)
+    first = await wall.check(facts(), 10)
+    assert first.reply is not None
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 15, gated=True)
+    await clients.open()
+    waiting = asyncio.ensure_future(wall.check(facts(), 10))
+    await asyncio.sleep(0.1)
+    for payment in clients.payments:
+        await payment.abort()  # the connection stops before paying ...
+    closing = HeldStreamPayment(
+        parent_of(receiver).pay, clients.payments[0].target, 15, max_packet_amount=1
+    )
+    # ... and a second one opens and closes without money (its stream closes)
+    closing.sender.end()
+    closing.start()
+    await closing.finish()
+    d = await asyncio.wait_for(waiting, 5)  # woken by the close, far before 10 s
+    assert d.reply is not None and d.reply.status == 402
+
+
+async def test_stream_destination_of_one_token_does_not_pay_for_another(
+    receiver: AsyncReceiver,
+) -> None:
+    wall = Paywall(receiver, pay_method="stream", pay_wait=2)
+    other = format_pay_token(bytes(16))
+    first = await wall.check(facts(), 10)
+    assert first.reply is not None
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 10)
+    await clients.open()
+    started = time.monotonic()
+    d = await wall.check(facts(token=other), 10)  # another token: no wait, no money
+    assert time.monotonic() - started < 1
+    assert d.reply is not None and d.reply.status == 402
+    assert d.reply.headers["Pay-Balance"] == "0"
+    assert await receiver.balance(token_account(bytes(16))) == 0
+    assert await receiver.balance(token_account(TOKEN)) == 10
+    served = await wall.check(facts(), 10)
+    assert served.serve
+    await clients.finish()
+
+
+async def test_stream_money_to_a_destination_without_token_is_refused(
+    receiver: AsyncReceiver,
+) -> None:
+    wall = Paywall(receiver, pay_method="stream")
+    d = await wall.check(facts(token=None), 10)
+    assert d.reply is not None
+    payment = HeldStreamPayment(
+        parent_of(receiver).pay,
+        StreamDestination(*check_stream_pay(d.reply.headers["Pay"])),
+        10,
+    )
+    await payment.ready(5)
+    with pytest.raises(PaymentError) as info:
+        await payment.finish()
+    assert info.value.result.delivered_amount == 0
+    assert await receiver.balance(PAYWALL_ACCOUNT) == 0
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_stream_no_double_spend_50_concurrent(tmp_path: Any, store_kind: str) -> None:
+    """50 requests on one token funded for 25 over STREAM, while they wait: 25 served."""
+    parent = MemoryParent()
+    await parent.start()
+    store = MemoryStore() if store_kind == "memory" else SqliteStore(str(tmp_path / "s.db"))
+    async with async_receiver(parent, store=store) as rx:
+        wall = Paywall(rx, pay_method="stream", pay_wait=1.0)
+        # 25 clients (each on the Pay header of its own 402), a stream of 10 each (the
+        # receive limit of a stream is the price)
+        firsts = [await wall.check(facts(), 10) for _ in range(25)]
+        pays = [d.reply.headers["Pay"] for d in firsts if d.reply is not None]
+        clients = StreamEraClients(parent.pay, pays, 15, gated=True)
+        await clients.open()
+        requests = [asyncio.ensure_future(wall.check(facts(), 10)) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        assert not any(r.done() for r in requests)  # all wait for the money
+        await clients.release()
+        decisions = await asyncio.gather(*requests)
+        served = [d for d in decisions if d.serve]
+        assert len(served) == 25
+        assert all(d.reply is not None and d.reply.status == 402 for d in decisions if not d.serve)
+        assert sorted(d.balance for d in served) == list(range(0, 250, 10))  # type: ignore[type-var]
+        results = await clients.finish()
+        assert sum(r.delivered_amount for r in results) == 250
+        assert await store.balance(token_account(TOKEN)) == 0
+    await store.close()
+
+
+async def test_stream_check_blocking_hands_the_wait_to_the_loop(receiver: AsyncReceiver) -> None:
+    wall = Paywall(receiver, pay_method="stream", pay_wait=2)
+    first = await asyncio.to_thread(wall.check_blocking, facts(), 10)
+    assert first is not None and first.reply is not None and first.reply.status == 402
+    assert wall.streams.price(token_account(TOKEN)) == 10
+    clients = StreamEraClients(parent_of(receiver).pay, first.reply.headers["Pay"], 15, gated=True)
+    await clients.open()
+    # money is flowing to the token: the blocking path declines, check() waits for it
+    assert await asyncio.to_thread(wall.check_blocking, facts(), 10) is None
+    waiting = asyncio.ensure_future(wall.check(facts(), 10))
+    await clients.release()
+    assert (await waiting).serve
+    await clients.finish()
+    # no stream open: decided on the thread as before
+    d = await asyncio.to_thread(wall.check_blocking, facts(), 10)
+    assert d is not None and d.reply is not None and d.reply.status == 402

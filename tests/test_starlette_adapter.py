@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -18,7 +21,7 @@ from starlette.testclient import TestClient
 
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
-from ilp_receiver.paywall import NO_TOKEN_MESSAGE, RequestFacts, token_account
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, RequestFacts, token_account
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver_starlette import (
     IlpReceiverMiddleware,
@@ -32,15 +35,17 @@ from tests.test_paywall import (
     TOKEN,
     TOKEN_HEADER,
     MemoryParent,
+    StreamEraClients,
     async_receiver,
     check_pay,
+    check_stream_pay,
     funding_prepare,
 )
 
 PATHS = ["/route", "/decorated", "/mapped", "/sync"]
 
 
-def make_app(rx: AsyncReceiver, failures: list[str] | None = None) -> Starlette:
+def make_app(rx: AsyncReceiver, failures: list[str] | None = None, **options: Any) -> Starlette:
     async def content(request: Request) -> Response:
         if request.query_params.get("fail"):
             raise RuntimeError("route failed")
@@ -68,7 +73,9 @@ def make_app(rx: AsyncReceiver, failures: list[str] | None = None) -> Starlette:
         Route("/bob", lambda r: PlainTextResponse("bob's page")),
     ]
     middleware = [
-        Middleware(IlpReceiverMiddleware, receiver=rx, paid={"/mapped": 10}, pointers=["bob"])
+        Middleware(
+            IlpReceiverMiddleware, receiver=rx, paid={"/mapped": 10}, pointers=["bob"], **options
+        )
     ]
     return Starlette(routes=routes, middleware=middleware)
 
@@ -229,3 +236,117 @@ def test_missing_starlette_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delitem(sys.modules, "ilp_receiver_starlette")
     with pytest.raises(ImportError, match=r"pip install 'ilp-receiver\[starlette\]'"):
         importlib.import_module("ilp_receiver_starlette")
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP-ILP over STREAM (pay_method="stream")
+
+
+@pytest.fixture
+def stream_client(parent: MemoryParent) -> Iterator[TestClient]:
+    asyncio.run(parent.start())
+    rx = async_receiver(parent)
+    with TestClient(make_app(rx, pay_method="stream", pay_wait=1.0)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stream_402_data_wait_money_while_waiting_then_200(
+    stream_client: TestClient, parent: MemoryParent, path: str
+) -> None:
+    client = stream_client
+    assert client.portal is not None
+    r = client.options(path)
+    assert r.status_code == 204
+    check_stream_pay(r.headers["Pay"])
+    r = client.post(path, headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 402
+    assert r.headers["Pay-Balance"] == "0"
+    check_stream_pay(r.headers["Pay"])
+    clients = StreamEraClients(parent.pay, r.headers["Pay"], 15, gated=True)
+    assert client.portal.call(clients.open) == [b"ready"]
+    with ThreadPoolExecutor(1) as pool:
+        repeated = pool.submit(client.post, path, headers={"Pay-Token": TOKEN_HEADER})
+        time.sleep(0.2)
+        assert not repeated.done()  # the request waits while the money is held back
+        client.portal.call(clients.release)
+        r = repeated.result(10)
+    assert r.status_code == 200
+    assert r.text == "paid content"
+    assert r.headers["Pay-Balance"] == "0"
+    check_stream_pay(r.headers["Pay"])
+    [result] = client.portal.call(clients.finish)
+    assert result.delivered_amount == 10
+    assert client.get("/balance").json()["balance"] == 0
+
+
+def test_stream_price_above_the_clients_max_is_402_and_nothing_is_lost(
+    stream_client: TestClient, parent: MemoryParent
+) -> None:
+    client = stream_client
+    assert client.portal is not None
+    r = client.post("/route", headers={"Pay-Token": TOKEN_HEADER})
+    clients = StreamEraClients(parent.pay, r.headers["Pay"], 7)
+    client.portal.call(clients.open)
+    r = client.post("/route", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status_code == 402
+    assert r.headers["Pay-Balance"] == "7"
+    [result] = client.portal.call(clients.finish)
+    assert result.delivered_amount == 7
+    assert client.get("/balance").json()["balance"] == 7
+
+
+async def test_stream_no_double_spend_with_asyncio_concurrency(parent: MemoryParent) -> None:
+    """50 requests on one token funded for 25 over STREAM while they wait."""
+    await parent.start()
+    rx = async_receiver(parent)
+    app = make_app(rx, pay_method="stream", pay_wait=1.0)
+    async with rx:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            token = {"Pay-Token": TOKEN_HEADER}
+            pays = [(await c.post("/decorated", headers=token)).headers["Pay"] for _ in range(25)]
+            clients = StreamEraClients(parent.pay, pays, 15, gated=True)
+            await clients.open()
+            requests = [
+                asyncio.ensure_future(c.post("/decorated", headers=token)) for _ in range(50)
+            ]
+            await asyncio.sleep(0.2)
+            await clients.release()
+            responses = await asyncio.gather(*requests)
+        codes = [r.status_code for r in responses]
+        assert codes.count(200) == 25
+        assert codes.count(402) == 25
+        results = await clients.finish()
+        assert sum(r.delivered_amount for r in results) == 250
+        assert await rx.store.balance(token_account(TOKEN)) == 0
+
+
+def test_pay_method_per_route(parent: MemoryParent) -> None:
+    asyncio.run(parent.start())
+
+    async def content(request: Request) -> Response:
+        return PlainTextResponse("x")
+
+    app = Starlette(
+        routes=[
+            paid_route("/psk2", content, price=10, pay_method="psk2"),
+            paid_route("/default", content, price=10),
+            Route("/mapped", content),
+        ],
+        middleware=[
+            Middleware(
+                IlpReceiverMiddleware,
+                receiver=async_receiver(parent),
+                paid=[PaidRoute("/mapped", 10, pay_method="psk2")],
+                pay_method="stream",
+            )
+        ],
+    )
+    with TestClient(app) as c:
+        check_pay(c.get("/psk2").headers["Pay"], 10)
+        check_pay(c.get("/mapped").headers["Pay"], 10)
+        check_stream_pay(c.get("/default").headers["Pay"])
+        check_stream_pay(c.options("/default").headers["Pay"])
+    with pytest.raises(ConfigError):
+        paid(1, pay_method="lightning")

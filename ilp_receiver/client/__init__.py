@@ -10,7 +10,10 @@ asyncio API:
 
 * :class:`AsyncPaymentClient` -- ``await AsyncPaymentClient.connect(uplink_url)``;
   ``query``, ``pay``, ``quote``, ``pay_chunked`` (``protocol="auto"|"stream"|"psk2"``);
-* :class:`AsyncHttpIlpClient` -- ``await http.get(url)`` pays a ``402`` and retries.
+* :class:`AsyncHttpIlpClient` -- ``await http.get(url)`` pays a ``402`` and retries
+  (``Pay: interledger-psk2`` or ``interledger-stream``);
+* :class:`HeldStreamPayment` -- the STREAM connection an HTTP-ILP-over-STREAM request is
+  paid with (held open until the response).
 
 Blocking API (on the shared background loop): :class:`PaymentClient`,
 :class:`HttpIlpClient`.
@@ -24,6 +27,7 @@ connection).
 from __future__ import annotations
 
 from .chunked import DEFAULT_CHUNK_SIZE, ChunkedPayment, ChunkOutcome
+from .held_stream import HeldStreamPayment
 from .http_ilp import AsyncHttpIlpClient, HttpIlpError, HttpIlpResponse
 from .payer import AsyncPaymentClient, PaymentTarget, ProgressCallback
 from .results import (
@@ -47,6 +51,7 @@ __all__ = [
     "ChunkOutcome",
     "ChunkProgress",
     "ChunkedPayment",
+    "HeldStreamPayment",
     "HttpIlpClient",
     "HttpIlpError",
     "HttpIlpResponse",

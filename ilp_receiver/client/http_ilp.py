@@ -20,6 +20,15 @@ Binding the payment to the token, per PSK2 era:
   token up";
 * **draft 2**: "the first 16 bytes of the PSK2 request **data** are the token" (the
   quote carries the token too: koa-ilp 1.1.1 rejects shorter data).
+
+**Over STREAM** (``Pay: interledger-stream <destination> <secret>``, ``docs/paid-api.md``)
+the client behaves as STREAM-era HTTP-ILP clients did: it opens a STREAM connection to
+the destination (bound to its token by the server), opens a stream, raises its send
+limit to ``max_price`` (:class:`~ilp_receiver.client.held_stream.HeldStreamPayment`),
+waits until the server has sent at least one byte on that stream, repeats the request
+with the same ``Pay-Token`` while the money is still flowing, and closes the stream when
+the response arrives.  The server's receive limit on the stream (the price) stops the
+money before ``max_price`` when the price is lower.
 """
 
 from __future__ import annotations
@@ -39,14 +48,24 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..codec.pay_header import (
     PAY_TOKEN_LENGTH,
     PSK2_METHOD,
+    STREAM_METHOD,
     PayHeader,
     format_pay_token,
+    parse_decimal_uint64,
     parse_pay_balance,
     parse_pay_header,
 )
 from ..errors import ConfigError, DecodeError, IlpReceiverError
+from .held_stream import DEFAULT_READY_TIMEOUT, HeldStreamPayment
 from .payer import AsyncPaymentClient
-from .results import PaymentResult, Psk2Destination, Psk2Draft, QuoteResult
+from .results import (
+    PaymentError,
+    PaymentResult,
+    Psk2Destination,
+    Psk2Draft,
+    QuoteResult,
+    StreamDestination,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -126,12 +145,33 @@ def _pay_headers(headers: Mapping[str, str]) -> tuple[PayHeader | None, int | No
     return pay, balance
 
 
+def _body_price(response: HttpIlpResponse) -> int | None:
+    """The ``price`` a 402's JSON body states (this library's servers write one), or None."""
+    try:
+        body = jsonlib.loads(response.body)
+    except ValueError:
+        return None
+    price = body.get("price") if isinstance(body, dict) else None
+    if not isinstance(price, str | int) or isinstance(price, bool):
+        return None
+    try:
+        return parse_decimal_uint64(str(price), "price")
+    except DecodeError:
+        return None
+
+
 class AsyncHttpIlpClient:
     """Makes HTTP requests to HTTP-ILP paid APIs and pays on ``402``, through ``payer``.
 
-    ``draft`` picks how the payment is bound to the ``Pay-Token`` (see the module
-    docstring).  ``max_price`` refuses (HttpIlpError) to pay a ``Pay`` price above it;
-    ``session`` is the aiohttp session for the requests (default: the payer's).
+    Speaks both ``Pay`` methods: ``interledger-psk2`` and ``interledger-stream`` (see the
+    module docstring).  ``draft`` picks how a PSK2 payment is bound to the
+    ``Pay-Token``.  ``max_price`` refuses (HttpIlpError) to pay a ``Pay`` price above
+    it; over STREAM it is also the stream's send limit, in the uplink's units (a STREAM
+    ``Pay`` header names no price: without ``max_price`` the price from the 402's JSON
+    body is used, as this library's servers write it).  ``stream_ready_timeout``: how
+    long to wait for the server's first byte on the stream before repeating the request
+    anyway.  ``session`` is the aiohttp session for the requests (default: the
+    payer's).
     """
 
     def __init__(
@@ -143,6 +183,7 @@ class AsyncHttpIlpClient:
         quote_source_amount: int = QUOTE_SOURCE_AMOUNT,
         session: aiohttp.ClientSession | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        stream_ready_timeout: float = DEFAULT_READY_TIMEOUT,
     ) -> None:
         if draft not in ("draft1", "draft2"):
             raise ConfigError("draft", f"must be 'draft1' or 'draft2', got {draft!r}")
@@ -151,6 +192,7 @@ class AsyncHttpIlpClient:
         self.max_price = max_price
         self.quote_source_amount = quote_source_amount
         self.max_body = max_body
+        self.stream_ready_timeout = stream_ready_timeout
         self._session = session
         self._tokens: dict[str, bytes] = {}
         self._sequences: dict[bytes, int] = {}
@@ -224,7 +266,10 @@ class AsyncHttpIlpClient:
         without a ``Pay`` header is returned as it is too; one whose ``Pay`` has no
         price or another method, or a price above ``max_price``, raises
         :class:`HttpIlpError`; a failed payment raises
-        :class:`~ilp_receiver.client.PaymentError`.
+        :class:`~ilp_receiver.client.PaymentError`.  ``interledger-stream``: the
+        request is repeated while the STREAM connection pays (see the module
+        docstring); the response (200, or 402 again when the money did not cover the
+        price in time) carries the STREAM ``payment``.
         """
         token = self.token_for(url)
         sent_headers: CIMultiDict[str] = CIMultiDict(headers or {})
@@ -232,6 +277,8 @@ class AsyncHttpIlpClient:
         first = await self._fetch(method, url, sent_headers, options)
         if first.status != 402 or not pay or first.pay is None:
             return first
+        if first.pay.method == STREAM_METHOD:
+            return await self._request_over_stream(first, method, url, sent_headers, options)
         payment, quote = await self._pay(first, token)
         second = await self._fetch(method, url, sent_headers, options)
         return replace(second, payment=payment, quote=quote)
@@ -253,6 +300,62 @@ class AsyncHttpIlpClient:
         return await self.request("DELETE", url, **options)
 
     # ------------------------------------------------------------------ paying
+
+    def _stream_send_max(self, response: HttpIlpResponse) -> int:
+        """The send limit of a STREAM payment answering ``response`` (a 402)."""
+        price = _body_price(response)
+        limit = self.max_price
+        if price is not None and limit is not None and price > limit:
+            raise HttpIlpError(f"the server asks {price}, more than max_price {limit}", response)
+        if limit is not None:
+            return limit
+        if price is None:
+            raise HttpIlpError(
+                "the interledger-stream Pay header names no price and the 402 body none "
+                "either: set max_price (the most to send for one request)",
+                response,
+            )
+        return price
+
+    async def _request_over_stream(
+        self,
+        first: HttpIlpResponse,
+        method: str,
+        url: str,
+        headers: CIMultiDict[str],
+        options: dict[str, Any],
+    ) -> HttpIlpResponse:
+        """Pay ``first``'s ``interledger-stream`` header while repeating the request."""
+        pay = first.pay
+        assert pay is not None
+        send_max = self._stream_send_max(first)
+        if send_max == 0:
+            return first
+        if self.payer.link is None:
+            raise ConfigError("uplink", "this client has no uplink; it can only query SPSP")
+        stream = HeldStreamPayment(
+            self.payer.send,
+            StreamDestination(pay.destination, pay.shared_secret),
+            send_max,
+            expiry=self.payer.expiry,
+        )
+        stream.start()
+        try:
+            # "waits until the server has sent at least one byte of data on that stream"
+            await stream.ready(self.stream_ready_timeout)
+            if stream.finished and stream.delivered == 0:
+                await stream.finish()  # raises PaymentError when the connection failed
+            second = await self._fetch(method, url, headers, options)
+        except BaseException:
+            await stream.abort()
+            raise
+        # "closes the stream when the response arrives"
+        try:
+            result = await stream.finish()
+        except PaymentError as exc:
+            log.warning("the STREAM connection failed after the request was repeated: %s", exc)
+            result = exc.result
+        return replace(second, payment=result)
 
     async def _pay(
         self, response: HttpIlpResponse, token: bytes

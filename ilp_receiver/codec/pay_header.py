@@ -12,6 +12,17 @@ reference client still understood:
   and the very first koa-ilp versions sent no method at all (``<amount> <address>
   <secret>``).  "superagent-ilp treats a first word that contains no letters as an
   amount and assumes the legacy method" -- so do we (:data:`PSK1_METHOD`).
+* ``Pay`` over STREAM (HTTP-ILP as STREAM-era clients speak it; not in spec
+  ``08-http-ilp.md``, which stops at PSK2)::
+
+      interledger-stream <destination ILP address> <shared secret, standard base64>
+
+  :data:`STREAM_METHOD`: the destination and secret are a STREAM server's (spec
+  ``12-stream.md`` §2, the same pair SPSP v4 hands out); there is no price -- the
+  server states it as the stream's receive limit (``StreamMaxMoney``).  **Choice:** a
+  trailing price is tolerated when parsing (as for PSK2) but never written, and the
+  secret must decode to 32 bytes in either base64 alphabet ("Clients SHOULD also
+  accept base64url", SPSP v4).
 * ``Pay-Token`` (client -> server): "base64url (no padding) of 16 random bytes in the
   reference client".  **Choice:** the token must be exactly 22 canonical base64url
   characters decoding to exactly 16 bytes, because the token is bound to a payment
@@ -46,6 +57,8 @@ __all__ = [
     "PSK1_METHOD",
     "PSK2_METHOD",
     "PSK2_SECRET_LENGTH",
+    "STREAM_METHOD",
+    "STREAM_SECRET_LENGTH",
     "PayHeader",
     "decode_base64_secret",
     "format_pay_balance",
@@ -63,6 +76,10 @@ PSK2_METHOD: Final = "interledger-psk2"
 PSK1_METHOD: Final = "interledger-psk"
 #: PSK2 shared secrets are 32 bytes.
 PSK2_SECRET_LENGTH: Final = 32
+#: HTTP-ILP over STREAM: ``interledger-stream <address> <secret>``.
+STREAM_METHOD: Final = "interledger-stream"
+#: STREAM shared secrets are 32 bytes (SPSP v4 ``shared_secret``).
+STREAM_SECRET_LENGTH: Final = 32
 #: "base64url (no padding) of 16 random bytes in the reference client".
 PAY_TOKEN_LENGTH: Final = 16
 
@@ -135,10 +152,11 @@ def decode_base64_secret(
 class PayHeader:
     """One ``Pay`` header: how to pay the server for this request.
 
-    ``method`` is :data:`PSK2_METHOD` (draft 3) or :data:`PSK1_METHOD` (draft 2/legacy);
-    ``price`` is "the cost of this request in the base unit of the server's ledger" --
-    ``None`` when omitted ("the client streams money instead of paying a fixed
-    amount"; PSK1 headers always carry it).  The secret is kept out of ``repr``.
+    ``method`` is :data:`PSK2_METHOD` (draft 3), :data:`PSK1_METHOD` (draft 2/legacy) or
+    :data:`STREAM_METHOD`; ``price`` is "the cost of this request in the base unit of
+    the server's ledger" -- ``None`` when omitted ("the client streams money instead of
+    paying a fixed amount"; PSK1 headers always carry it, STREAM headers never do: the
+    stream's receive limit states it).  The secret is kept out of ``repr``.
     """
 
     method: str
@@ -152,7 +170,9 @@ def format_pay_header(header: PayHeader) -> str:
 
     PSK2: ``interledger-psk2 <address> <standard base64 with padding> [<price>]``.
     PSK1: ``interledger-psk <amount> <address> <base64url secret>`` (the PSK1 module
-    wrote its secrets base64url without padding).
+    wrote its secrets base64url without padding).  STREAM: ``interledger-stream
+    <address> <standard base64 with padding>`` (a price is refused: the stream's
+    receive limit states it).
     """
     if not is_valid_address(header.destination):
         raise EncodeError(f"Pay destination is not an ILP address: {header.destination!r}")
@@ -171,6 +191,13 @@ def format_pay_header(header: PayHeader) -> str:
             raise EncodeError("the shared secret is empty")
         secret = base64.urlsafe_b64encode(header.shared_secret).decode("ascii").rstrip("=")
         return f"{PSK1_METHOD} {header.price} {header.destination} {secret}"
+    if header.method == STREAM_METHOD:
+        if header.price is not None:
+            raise EncodeError("an interledger-stream Pay header carries no price")
+        if len(header.shared_secret) != STREAM_SECRET_LENGTH:
+            raise EncodeError(f"a STREAM shared secret must be {STREAM_SECRET_LENGTH} bytes")
+        secret = base64.b64encode(header.shared_secret).decode("ascii")
+        return f"{STREAM_METHOD} {header.destination} {secret}"
     raise EncodeError(f"unsupported Pay method {header.method!r}")
 
 
@@ -179,7 +206,9 @@ def parse_pay_header(value: str) -> PayHeader:
 
     Words are separated by spaces (runs of spaces or tabs are tolerated, surrounding
     whitespace ignored).  "superagent-ilp treats a first word that contains no letters
-    as an amount and assumes the legacy method."  Unknown methods are refused.
+    as an amount and assumes the legacy method."  ``interledger-stream`` headers are
+    ``<method> <address> <secret>`` (a trailing price is tolerated and kept).  Unknown
+    methods are refused.
     """
     words: list[tuple[int, str]] = [(m.start(), m.group()) for m in _WORD_RE.finditer(value)]
     if not words:
@@ -189,17 +218,19 @@ def parse_pay_header(value: str) -> PayHeader:
         method, params = PSK1_METHOD, words
     else:
         method, params = first, words[1:]
-    if method == PSK2_METHOD:
+    if method in (PSK2_METHOD, STREAM_METHOD):
         if len(params) not in (2, 3):
             raise DecodeError(
-                "interledger-psk2 Pay header must be '<method> <address> <secret> [<price>]'",
+                f"{method} Pay header must be '<method> <address> <secret> [<price>]'",
                 first_pos,
             )
         (addr_pos, destination), (secret_pos, secret_text) = params[0], params[1]
         price = None
         if len(params) == 3:
             price = parse_decimal_uint64(params[2][1], "Pay price", params[2][0])
-        secret_len: int | None = PSK2_SECRET_LENGTH
+        secret_len: int | None = (
+            PSK2_SECRET_LENGTH if method == PSK2_METHOD else STREAM_SECRET_LENGTH
+        )
     elif method == PSK1_METHOD:
         if len(params) != 3:
             raise DecodeError(

@@ -351,6 +351,13 @@ class StreamSender:
     doc); ``receive_window`` the bytes we accept ahead of :meth:`read`;
     ``min_incoming_data`` keeps the connection open until the receiver has sent that
     many bytes; ``close=False`` skips the closing packet.
+
+    HTTP-ILP over STREAM (``docs/paid-api.md``) needs two more: ``amount_is_limit``
+    makes ``amount`` a send limit (2.7.1 ``setSendMax``) rather than a total -- when
+    the receiver's receive limit (StreamMaxMoney) is reached the money is done, without
+    error; ``hold`` keeps the connection open once everything is sent (and the data
+    waited for), sending nothing -- :meth:`next` answers ``Wait(None)`` with nothing
+    in flight -- until :meth:`end` is called.
     """
 
     def __init__(
@@ -379,6 +386,8 @@ class StreamSender:
         receive_window: int = DEFAULT_RECEIVE_WINDOW,
         min_incoming_data: int = 0,
         close: bool = True,
+        amount_is_limit: bool = False,
+        hold: bool = False,
     ) -> None:
         if len(shared_secret) != 32:
             raise ConfigError("shared_secret", f"must be 32 bytes, got {len(shared_secret)}")
@@ -441,6 +450,9 @@ class StreamSender:
         self._receive_window = receive_window
         self._min_incoming = min_incoming_data
         self._close_enabled = close
+        self._amount_is_limit = amount_is_limit
+        self._hold = hold
+        self._ended = False
 
         self._phase: _Phase = "probe" if exchange_rate is None else "send"
         self._rate: Fraction | None = Fraction(exchange_rate) if exchange_rate else None
@@ -616,6 +628,20 @@ class StreamSender:
             return
         self._out_queue.append(StreamData(self.stream_id, self._out_written, bytes(data)))
         self._out_written += len(data)
+
+    def end(self) -> None:
+        """Send no more money or data; close the connection once nothing is in flight.
+
+        What was fulfilled stays counted and the connection closes normally (NoError),
+        also when ``hold`` keeps it open: this is how an HTTP-ILP client stops its
+        stream when the response arrives.  A probe in progress finishes first.
+        """
+        self._ended = True
+
+    @property
+    def ended(self) -> bool:
+        """Whether :meth:`end` was called."""
+        return self._ended
 
     def read(self) -> bytes:
         """The bytes received on the stream since the last read (may be empty)."""
@@ -947,7 +973,12 @@ class StreamSender:
     def _next_send(self, now: datetime, iv: bytes) -> OutgoingPacket | Wait | None:
         if self._in_flight:
             return Wait(None)
+        if self._ended:
+            self._phase = "close"
+            return None
         cap = self._money_cap()
+        if cap == 0 and self._amount_is_limit:
+            cap = None  # the receiver's limit is reached: the money is done
         if cap == 0:
             self._fail(
                 StreamSendError(
@@ -989,6 +1020,8 @@ class StreamSender:
                 f"the receiver sent {self.received_data} of the {self._min_incoming} bytes "
                 "we waited for",
             )
+        if self._hold:
+            return Wait(None)  # until end()
         self._phase = "close"
         return None
 
@@ -1314,8 +1347,11 @@ class StreamSender:
     def _check_remote_close(self) -> None:
         if not (self._remote_closed or self._remote_stream_closed):
             return
-        complete = self._sent >= self.amount and not self._out_queue
-        if complete and self.received_data >= self._min_incoming:
+        money_done = self._ended or self._sent >= self.amount
+        if not money_done and self._amount_is_limit and self._rate is not None:
+            money_done = self._money_cap() == 0  # the receiver's limit is reached
+        complete = money_done and not self._out_queue
+        if complete and (self._ended or self.received_data >= self._min_incoming):
             if self._remote_closed:
                 self._phase = "done"  # nothing more to say: no close of our own
             return

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
 from ..paywall import (
+    DEFAULT_PAY_WAIT,
     PaidRoutes,
     Paywall,
     PaywallDecision,
@@ -140,7 +141,9 @@ class IlpService:
 
     ``paid``: ``{path: price}``, :class:`~ilp_receiver.paywall.PaidRoute` s, or a
     :class:`~ilp_receiver.paywall.PaidRoutes`.  ``pointers`` and ``well_known``: see
-    :class:`PointerMount`.
+    :class:`PointerMount`.  ``pay_method`` (``"psk2"`` or ``"stream"``; None:
+    ``$ILP_RECEIVER_PAY_METHOD``, else ``"psk2"``) and ``pay_wait``: see
+    :class:`~ilp_receiver.paywall.Paywall`.
     """
 
     def __init__(
@@ -151,9 +154,11 @@ class IlpService:
         pointers: Iterable[str] = (),
         well_known: bool = True,
         mount: PointerMount | None = None,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
     ) -> None:
         self.receiver = receiver
-        self.paywall = Paywall(receiver)
+        self.paywall = Paywall(receiver, pay_method=pay_method, pay_wait=pay_wait)
         self.routes = PaidRoutes.of(paid)
         self.mount = mount or PointerMount(pointers, well_known=well_known)
 
@@ -200,9 +205,14 @@ class IlpService:
         """The price of a configured paid route, or None."""
         return self.routes.match(method, path)
 
-    async def check(self, request: RequestFacts, price: Price) -> PaywallDecision:
-        """Run the paywall for ``request`` at ``price`` (see :meth:`Paywall.check`)."""
-        return await self.paywall.check(request, resolve_price(price, request))
+    async def check(
+        self, request: RequestFacts, price: Price, *, pay_method: str | None = None
+    ) -> PaywallDecision:
+        """Run the paywall for ``request`` at ``price`` (see :meth:`Paywall.check`);
+        ``pay_method``: the route's (None: the service's)."""
+        return await self.paywall.check(
+            request, resolve_price(price, request), pay_method=pay_method
+        )
 
     async def refund(self, decision: PaywallDecision) -> None:
         """Give back what ``decision`` charged."""
@@ -288,8 +298,17 @@ class IlpAsgiMiddleware(IlpService):
         pointers: Iterable[str] = (),
         well_known: bool = True,
         lifespan: bool = True,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
     ) -> None:
-        super().__init__(receiver, paid=paid, pointers=pointers, well_known=well_known)
+        super().__init__(
+            receiver,
+            paid=paid,
+            pointers=pointers,
+            well_known=well_known,
+            pay_method=pay_method,
+            pay_wait=pay_wait,
+        )
         self.app = app
         self.manage_lifespan = lifespan
 
@@ -316,11 +335,13 @@ class IlpAsgiMiddleware(IlpService):
             if reply is not None:
                 await send_reply(send, reply, head=method == "HEAD")
                 return
-        price = self.routes.match(method, path) if self.routes else None
-        if price is None:
+        route = self.routes.find(method, path) if self.routes else None
+        if route is None:
             await self.app(scope, receive, send)
             return
-        decision = await self.check(facts_from_scope(scope), price)
+        decision = await self.check(
+            facts_from_scope(scope), route.price, pay_method=route.pay_method
+        )
         if decision.reply is not None:
             await send_reply(send, decision.reply, head=method == "HEAD")
             return

@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..paywall import (
+    DEFAULT_PAY_WAIT,
     PaidRoutes,
     PaywallDecision,
     Price,
     RequestFacts,
     RouteSpec,
+    check_pay_method,
+    check_pay_wait,
     resolve_price,
 )
 from .asgi import IlpService, PointerMount
@@ -36,7 +39,7 @@ from .reply import HttpReply
 
 if TYPE_CHECKING:
     from .._portal import BlockingPortal
-    from ..receiver import Receiver
+    from ..receiver import AsyncReceiver, Receiver
 
 __all__ = [
     "IlpWsgiMiddleware",
@@ -70,6 +73,10 @@ def status_line(status: int) -> str:
     return f"{status} {_REASONS.get(status, 'Unknown')}"
 
 
+async def _create_stream_server(receiver: AsyncReceiver) -> None:
+    receiver.stream_server  # noqa: B018 (the property creates it)
+
+
 def _portal_of(receiver: Receiver) -> BlockingPortal:
     # The sync facade keeps its portal private; every sync call must go through it.
     portal: BlockingPortal = receiver.portal
@@ -90,10 +97,15 @@ class SyncIlpService:
         paid: RouteSpec = None,
         pointers: Iterable[str] = (),
         well_known: bool = True,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
     ) -> None:
         self._source = receiver
         self.routes = PaidRoutes.of(paid)
         self.mount = PointerMount(pointers, well_known=well_known)
+        # checked now (ConfigError at start-up), applied per process in _start_locked
+        self.pay_method = pay_method if pay_method is None else check_pay_method(pay_method)
+        self.pay_wait = check_pay_wait(pay_wait)
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._receiver: Receiver | None = None
@@ -127,8 +139,19 @@ class SyncIlpService:
                 )
         receiver.start()
         self._receiver = receiver
-        self._portal = _portal_of(receiver)
-        self._service = IlpService(receiver.async_receiver, paid=self.routes, mount=self.mount)
+        self._portal = portal = _portal_of(receiver)
+        async_receiver = receiver.async_receiver
+        if async_receiver.stream_enabled:
+            # create the STREAM server on its loop before request threads issue
+            # interledger-stream Pay headers from it
+            portal.call(_create_stream_server, async_receiver)
+        self._service = IlpService(
+            async_receiver,
+            paid=self.routes,
+            mount=self.mount,
+            pay_method=self.pay_method,
+            pay_wait=self.pay_wait,
+        )
         self._pid = pid
 
     def start(self) -> None:
@@ -186,19 +209,22 @@ class SyncIlpService:
             receipt_secret=receipt_secret,
         )
 
-    def check(self, request: RequestFacts, price: Price) -> PaywallDecision:
+    def check(
+        self, request: RequestFacts, price: Price, *, pay_method: str | None = None
+    ) -> PaywallDecision:
         """Run the paywall; a sync price function runs in the caller's thread.
 
         On the caller's thread too when the price is an ``int`` and the store has
-        blocking methods; otherwise on the portal.
+        blocking methods; otherwise (and while a STREAM payment is awaited) on the
+        portal.  ``pay_method``: the route's (None: the service's).
         """
         service, portal = self._ensure()
         value = resolve_price(price, request)
         if isinstance(value, int) and not portal.in_portal_thread():
-            decision = service.paywall.check_blocking(request, value)
+            decision = service.paywall.check_blocking(request, value, pay_method=pay_method)
             if decision is not None:
                 return decision
-        return portal.call(service.paywall.check, request, value)
+        return portal.call(service.paywall.check, request, value, pay_method=pay_method)
 
     def refund(self, decision: PaywallDecision) -> None:
         """Give back what ``decision`` charged."""
@@ -245,8 +271,17 @@ class IlpWsgiMiddleware(SyncIlpService):
         paid: RouteSpec = None,
         pointers: Iterable[str] = (),
         well_known: bool = True,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
     ) -> None:
-        super().__init__(receiver, paid=paid, pointers=pointers, well_known=well_known)
+        super().__init__(
+            receiver,
+            paid=paid,
+            pointers=pointers,
+            well_known=well_known,
+            pay_method=pay_method,
+            pay_wait=pay_wait,
+        )
         self.app = app
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -264,10 +299,10 @@ class IlpWsgiMiddleware(SyncIlpService):
             )
             if reply is not None:
                 return _respond(reply, start_response, head=head)
-        price = self.routes.match(method, path) if self.routes else None
-        if price is None:
+        route = self.routes.find(method, path) if self.routes else None
+        if route is None:
             return self.app(environ, start_response)
-        decision = self.check(facts_from_environ(environ), price)
+        decision = self.check(facts_from_environ(environ), route.price, pay_method=route.pay_method)
         if decision.reply is not None:
             return _respond(decision.reply, start_response, head=head)
         extra = list(decision.headers.items())

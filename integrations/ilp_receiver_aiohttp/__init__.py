@@ -43,10 +43,13 @@ except ImportError as exc:  # pragma: no cover - aiohttp is a core dependency
 from ilp_receiver.links.base import Link
 from ilp_receiver.monetization import Monetizer, Visitor
 from ilp_receiver.paywall import (
+    DEFAULT_PAY_WAIT,
+    PayMethod,
     PaywallDecision,
     Price,
     RequestFacts,
     RouteSpec,
+    check_pay_method,
     paywall_payment_hook,
 )
 from ilp_receiver.receiver import AsyncReceiver, PaymentHook
@@ -86,6 +89,7 @@ __all__ = [
 #: Where :func:`setup` keeps the :class:`~ilp_receiver.web.asgi.IlpService`.
 SERVICE_KEY = web.AppKey("ilp_receiver_service", IlpService)
 _PRICE_ATTR = "__ilp_price__"
+_METHOD_ATTR = "__ilp_pay_method__"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -131,11 +135,17 @@ def setup(
     paid: RouteSpec = None,
     pointers: Iterable[str] = (),
     well_known: bool = True,
+    pay_method: str | None = None,
+    pay_wait: float = DEFAULT_PAY_WAIT,
 ) -> IlpService:
     """Attach a receiver, its payment pointer and the paywall to ``app``.
 
     Give an :class:`~ilp_receiver.AsyncReceiver`, or ``uplink`` plus the options to
     build one (``secret``, ``store``, ...; ``on_payment`` defaults to the paywall hook).
+    ``pay_method``: how paid routes are paid, ``"psk2"`` or ``"stream"`` (None: the
+    ``ILP_RECEIVER_PAY_METHOD`` environment variable, else ``"psk2"``; per handler:
+    ``@paid(price, pay_method=...)``); ``pay_wait``: seconds a STREAM-paid request may
+    wait for the money flowing on its token's stream.
     """
     rx = build_receiver(
         receiver,
@@ -147,7 +157,14 @@ def setup(
         receiver_name=receiver_name,
         spsp_max_age=spsp_max_age,
     )
-    service = IlpService(rx, paid=paid, pointers=pointers, well_known=well_known)
+    service = IlpService(
+        rx,
+        paid=paid,
+        pointers=pointers,
+        well_known=well_known,
+        pay_method=pay_method,
+        pay_wait=pay_wait,
+    )
     app[RECEIVER_KEY] = rx
     app[SERVICE_KEY] = service
     app.cleanup_ctx.append(_receiver_context)
@@ -163,9 +180,13 @@ async def _receiver_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _run_paid(
-    service: IlpService, request: web.Request, price: Price, handler: Handler
+    service: IlpService,
+    request: web.Request,
+    price: Price,
+    handler: Handler,
+    pay_method: PayMethod | None = None,
 ) -> web.StreamResponse:
-    decision = await service.check(request_facts(request), price)
+    decision = await service.check(request_facts(request), price, pay_method=pay_method)
     if decision.reply is not None:
         return to_response(decision.reply)
     return await _serve(service, decision, request, handler)
@@ -190,15 +211,17 @@ async def _serve(
     return response
 
 
-async def _decorated_price(request: web.Request) -> Price | None:
-    """The price of a :func:`paid` handler at this path (for ``OPTIONS`` it has no route)."""
+async def _decorated_price(request: web.Request) -> tuple[Price, PayMethod | None] | None:
+    """The price and pay method of a :func:`paid` handler at this path (for ``OPTIONS``
+    it has no route)."""
     match_info = request.match_info
     handler = getattr(match_info, "handler", None)
     price: Price | None = None
     if match_info.http_exception is None:
         price = getattr(handler, _PRICE_ATTR, None)
     if price is not None:
-        return price  # the decorated handler answers OPTIONS itself
+        # the decorated handler answers OPTIONS itself
+        return price, getattr(handler, _METHOD_ATTR, None)
     exc = match_info.http_exception
     if not isinstance(exc, web.HTTPMethodNotAllowed):
         return None
@@ -207,7 +230,7 @@ async def _decorated_price(request: web.Request) -> Price | None:
         if other.http_exception is None:
             found: Price | None = getattr(other.handler, _PRICE_ATTR, None)
             if found is not None:
-                return found
+                return found, getattr(other.handler, _METHOD_ATTR, None)
     return None
 
 
@@ -227,30 +250,33 @@ async def ilp_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         )
         if reply is not None:
             return to_response(reply)
-    price = service.price_for(method, path) if service.routes else None
-    if price is not None:
-        return await _run_paid(service, request, price, handler)
+    route = service.routes.find(method, path) if service.routes else None
+    if route is not None:
+        return await _run_paid(service, request, route.price, handler, route.pay_method)
     if method == "OPTIONS" and request.match_info.http_exception is not None:
-        price = await _decorated_price(request)
-        if price is not None:
-            return await _run_paid(service, request, price, handler)
+        found = await _decorated_price(request)
+        if found is not None:
+            return await _run_paid(service, request, found[0], handler, found[1])
     return await handler(request)
 
 
-def paid(price: Price) -> Callable[[H], H]:
+def paid(price: Price, *, pay_method: str | None = None) -> Callable[[H], H]:
     """Put a handler behind the paywall at ``price`` (int or function of the request).
 
     A handler that raises is refunded (aiohttp HTTP exceptions below 500 are answers and
-    keep the charge).
+    keep the charge).  ``pay_method``: ``"psk2"`` or ``"stream"`` for this handler
+    (None: the app's, :func:`setup`).
     """
+    method = None if pay_method is None else check_pay_method(pay_method)
 
     def decorator(handler: H) -> H:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
             service = get_service(request)
-            return await _run_paid(service, request, price, handler)
+            return await _run_paid(service, request, price, handler, method)
 
         setattr(wrapper, _PRICE_ATTR, price)
+        setattr(wrapper, _METHOD_ATTR, method)
         return wrapper  # type: ignore[return-value]
 
     return decorator

@@ -29,12 +29,20 @@ Configuration keys (``app.config``):
 ``ILP_RECEIVER_STORE``          balance store URL or path (default: in-memory; use a
                                 SQLite file or Redis/PostgreSQL with several processes)
 ``ILP_RECEIVER_PAID``           ``{path: price}`` routes to charge without the decorator
+                                (or a list of :class:`~ilp_receiver.paywall.PaidRoute`,
+                                e.g. with a ``pay_method``)
 ``ILP_RECEIVER_POINTERS``       names served as payment pointers at ``/<name>``
 ``ILP_RECEIVER_WELL_KNOWN``     serve ``/.well-known/pay`` (default True)
 ``ILP_RECEIVER_MAX_BALANCE``    refuse payments beyond this balance per account
 ``ILP_RECEIVER_NAME``           ``receiver_info.name`` in SPSP answers
 ``ILP_RECEIVER_SPSP_MAX_AGE``   ``Cache-Control: max-age`` of SPSP answers (default 60)
 ``ILP_RECEIVER_ON_PAYMENT``     ``on_payment`` hook (default: the paywall hook)
+``ILP_RECEIVER_PAY_METHOD``     how paid routes are paid: ``"psk2"`` or ``"stream"``
+                                (default: the ``ILP_RECEIVER_PAY_METHOD`` environment
+                                variable, else ``"psk2"``; per view: ``@paid(price,
+                                pay_method=...)``; ``docs/paid-api.md``)
+``ILP_RECEIVER_PAY_WAIT``       seconds a STREAM-paid request may wait for the money
+                                flowing on its token's stream (default 5)
 ==============================  ==========================================================
 
 Web Monetization and Web Payments (``docs/web-monetization.md``, ``docs/web-payments.md``)::
@@ -66,7 +74,7 @@ from __future__ import annotations
 
 import atexit
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 try:
@@ -88,7 +96,14 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
-from ilp_receiver.paywall import Price, paywall_payment_hook
+from ilp_receiver.paywall import (
+    DEFAULT_PAY_WAIT,
+    PaidRoutes,
+    PayMethod,
+    Price,
+    check_pay_method,
+    paywall_payment_hook,
+)
 from ilp_receiver.receiver import Receiver
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationService,
@@ -120,6 +135,7 @@ __all__ = [
 #: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`SyncIlpService`.
 EXTENSION_KEY = "ilp_receiver"
 _PRICE_ATTR = "__ilp_price__"
+_METHOD_ATTR = "__ilp_pay_method__"
 _DECISION = "_ilp_receiver_decision"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,6 +159,11 @@ def to_response(reply: HttpReply) -> Response:
         reply.body, status=reply.status, headers=reply.headers
     )
     return response
+
+
+def _routes(spec: Any) -> PaidRoutes:
+    """``ILP_RECEIVER_PAID`` as routes: a mapping is copied, a list of routes kept."""
+    return PaidRoutes(dict(spec)) if isinstance(spec, Mapping) else PaidRoutes.of(spec)
 
 
 def _receiver_factory(config: dict[str, Any]) -> Callable[[], Receiver]:
@@ -192,12 +213,16 @@ class IlpReceiver:
         config.setdefault("ILP_RECEIVER_NAME", None)
         config.setdefault("ILP_RECEIVER_SPSP_MAX_AGE", 60)
         config.setdefault("ILP_RECEIVER_ON_PAYMENT", paywall_payment_hook)
+        config.setdefault("ILP_RECEIVER_PAY_METHOD", None)
+        config.setdefault("ILP_RECEIVER_PAY_WAIT", DEFAULT_PAY_WAIT)
         source = self._receiver or _receiver_factory(dict(config))
         service = SyncIlpService(
             source,
-            paid=dict(config["ILP_RECEIVER_PAID"]),
+            paid=_routes(config["ILP_RECEIVER_PAID"]),
             pointers=tuple(config["ILP_RECEIVER_POINTERS"]),
             well_known=bool(config["ILP_RECEIVER_WELL_KNOWN"]),
+            pay_method=config["ILP_RECEIVER_PAY_METHOD"] or None,
+            pay_wait=config["ILP_RECEIVER_PAY_WAIT"],
         )
         app.extensions[EXTENSION_KEY] = service
         self._app = app
@@ -243,15 +268,19 @@ def _before_request() -> Response | None:
         )
         if reply is not None:
             return to_response(reply)
-    price = service.routes.match(method, path) if service.routes else None
-    if price is None:
+    route = service.routes.find(method, path) if service.routes else None
+    if route is None:
         if method != "OPTIONS" or request.endpoint is None:
             return None
         view = current_app.view_functions.get(request.endpoint)
-        price = getattr(view, _PRICE_ATTR, None)
-        if price is None:
+        found: Price | None = getattr(view, _PRICE_ATTR, None)
+        if found is None:
             return None
-    decision = service.check(facts_from_environ(request.environ), price)
+        price = found
+        pay_method: PayMethod | None = getattr(view, _METHOD_ATTR, None)
+    else:
+        price, pay_method = route.price, route.pay_method
+    decision = service.check(facts_from_environ(request.environ), price, pay_method=pay_method)
     if decision.reply is not None:
         return to_response(decision.reply)
     setattr(g, _DECISION, decision)
@@ -271,18 +300,20 @@ def _teardown_request(exc: BaseException | None) -> None:
         get_service().refund(decision)
 
 
-def paid(price: Price) -> Callable[[F], F]:
+def paid(price: Price, *, pay_method: str | None = None) -> Callable[[F], F]:
     """Put a view behind the paywall at ``price`` (int or function of the request facts).
 
     ``OPTIONS`` to the view's URL (answered by Flask automatically) gets the 204 ``Pay``
-    answer; a view that raises is refunded.
+    answer; a view that raises is refunded.  ``pay_method``: ``"psk2"`` or ``"stream"``
+    for this view (None: ``ILP_RECEIVER_PAY_METHOD``).
     """
+    method = None if pay_method is None else check_pay_method(pay_method)
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
             service = get_service()
-            decision = service.check(facts_from_environ(request.environ), price)
+            decision = service.check(facts_from_environ(request.environ), price, pay_method=method)
             if decision.reply is not None:
                 return to_response(decision.reply)
             try:
@@ -295,6 +326,7 @@ def paid(price: Price) -> Callable[[F], F]:
             return response
 
         setattr(wrapper, _PRICE_ATTR, price)
+        setattr(wrapper, _METHOD_ATTR, method)
         return wrapper  # type: ignore[return-value]
 
     return decorator

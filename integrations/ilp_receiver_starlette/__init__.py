@@ -57,7 +57,14 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
-from ilp_receiver.paywall import Price, RequestFacts, RouteSpec, paywall_payment_hook
+from ilp_receiver.paywall import (
+    DEFAULT_PAY_WAIT,
+    Price,
+    RequestFacts,
+    RouteSpec,
+    check_pay_method,
+    paywall_payment_hook,
+)
 from ilp_receiver.receiver import AsyncReceiver, PaymentHook
 from ilp_receiver.stores.base import BalanceStore
 from ilp_receiver.web.asgi import (
@@ -104,9 +111,11 @@ class IlpReceiverMiddleware(IlpAsgiMiddleware):
     Give an :class:`~ilp_receiver.AsyncReceiver` as ``receiver``, or ``uplink`` plus
     the :class:`~ilp_receiver.AsyncReceiver` options to build one (``secret``,
     ``store``, ``max_balance``, ...); ``on_payment`` defaults to
-    :data:`~ilp_receiver.paywall.paywall_payment_hook`.  ``paid``, ``pointers`` and
-    ``well_known`` are those of :class:`~ilp_receiver.web.asgi.IlpService`; with
-    ``lifespan=False`` start and stop the receiver yourself.
+    :data:`~ilp_receiver.paywall.paywall_payment_hook`.  ``paid``, ``pointers``,
+    ``well_known``, ``pay_method`` (``"psk2"`` or ``"stream"``; None: the
+    ``ILP_RECEIVER_PAY_METHOD`` environment variable, else ``"psk2"``) and ``pay_wait``
+    are those of :class:`~ilp_receiver.web.asgi.IlpService`; with ``lifespan=False``
+    start and stop the receiver yourself.
     """
 
     def __init__(
@@ -125,6 +134,8 @@ class IlpReceiverMiddleware(IlpAsgiMiddleware):
         pointers: Iterable[str] = (),
         well_known: bool = True,
         lifespan: bool = True,
+        pay_method: str | None = None,
+        pay_wait: float = DEFAULT_PAY_WAIT,
     ) -> None:
         rx = build_receiver(
             receiver,
@@ -137,7 +148,14 @@ class IlpReceiverMiddleware(IlpAsgiMiddleware):
             spsp_max_age=spsp_max_age,
         )
         super().__init__(
-            app, rx, paid=paid, pointers=pointers, well_known=well_known, lifespan=lifespan
+            app,
+            rx,
+            paid=paid,
+            pointers=pointers,
+            well_known=well_known,
+            lifespan=lifespan,
+            pay_method=pay_method,
+            pay_wait=pay_wait,
         )
 
 
@@ -161,12 +179,14 @@ def to_response(reply: HttpReply) -> Response:
     return Response(reply.body or None, status_code=reply.status, headers=reply.headers)
 
 
-def paid(price: Price) -> Callable[[E], E]:
+def paid(price: Price, *, pay_method: str | None = None) -> Callable[[E], E]:
     """Put an endpoint behind the paywall at ``price`` (int or function of the request).
 
     The route must allow ``OPTIONS`` for the 204 ``Pay`` answer (:func:`paid_route` adds
-    it); sync endpoints run in the thread pool as Starlette runs them.
+    it); sync endpoints run in the thread pool as Starlette runs them.  ``pay_method``:
+    ``"psk2"`` or ``"stream"`` for this endpoint (None: the middleware's).
     """
+    method = None if pay_method is None else check_pay_method(pay_method)
 
     def decorator(endpoint: E) -> E:
         is_async = inspect.iscoroutinefunction(endpoint)
@@ -174,7 +194,9 @@ def paid(price: Price) -> Callable[[E], E]:
         @functools.wraps(endpoint)
         async def wrapper(request: Request) -> Response:
             service = service_from_scope(request.scope)
-            decision = await service.check(facts_from_scope(request.scope), price)
+            decision = await service.check(
+                facts_from_scope(request.scope), price, pay_method=method
+            )
             if decision.reply is not None:
                 return to_response(decision.reply)
             try:
@@ -193,6 +215,7 @@ def paid(price: Price) -> Callable[[E], E]:
             return response
 
         wrapper.__ilp_price__ = price  # type: ignore[attr-defined]
+        wrapper.__ilp_pay_method__ = method  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
@@ -206,18 +229,20 @@ def paid_route(
     methods: Collection[str] | None = None,
     name: str | None = None,
     include_in_schema: bool = True,
+    pay_method: str | None = None,
 ) -> Route:
     """A :class:`~starlette.routing.Route` to ``endpoint`` behind the paywall.
 
     ``OPTIONS`` is added to ``methods`` (default ``["GET"]``) so that clients can ask for
-    the price first.
+    the price first.  ``pay_method``: ``"psk2"`` or ``"stream"`` (None: the
+    middleware's).
     """
     allowed = [m.upper() for m in (methods or ["GET"])]
     if "OPTIONS" not in allowed:
         allowed.append("OPTIONS")
     return Route(
         path,
-        paid(price)(endpoint),
+        paid(price, pay_method=pay_method)(endpoint),
         methods=allowed,
         name=name or getattr(endpoint, "__name__", None),
         include_in_schema=include_in_schema,

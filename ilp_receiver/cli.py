@@ -8,7 +8,10 @@ Subcommands live in :mod:`ilp_receiver.commands` (one module each):
   [--secret-file PATH]``: a standalone payment-pointer server on an uplink;
 * ``connector --config FILE``: the bundled connector;
 * ``query POINTER``: an SPSP query;
-* ``pay POINTER AMOUNT --uplink URL [--chunked]``: a PSK2 payment.
+* ``pay POINTER AMOUNT --uplink URL [--chunked]``: a STREAM or PSK2 payment;
+* ``fetch URL --uplink URL [--max-price N]``: an HTTP request that pays a 402.
+
+``python -m ilp_receiver`` runs the same command.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from types import ModuleType
 
 from . import __version__
 from .commands import COMMANDS
+from .commands._common import DefaultsHelpFormatter, JsonLogFormatter, describe_error
 from .errors import ConfigError
 from .links.listener import raise_open_files_limit
 
@@ -34,16 +38,32 @@ def _load(name: str) -> ModuleType:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ilp-receiver", description="Get paid over Interledger (SPSP + PSK2)."
+        prog="ilp-receiver",
+        description="Get paid over Interledger (SPSP, STREAM and PSK2).",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = _load(name)
-        sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        sub = commands.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.HELP,
+            formatter_class=DefaultsHelpFormatter,
+        )
         module.add_arguments(sub)
     return parser
+
+
+def _setup_logging(verbose: bool, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,15 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # the connection caps, not the descriptor limit, must be what a flood meets first
     raise_open_files_limit()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _setup_logging(args.verbose, getattr(args, "log_format", "text"))
     try:
         status: int = _load(args.command).run(args)
     except ConfigError as exc:
-        print(f"ilp-receiver: {exc}", file=sys.stderr)
+        print(f"ilp-receiver: {describe_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -97,7 +97,16 @@ class InvalidAddressError(IlpReceiverError, ValueError):
 
 
 class PaymentPointerError(IlpReceiverError, ValueError):
-    """A string that is not a valid payment pointer (RFC 26 draft 1)."""
+    """A string that is not a valid payment pointer (RFC 26 draft 1).
+
+    ``option`` names the keyword argument that would accept it (``"lenient"``), when
+    one would; the message then says ``pass lenient=True``, and the CLI names its flag
+    (``--lenient``) instead.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class LocalProtocolError(IlpReceiverError):
@@ -125,11 +134,19 @@ class AuthenticationError(LinkError):
 
 
 class SpspError(IlpReceiverError):
-    """An SPSP query failed: ``status`` is the HTTP status when there was one."""
+    """An SPSP query failed: ``status`` is the HTTP status when there was one.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``option`` names the keyword argument that may help (``"allow_http_for_loopback"``
+    when a loopback server answered TLS with plain HTTP), as for
+    :class:`PaymentPointerError`.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, *, option: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.option = option
 
 
 class IlpError(IlpReceiverError):

@@ -10,8 +10,11 @@ Implements:
   exactly ``/``, use ``/.well-known/pay``.  The path is otherwise kept verbatim."
   Like the JS client (WHATWG URL) we lower-case the host.  Ports and query strings,
   which the JS client lets through, are refused unless ``lenient=True`` (open question
-  24).  "Anything not starting with ``$`` is treated as a full SPSP endpoint URL and
-  used unchanged" -- we only check that it is an http(s) URL with a host.
+  24) -- except a port on a **loopback** host (``$127.0.0.1:8080``, ``$localhost:3000``,
+  ``$[::1]:8080``): that is what a local server (``ilp-receiver demo`` / ``receive``)
+  prints, and it resolves to ``http://`` (see :meth:`PaymentPointer.endpoint`).
+  "Anything not starting with ``$`` is treated as a full SPSP endpoint URL and used
+  unchanged" -- we only check that it is an http(s) URL with a host.
 * **The SPSP response** of RFC 9 drafts 4/5 (PSK2): ``destination_account``,
   ``shared_secret``, optional ``balance``, asset object and ``receiver_info``.  Reading
   accepts all three spellings of the asset object; writing emits both ``asset_info``
@@ -136,9 +139,10 @@ class PaymentPointer:
     """A parsed payment pointer (RFC 26 draft 1): ``$`` + host + path.
 
     ``host`` is lower-cased (an IPv6 literal keeps its brackets); ``path`` is the
-    path-abempty exactly as written (``""``, ``"/"`` or ``"/..."``).  ``port`` and
-    ``query`` are only ever set by ``parse(..., lenient=True)``; ``query`` is the text
-    after ``?`` (``""`` for a bare ``?``).  Build instances with :meth:`parse`.
+    path-abempty exactly as written (``""``, ``"/"`` or ``"/..."``).  ``port`` is set
+    for a loopback host, or by ``parse(..., lenient=True)``; ``query`` only by the
+    latter, as the text after ``?`` (``""`` for a bare ``?``).  Build instances with
+    :meth:`parse`.
     """
 
     host: str
@@ -150,8 +154,9 @@ class PaymentPointer:
     def parse(cls, text: str, *, lenient: bool = False) -> PaymentPointer:
         """Parse ``text`` (``$host/path``); PaymentPointerError names what is wrong.
 
-        ``lenient=True`` also accepts a port and a query string, as the JS client
-        (ilp-protocol-spsp 2.0.0) does; userinfo and fragments are refused always.
+        A port is accepted on a loopback host (``$127.0.0.1:8080``: local servers);
+        ``lenient=True`` also accepts one on any host, and a query string, as the JS
+        client (ilp-protocol-spsp 2.0.0) does; userinfo and fragments are refused always.
         """
         if not isinstance(text, str):
             raise PaymentPointerError(f"a payment pointer must be a str, not {type(text).__name__}")
@@ -167,7 +172,8 @@ class PaymentPointer:
             if not lenient:
                 raise PaymentPointerError(
                     "a payment pointer may not contain a query string ('?'); RFC 26 allows "
-                    "only a host and a path (pass lenient=True to accept it as the JS client does)"
+                    "only a host and a path (pass lenient=True to accept it as the JS client does)",
+                    option="lenient",
                 )
             if _QUERY_RE.fullmatch(query) is None:
                 raise PaymentPointerError(
@@ -181,10 +187,12 @@ class PaymentPointer:
         host = _check_host(host)
         port: int | None = None
         if port_text is not None:
-            if not lenient:
+            if not lenient and not _is_loopback_host(host):
                 raise PaymentPointerError(
-                    "a payment pointer may not contain a port; RFC 26 allows only a host "
-                    "(pass lenient=True to accept it as the JS client does)"
+                    "a payment pointer may not contain a port unless its host is loopback "
+                    "(localhost, 127.0.0.1, [::1]); RFC 26 allows only a host "
+                    "(pass lenient=True to accept it as the JS client does)",
+                    option="lenient",
                 )
             if _PORT_RE.fullmatch(port_text) is None or int(port_text) > 65535:
                 raise PaymentPointerError(f"bad port {port_text[:10]!r} in payment pointer")
@@ -200,23 +208,24 @@ class PaymentPointer:
     @property
     def is_loopback(self) -> bool:
         """Whether the host is ``localhost`` (or ``*.localhost``) or a loopback IP."""
-        if self.host == "localhost" or self.host.endswith(".localhost"):
-            return True
-        literal = self.host[1:-1] if self.host.startswith("[") else self.host
-        try:
-            return ipaddress.ip_address(literal).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback_host(self.host)
 
-    def endpoint(self, *, allow_http_for_loopback: bool = False) -> str:
+    def endpoint(self, *, allow_http_for_loopback: bool | None = None) -> str:
         """The SPSP endpoint URL this pointer resolves to.
 
         "``https://`` + host + path; if the path is empty or exactly ``/``, use
-        ``/.well-known/pay``."  With ``allow_http_for_loopback=True`` a loopback host
-        gets ``http://`` (local tests only).  A default port is dropped, as WHATWG URL
+        ``/.well-known/pay``."  A loopback host gets ``http://`` instead: by default
+        (``allow_http_for_loopback=None``) when the pointer names a port other than 443
+        (``$127.0.0.1:8080``, what local servers print); with ``True`` always (also
+        ``$localhost/bob``); with ``False`` never (RFC 26 as written).  Other hosts
+        always get ``https://``.  A default port is dropped, as WHATWG URL
         serialization does.
         """
-        scheme = "http" if allow_http_for_loopback and self.is_loopback else "https"
+        if allow_http_for_loopback is None:
+            http = self.is_loopback and self.port is not None and self.port != 443
+        else:
+            http = allow_http_for_loopback and self.is_loopback
+        scheme = "http" if http else "https"
         path = WELL_KNOWN_PATH if self.path in ("", "/") else self.path
         port = "" if self.port in (None, _DEFAULT_PORTS[scheme]) else f":{self.port}"
         query = "" if self.query is None else f"?{self.query}"
@@ -243,6 +252,18 @@ def _split_authority(authority: str) -> tuple[str, str | None]:
         return host, after[1:]
     host, sep, port = authority.partition(":")
     return host, (port if sep else None)
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether a (lower-cased) pointer host is ``localhost``, ``*.localhost`` or a
+    loopback IP literal."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    literal = host[1:-1] if host.startswith("[") else host
+    try:
+        return ipaddress.ip_address(literal).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_host(host: str) -> str:
@@ -294,12 +315,13 @@ def parse_payment_pointer(text: str, *, lenient: bool = False) -> PaymentPointer
 
 
 def resolve_payment_pointer(
-    pointer_or_url: str, *, lenient: bool = False, allow_http_for_loopback: bool = False
+    pointer_or_url: str, *, lenient: bool = False, allow_http_for_loopback: bool | None = None
 ) -> str:
     """The SPSP endpoint URL for a payment pointer or an SPSP URL.
 
     ``$...`` is parsed and resolved (:meth:`PaymentPointer.parse`,
-    :meth:`PaymentPointer.endpoint`).  "Anything not starting with ``$`` is treated as
+    :meth:`PaymentPointer.endpoint`: ``$127.0.0.1:8080`` gives
+    ``http://127.0.0.1:8080/.well-known/pay``).  "Anything not starting with ``$`` is treated as
     a full SPSP endpoint URL and used unchanged": it is returned as given once it is
     known to be an ``http``/``https`` URL with a host and no whitespace.
     """
@@ -339,6 +361,9 @@ def to_payment_pointer(url: str) -> str:
     if not isinstance(url, str) or url[:8].lower() != "https://":
         raise PaymentPointerError("only https:// URLs can be written as payment pointers")
     pointer = PaymentPointer.parse("$" + url[8:])
+    if pointer.port is not None:
+        # a loopback pointer with a port resolves to http://, so it cannot stand for this
+        raise PaymentPointerError("a payment pointer for an https:// URL may not contain a port")
     if pointer.path in ("", "/"):
         raise PaymentPointerError(
             f"{url[:80]!r} cannot be written as a payment pointer: '$host' and '$host/' "

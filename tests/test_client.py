@@ -149,6 +149,18 @@ async def test_pointer_resolution_follows_rfc_26() -> None:
     await strict.close()
 
 
+async def test_default_client_pays_the_pointers_local_servers_print(
+    network: InMemoryNetwork, receiver: AsyncReceiver, spsp_port: int
+) -> None:
+    # `$127.0.0.1:PORT` as `ilp-receiver demo` / `receive` print it: no options needed
+    async with AsyncPaymentClient(await network.add_child("carol")) as plain:
+        pointer = f"$127.0.0.1:{spsp_port}"
+        assert plain.resolve(pointer) == f"http://127.0.0.1:{spsp_port}/.well-known/pay"
+        result = await plain.pay(pointer, 300)
+        assert result.delivered_amount == 300
+    assert await receiver.balance() == 300
+
+
 async def test_query_cache_honours_max_age(client: AsyncPaymentClient, spsp_url: str) -> None:
     first = await client.query(spsp_url)
     assert await client.query(spsp_url) is first  # Cache-Control: max-age=60
@@ -785,7 +797,24 @@ def test_cli_query(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert main(["query", f"http://127.0.0.1:{portal_world.port}/a/b"]) == 1
     assert "404" in capsys.readouterr().err
-    assert main(["query", f"$127.0.0.1:{portal_world.port}"]) == 2  # port without --lenient
+
+
+def test_cli_query_takes_the_pointer_local_servers_print(
+    portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ilp-receiver demo` and `receive` print `$127.0.0.1:PORT`: it works as printed
+    for pointer in (f"$127.0.0.1:{portal_world.port}", f"$localhost:{portal_world.port}"):
+        assert main(["query", pointer]) == 0, capsys.readouterr().err
+        out = json.loads(capsys.readouterr().out)
+        assert out["destination_account"].startswith("test.memory.bob.")
+    # a port on another host still needs --lenient, and the message says so
+    assert main(["query", "$example.com:8443/bob"]) == 2
+    err = capsys.readouterr().err
+    assert "--lenient" in err and "lenient=True" not in err
+    # forcing https:// at a plain-HTTP loopback server: the error points to the flag
+    assert main(["query", "--no-http-loopback", f"$127.0.0.1:{portal_world.port}"]) == 1
+    err = capsys.readouterr().err
+    assert "--http-loopback" in err and "allow_http_for_loopback" not in err
 
 
 def test_cli_pay(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]) -> None:
@@ -797,6 +826,8 @@ def test_cli_pay(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]) 
         assert main(["pay", pointer, "1000", "--uplink", gateway.url("cli"), *psk2]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["ok"] is True and out["delivered_amount"] == "1000"
+        assert set(out) >= PAY_KEYS and out["mode"] == "pay" and out["error"] is None
+        assert out["pointer_balance"] == "1000"  # the pointer's balance after paying
         code = main(
             ["pay", pointer, "1000", "--uplink", gateway.url("cli2"), "--chunked",
              "--chunk-size", "300", *psk2]
@@ -804,11 +835,24 @@ def test_cli_pay(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]) 
         captured = capsys.readouterr()
         assert code == 0
         out = json.loads(captured.out)
-        assert out["chunks_fulfilled"] == 4 and out["delivered_amount"] == "1000"
-        assert "100.0%" in captured.err  # the progress bar
+        assert set(out) >= PAY_KEYS and out["mode"] == "chunked"
+        assert out["packets_fulfilled"] == 4 and out["delivered_amount"] == "1000"
+        assert out["pointer_balance"] == "2000"
+        assert out["payment_total"] == "1000"  # this payment's total, not the balance
+        assert "%" not in captured.err  # stderr is not a terminal: no progress bar
+        code = main(
+            ["pay", pointer, "500", "--uplink", gateway.url("cli5"), "--chunked",
+             "--chunk-size", "300", "--progress", *psk2]
+        )  # fmt: skip
+        captured = capsys.readouterr()
+        assert code == 0 and "100.0%" in captured.err and "units/s" in captured.err
         code = main(["pay", pointer, "1000", "--uplink", gateway.url("cli3"), "--quote", *psk2])
         assert code == 0
-        assert json.loads(capsys.readouterr().out)["destination_amount"] == "1000"
+        out = json.loads(capsys.readouterr().out)
+        # a quote is not an error: the same keys, no code
+        assert set(out) >= PAY_KEYS and out["ok"] is True and out["error"] is None
+        assert out["mode"] == "quote" and out["delivered_amount"] == "1000"
+        assert "code" not in out
         # payment failure: 1 (the receiver cannot be reached)
         code = main(
             ["pay", pointer, "10", "--uplink", gateway.url("cli4"),
@@ -816,10 +860,14 @@ def test_cli_pay(portal_world: PortalWorld, capsys: pytest.CaptureFixture[str]) 
         )  # fmt: skip
         assert code == 1
         out = json.loads(capsys.readouterr().out)
-        assert out["ok"] is False and out["code"] == "F99"
+        assert set(out) >= PAY_KEYS and out["ok"] is False and out["error"]["code"] == "F99"
+        # the pointer as `receive` prints it
+        local = f"$127.0.0.1:{portal_world.port}"
+        assert main(["pay", local, "100", "--uplink", gateway.url("cli6"), *psk2]) == 0
+        assert json.loads(capsys.readouterr().out)["pointer_balance"] == "2600"
     finally:
         portal.call(gateway.close)
-    assert portal.call(portal_world.receiver.balance) == 2000
+    assert portal.call(portal_world.receiver.balance) == 2600
 
 
 def test_cli_pay_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -834,23 +882,48 @@ def test_cli_pay_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
          "--connect-timeout", "5"]
     )  # fmt: skip
     assert code == 1
-    assert json.loads(capsys.readouterr().out)["ok"] is False
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= PAY_KEYS and out["ok"] is False
+    assert out["error"]["message"].startswith("cannot connect the uplink")
+
+
+#: The keys of every `ilp-receiver pay` result line, in every mode (docs/client.md).
+PAY_KEYS = {
+    "ok",
+    "mode",
+    "protocol",
+    "destination",
+    "source_amount",
+    "delivered_amount",
+    "packets_fulfilled",
+    "packets_rejected",
+    "pointer_balance",
+    "error",
+}
 
 
 def test_progress_bar_text() -> None:
     import io
 
+    now = [0.0]
     stream = io.StringIO()
-    bar = ProgressBar(stream, width=10)
-    bar(ChunkProgress(500, 450, 5, 1, 100, 1000, None))
-    bar(ChunkProgress(550, 500, 6, 1, 100, 1000, None))  # same decile: not repeated
+    bar = ProgressBar(stream, width=10, enabled=True, clock=lambda: now[0])
+    now[0] = 2.0
+    assert bar.line(ChunkProgress(500, 450, 5, 1, 100, 1000, None)) == (
+        "[#####.....]  50.0% sent 500/1000 delivered 450 chunks 5 (+1 rejected) 250 units/s ETA 2s"
+    )
+    now[0] = 4.0
+    assert bar.line(ChunkProgress(1000, 900, 10, 1, 100, 1000, None)) == (
+        "[##########] 100.0% sent 1000/1000 delivered 900 chunks 10 (+1 rejected) 250 units/s"
+    )
     bar(ChunkProgress(1000, 900, 10, 1, 100, 1000, None))
     bar.close()
-    lines = stream.getvalue().splitlines()
-    assert lines == [
-        "[#####.....]  50.0% sent 500/1000 delivered 450 chunks 5 (+1 rejected)",
-        "[##########] 100.0% sent 1000/1000 delivered 900 chunks 10 (+1 rejected)",
-    ]
+    assert stream.getvalue().startswith("\r[##########] 100.0%")
+    assert stream.getvalue().endswith("\n")
+    # not a terminal: nothing is drawn unless forced
+    quiet = io.StringIO()
+    ProgressBar(quiet)(ChunkProgress(500, 450, 5, 1, 100, 1000, None))
+    assert quiet.getvalue() == ""
 
 
 def test_results_to_json() -> None:

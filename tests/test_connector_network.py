@@ -182,6 +182,83 @@ async def test_public_metrics_only_when_configured() -> None:
             assert r.status == 401
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, read by the reference parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_packets_and_amounts_per_account() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    accounts = {
+        "alice": {"relation": "child", "transport": "local"},
+        "bob": {"relation": "child", "transport": "local"},
+    }
+    async with (
+        Connector(config(accounts, admin=ADMIN)) as c,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer admin-secret"}) as http,
+    ):
+        assert c.admin_url is not None
+        metrics_url = c.admin_url + "metrics"
+        alice, bob = c.local_link("alice"), c.local_link("bob")
+        bob.set_handler(fulfill_all)
+        await alice.start()
+        await bob.start()
+
+        async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            async with http.get(metrics_url) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                return _samples(await r.text())
+
+        def key(name: str, account: str, result: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+            labels = {"account": account, "asset": "XYZ", "scale": "9", "result": result}
+            return name, tuple(sorted(labels.items()))
+
+        incoming = "ilp_connector_incoming_ilp_packets_total"
+        incoming_value = "ilp_connector_incoming_ilp_packet_value_total"
+        outgoing = "ilp_connector_outgoing_ilp_packets_total"
+        outgoing_value = "ilp_connector_outgoing_ilp_packet_value_total"
+        before = await scrape()
+        assert key(incoming, "alice", "fulfilled") not in before
+        try:
+            assert isinstance(await alice.send(prepare("test.conn.bob", 700)), IlpFulfill)
+            assert isinstance(await alice.send(prepare("test.conn.bob", 300)), IlpFulfill)
+            assert isinstance(await alice.send(prepare("test.conn.nowhere", 5)), IlpReject)
+            after = await scrape()
+        finally:
+            await alice.stop()
+            await bob.stop()
+        assert after[key(incoming, "alice", "fulfilled")] == 2
+        assert after[key(incoming_value, "alice", "fulfilled")] == 1000
+        assert after[key(incoming, "alice", "rejected")] == 1
+        assert after[key(incoming_value, "alice", "rejected")] == 5
+        assert after[key(outgoing, "bob", "fulfilled")] == 2
+        assert after[key(outgoing_value, "bob", "fulfilled")] == 1000
+        assert after[("ilp_connector_balance", (("account", "alice"),))] == 1000
+        # the process metrics and build info client libraries export
+        for name in (
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+            "process_open_fds",
+        ):
+            assert any(sample == name for sample, _ in after), name
+        assert any(name == "ilp_connector_build_info" for name, _ in after)
+        # counters are typed counter, and their names end in _total
+        async with http.get(metrics_url) as r:
+            families = list(text_string_to_metric_families(await r.text()))
+        for family in families:
+            if family.type == "counter":
+                assert all(s.name.endswith("_total") for s in family.samples), family.name
+
+
 async def test_restart_keeps_balances_in_sqlite(tmp_path: Path) -> None:
     store = str(tmp_path / "conn.sqlite3")
     accounts = {

@@ -119,7 +119,9 @@ def start_gunicorn(
     args = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
     args += ["--preload"] if preload else []
     args += ["--log-level", "warning", "paid_app:app"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env)
+    # stderr to a file: the test reads what the workers said when they stopped
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -179,3 +181,8 @@ def test_two_workers_share_balances(tmp_path: Path, connector: Connector, preloa
         client.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+    # each worker stopped its receiver and closed the SQLite store cleanly at exit
+    # (the atexit handler once raised "can't register atexit after shutdown")
+    said = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    assert "Traceback" not in said, said[-3000:]
+    assert "atexit" not in said, said[-3000:]

@@ -367,7 +367,7 @@ def test_bad_pointers(text: str, problem: str) -> None:
         ("$example.com:8443", "https://example.com:8443/.well-known/pay"),
         ("$example.com?x", "https://example.com/.well-known/pay?x"),
         ("$example.com/bob?", "https://example.com/bob?"),
-        ("$[::1]:8080/x", "https://[::1]:8080/x"),
+        ("$localhost:8080/x?q", "http://localhost:8080/x?q"),
     ],
 )
 def test_lenient_pointers(text: str, url: str) -> None:
@@ -402,15 +402,49 @@ def test_loopback_http_for_local_tests(text: str, url: str) -> None:
     assert resolve_payment_pointer(text, lenient=True, allow_http_for_loopback=True) == url
 
 
-def test_loopback_port_still_needs_lenient() -> None:
-    with pytest.raises(PaymentPointerError, match="port"):
-        resolve_payment_pointer("$127.0.0.1:8080", allow_http_for_loopback=True)
-    # Without a port the pointer is RFC-valid; the flag only changes the scheme.
+@pytest.mark.parametrize(
+    ("text", "url"),
+    [
+        # what `ilp-receiver demo` and `receive` print: no flag needed, http://
+        ("$127.0.0.1:8080", "http://127.0.0.1:8080/.well-known/pay"),
+        ("$127.0.0.1:42995", "http://127.0.0.1:42995/.well-known/pay"),
+        ("$localhost:3000/bob", "http://localhost:3000/bob"),
+        ("$LocalHost:3000", "http://localhost:3000/.well-known/pay"),
+        ("$[::1]:8080/x", "http://[::1]:8080/x"),
+        ("$127.1.2.3:9/x", "http://127.1.2.3:9/x"),
+        # no port, or 443: the RFC's https://
+        ("$localhost/x", "https://localhost/x"),
+        ("$127.0.0.1", "https://127.0.0.1/.well-known/pay"),
+        ("$127.0.0.1:443", "https://127.0.0.1/.well-known/pay"),
+    ],
+)
+def test_loopback_pointers_with_a_port_resolve_to_http(text: str, url: str) -> None:
+    assert resolve_payment_pointer(text) == url
+    assert PaymentPointer.parse(text).endpoint() == url
+
+
+def test_loopback_scheme_can_be_forced() -> None:
+    # True: http:// for every loopback pointer; False: the RFC's https:// always
     assert (
         resolve_payment_pointer("$localhost/x", allow_http_for_loopback=True)
         == "http://localhost/x"
     )
-    assert resolve_payment_pointer("$localhost/x") == "https://localhost/x"
+    assert (
+        resolve_payment_pointer("$127.0.0.1:8080", allow_http_for_loopback=False)
+        == "https://127.0.0.1:8080/.well-known/pay"
+    )
+    assert (
+        resolve_payment_pointer("$example.com:8080", lenient=True, allow_http_for_loopback=True)
+        == "https://example.com:8080/.well-known/pay"
+    )
+
+
+@pytest.mark.parametrize("text", ["$example.com:8080", "$10.0.0.1:8080", "$localhost.example:80"])
+def test_ports_on_other_hosts_still_need_lenient(text: str) -> None:
+    with pytest.raises(PaymentPointerError, match="port") as info:
+        resolve_payment_pointer(text)
+    assert info.value.option == "lenient"
+    assert "lenient=True" in str(info.value)
 
 
 def test_pointer_fields() -> None:
@@ -443,6 +477,7 @@ def test_to_payment_pointer(url: str, pointer: str) -> None:
         ("https://example.com", "cannot be written"),
         ("https://example.com/", "cannot be written"),
         ("https://example.com:8443/bob", "port"),
+        ("https://127.0.0.1:8443/bob", "port"),
         ("https://example.com/bob?x=1", "query"),
         ("https://example.com/bob#x", "fragment"),
         ("https://u@example.com/bob", "userinfo"),

@@ -649,6 +649,64 @@ def test_receive_max_advertisements_never_shrink() -> None:
     assert sender.error is None and sender.delivered == 100
 
 
+def test_amount_as_a_send_limit_stops_at_the_receive_limit_without_error() -> None:
+    # HTTP-ILP over STREAM: the send limit is the client's max price (2.7.1 setSendMax),
+    # the receiver's limit is the price
+    path = FakePath(receive_max=1000, advertise=False)
+    sender = StreamSender(
+        DESTINATION, SECRET, amount=2500, exchange_rate=Fraction(1), amount_is_limit=True
+    )
+    run = drive(sender, path)
+    assert [m.source_amount for m in run.money()] == [2500, 1000]
+    assert sender.error is None
+    assert sender.delivered == path.total == 1000
+    assert run.kinds()[-1] == "close"
+
+
+def test_hold_keeps_the_connection_open_until_end() -> None:
+    path = FakePath(receive_max=10, echo=True)
+    sender = StreamSender(
+        DESTINATION,
+        SECRET,
+        amount=15,
+        data=b"hi",
+        exchange_rate=Fraction(1),
+        amount_is_limit=True,
+        hold=True,
+        min_incoming_data=1,
+    )
+    for counter in range(1, 50):
+        step = sender.next(now=T0, iv=counter.to_bytes(12, "big"), condition=bytes(32))
+        if not isinstance(step, OutgoingPacket):
+            break
+        sender.on_reply(step.sequence, path.handle(step.prepare))
+    # everything sent, the data came back: it waits for end(), sending nothing
+    assert step == Wait(None) and sender.in_flight == 0
+    assert (sender.delivered, sender.received_data, sender.phase) == (10, 2, "send")
+    assert not sender.ended
+    sender.end()
+    close = sender.next(now=T0, iv=bytes(12), condition=bytes(32))
+    assert isinstance(close, OutgoingPacket) and close.kind == "close"
+    assert ConnectionClose in frames_of(close) and StreamClose in frames_of(close)
+    sender.on_reply(close.sequence, path.handle(close.prepare))
+    assert sender.finished and sender.error is None
+    assert sender.next(now=T0, iv=bytes(12), condition=bytes(32)) is None
+
+
+def test_end_stops_the_money_and_the_data_wait() -> None:
+    path = FakePath(max_packet=100)
+    sender = StreamSender(DESTINATION, SECRET, amount=1000, min_incoming_data=5, hold=True)
+    drive_probe_only(sender, path)
+    first = sender.next(now=T0, iv=bytes(12), condition=bytes(32))
+    assert isinstance(first, OutgoingPacket) and first.kind == "money"
+    sender.end()  # a packet is in flight: it is answered first
+    assert sender.next(now=T0, iv=bytes(12), condition=bytes(32)) == Wait(None)
+    sender.on_reply(first.sequence, path.handle(first.prepare))
+    run = drive(sender, path)
+    assert run.kinds() == ["close"]
+    assert sender.error is None and sender.sent == 100  # no more money, no data wait
+
+
 # ---------------------------------------------------------------------- closing
 
 
@@ -1171,8 +1229,9 @@ def test_cli_pays_stream(portal_world: PortalWorld, capsys: pytest.CaptureFixtur
         shown = json.loads(capsys.readouterr().out)
         assert shown["protocol"] == "stream" and shown["shared_secret"] == "<redacted>"
         code = main(
-            ["pay", url, "2500", "--uplink", gateway.url("cli"), "--max-packet-amount", "1000"]
-        )
+            ["pay", url, "2500", "--uplink", gateway.url("cli"), "--max-packet-amount", "1000",
+             "--progress"]
+        )  # fmt: skip
         captured = capsys.readouterr()
         assert code == 0, captured
         out = json.loads(captured.out.splitlines()[-1])
@@ -1187,10 +1246,11 @@ def test_cli_pays_stream(portal_world: PortalWorld, capsys: pytest.CaptureFixtur
         assert json.loads(captured.out)["packets_fulfilled"] == 1 and captured.err == ""
         assert main(["pay", url, "700", "--uplink", gateway.url("cli3"), "--quote"]) == 0
         quote = json.loads(capsys.readouterr().out)
-        assert (quote["protocol"], quote["destination_amount"]) == ("stream", "700")
+        assert (quote["protocol"], quote["delivered_amount"]) == ("stream", "700")
+        assert quote["mode"] == "quote" and quote["error"] is None
         # PSK2 only: this endpoint has no PSK2 answer (406)
         assert main(["pay", url, "10", "--uplink", gateway.url("cli4"), "--protocol", "psk2"]) == 1
-        assert "406" in json.loads(capsys.readouterr().out)["error"]
+        assert "406" in json.loads(capsys.readouterr().out)["error"]["message"]
         code = main(
             [
                 "pay",
@@ -1204,7 +1264,7 @@ def test_cli_pays_stream(portal_world: PortalWorld, capsys: pytest.CaptureFixtur
         )
         assert code == 1
         failed = json.loads(capsys.readouterr().out)
-        assert failed["ok"] is False and failed["paid"]["protocol"] == "stream"
+        assert failed["ok"] is False and failed["protocol"] == "stream"
         with pytest.raises(SystemExit) as info:  # argparse refuses a slippage of 200 %
             main(["pay", url, "10", "--uplink", gateway.url("x"), "--slippage", "2"])
         assert info.value.code == 2
@@ -1217,11 +1277,9 @@ def test_progress_bar_counts_packets_for_stream() -> None:
     import io
 
     stream = io.StringIO()
-    bar = ProgressBar(stream, width=10, multi_only=True)
+    bar = ProgressBar(stream, width=10, multi_only=True, enabled=True, clock=lambda: 0.0)
     bar(ChunkProgress(10, 10, 1, 0, 10, 10, None, "stream"))  # done in one packet
     assert stream.getvalue() == ""
     bar(ChunkProgress(500, 500, 1, 0, 500, 1000, None, "stream"))
-    assert (
-        stream.getvalue()
-        == "[#####.....]  50.0% sent 500/1000 delivered 500 packets 1 (+0 rejected)\n"
-    )
+    line = "[#####.....]  50.0% sent 500/1000 delivered 500 packets 1 (+0 rejected)"
+    assert stream.getvalue() == "\r" + line.ljust(100)

@@ -31,7 +31,9 @@ expire after 30 s unless told otherwise (0.2.1: "default Prepare expiry = now + 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import ipaddress
 import json
 import logging
 import os
@@ -42,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from math import floor
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -212,6 +215,23 @@ def _error_detail(body: bytes) -> str:
     return ""
 
 
+def _tls_error(url: str, exc: Exception) -> SpspError:
+    """The SpspError of a failed TLS handshake; for a loopback host it says how to use
+    ``http://`` (a local server speaking plain HTTP answers TLS with garbage)."""
+    message = f"SPSP query to {url} failed: {exc or type(exc).__name__}"
+    host = (urlsplit(url).hostname or "").lower()
+    loopback = host == "localhost" or host.endswith(".localhost")
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        return SpspError(message)
+    return SpspError(
+        f"{message}; if the server speaks plain HTTP, pass allow_http_for_loopback=True "
+        "to use http:// for loopback pointers",
+        option="allow_http_for_loopback",
+    )
+
+
 class AsyncPaymentClient:
     """Pays payment pointers over an uplink to a connector (asyncio API).
 
@@ -221,10 +241,13 @@ class AsyncPaymentClient:
     ``await client.start()`` (or ``async with``, or :meth:`connect`) connects it and
     learns its address by IL-DCP; pass ``static_config`` to skip IL-DCP.
 
-    SPSP: ``lenient`` accepts pointers with a port or query (as the JS client did);
-    ``allow_http_for_loopback`` resolves pointers to loopback hosts with ``http://``
-    (local testing).  ``session`` is an aiohttp session to use (default: one of our
-    own, closed by :meth:`close`).
+    SPSP: ``lenient`` accepts pointers with a port or query on any host (as the JS
+    client did; a port on a loopback host is always accepted);
+    ``allow_http_for_loopback`` decides the scheme of loopback pointers: ``None``
+    (default) resolves ``$127.0.0.1:8080`` / ``$localhost:8080`` (a port, as local
+    servers print them) to ``http://``, ``True`` every loopback pointer, ``False``
+    none (see :meth:`~ilp_receiver.spsp.PaymentPointer.endpoint`).  ``session`` is an
+    aiohttp session to use (default: one of our own, closed by :meth:`close`).
 
     Protocol: ``protocol="auto"`` (default) pays with STREAM when the receiver's SPSP
     answer is STREAM (``application/spsp4+json``) and with PSK2 otherwise;
@@ -241,7 +264,7 @@ class AsyncPaymentClient:
         *,
         session: aiohttp.ClientSession | None = None,
         lenient: bool = False,
-        allow_http_for_loopback: bool = False,
+        allow_http_for_loopback: bool | None = None,
         draft: Psk2Draft = "draft1",
         expiry: timedelta = DEFAULT_EXPIRY,
         static_config: PeerConfig | None = None,
@@ -405,6 +428,8 @@ class AsyncPaymentClient:
                 cache_control = response.headers.get("Cache-Control")
                 final_url = response.url
                 body = await response.content.read(MAX_SPSP_BODY + 1)
+        except aiohttp.ClientSSLError as exc:
+            raise _tls_error(url, exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SpspError(f"SPSP query to {url} failed: {exc or type(exc).__name__}") from exc
         if url.lower().startswith("https:") and final_url.scheme != "https":

@@ -7,4 +7,4 @@ the modules in :data:`COMMANDS`.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("demo", "receive", "connector", "query", "pay")
+COMMANDS: tuple[str, ...] = ("demo", "receive", "connector", "query", "pay", "fetch")

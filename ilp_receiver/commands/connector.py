@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from ..errors import ConfigError
+from ._common import add_log_format_argument
 from .receive import emit, wait_for_signal
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="seconds to wait for IL-DCP from a parent (default: forever)",
     )
+    add_log_format_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,14 @@
 """``ilp-receiver receive``: a standalone payment-pointer server on an uplink.
 
 SPSP at ``/.well-known/pay`` and ``/<name>`` (each name its own balance), ``/health``;
-a JSON ``{"event": "ready", ...}`` line on stdout when serving; clean shutdown on
-SIGINT/SIGTERM.
+a JSON ``{"event": "ready", ...}`` line on stdout when serving (with the
+``payment_pointer`` to pay, ``$127.0.0.1:8080``); clean shutdown on SIGINT/SIGTERM.
+
+Start-up order: the HTTP port is bound first (a taken port ends the command before it
+touches the secret, the store or the uplink), then the secret and the store are opened
+(their paths logged), then the uplink is connected; SPSP queries get ``503`` until it
+is.  Every incoming payment is logged on stderr (one line; JSON with
+``--log-format json``).
 """
 
 from __future__ import annotations
@@ -15,8 +21,20 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError, IlpReceiverError
+from ._common import (
+    add_log_format_argument,
+    add_uplink_argument,
+    describe_error,
+    describe_store,
+    local_payment_pointer,
+    log_payments,
+)
+
+if TYPE_CHECKING:
+    from ..receiver import AsyncReceiver
 
 __all__ = [
     "HELP",
@@ -37,6 +55,7 @@ log = logging.getLogger("ilp_receiver.cli")
 def load_or_create_secret(path: Path) -> bytes:
     """Read the receiver secret (hex) from ``path``, creating it (mode 0600) if absent."""
     if path.exists():
+        log.info("receiver secret: %s", path.resolve())
         text = path.read_text(encoding="ascii").strip()
         try:
             secret = bytes.fromhex(text)
@@ -49,7 +68,7 @@ def load_or_create_secret(path: Path) -> bytes:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(secret.hex() + "\n")
-    log.info("created a new receiver secret in %s", path)
+    log.info("receiver secret: created a new one in %s", path.resolve())
     return secret
 
 
@@ -75,83 +94,126 @@ async def _receive(args: argparse.Namespace) -> int:
     from ..stream.server import StreamLimits
     from ..web.spsp_endpoint import EndpointDirectory
 
-    secret = load_or_create_secret(Path(args.secret_file))
-    receiver = AsyncReceiver(
-        args.uplink,
-        secret=secret,
-        store=args.store,
-        max_balance=args.max_balance,
-        receiver_name=args.name,
-        stream=not args.no_stream,
-        stream_limits=StreamLimits(echo_data=args.echo_stream_data),
-    )
-    deadline = asyncio.get_running_loop().time() + args.connect_timeout
-    while True:
-        try:
-            await receiver.start()
-            break
-        except IlpReceiverError as exc:
-            if asyncio.get_running_loop().time() >= deadline:
-                log.error("could not connect the uplink: %s", exc)
-                return 1
-            log.warning("uplink not ready (%s); retrying", exc)
-            await asyncio.sleep(0.5)
+    started = False
+
+    @web.middleware
+    async def until_started(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not started:
+            return web.json_response(
+                {"status": "starting: the uplink is not connected yet"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # 1. the port: a second instance on a taken port stops here, before it opens the
+    # store or connects an uplink that could deliver it a payment
+    holder: list[AsyncReceiver] = []
     directory = EndpointDirectory(args.endpoint or None)
     limits = ServerLimits(max_connections=args.max_connections, header_timeout=args.header_timeout)
-    runner = web.AppRunner(
-        create_spsp_app(receiver, directory), access_log=None, **limits.runner_options()
-    )
+    app = create_spsp_app(cast("AsyncReceiver", _LazyReceiver(holder)), directory)
+    app.middlewares.append(until_started)
+    runner = web.AppRunner(app, access_log=None, **limits.runner_options())
     await runner.setup()
     try:
-        await start_listener(runner, args.host, args.port, limits)
+        listener = await start_listener(runner, args.host, args.port, limits)
     except ConfigError as exc:
-        log.error("%s", exc)
-        await receiver.stop()
+        log.error("%s", describe_error(exc))
         await runner.cleanup()
         return 1
-    url = f"http://{args.host}:{args.port}/.well-known/pay"
-    emit(
-        "ready",
-        ilp_address=receiver.address,
-        spsp_url=url,
-        asset_code=receiver.config.asset_code,
-        asset_scale=receiver.config.asset_scale,
-    )
+    port = listener.port
     try:
+        # 2. the secret and the store, said where
+        secret = load_or_create_secret(Path(args.secret_file))
+        log.info("balance store: %s", describe_store(args.store))
+        receiver = AsyncReceiver(
+            args.uplink,
+            secret=secret,
+            store=args.store,
+            max_balance=args.max_balance,
+            receiver_name=args.name,
+            stream=not args.no_stream,
+            stream_limits=StreamLimits(echo_data=args.echo_stream_data),
+        )
+        holder.append(receiver)
+        log_payments(receiver)
+        # 3. the uplink
+        deadline = asyncio.get_running_loop().time() + args.connect_timeout
+        while True:
+            try:
+                await receiver.start()
+                break
+            except IlpReceiverError as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    log.error("could not connect the uplink: %s", exc)
+                    return 1
+                log.warning("uplink not ready (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+        started = True
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        emit(
+            "ready",
+            ilp_address=receiver.address,
+            payment_pointer=local_payment_pointer(args.host, port),
+            spsp_url=f"http://{host}:{port}/.well-known/pay",
+            asset_code=receiver.config.asset_code,
+            asset_scale=receiver.config.asset_scale,
+            secret_file=args.secret_file,
+            store=describe_store(args.store),
+        )
         await wait_for_signal()
+        return 0
     finally:
         await runner.cleanup()
-        await receiver.stop()
-        emit("stopped")
-    return 0
+        for receiver in holder:
+            await receiver.stop()
+        if started:
+            emit("stopped")
+
+
+class _LazyReceiver:
+    """Stands for the receiver in the SPSP app until it exists (the port is bound
+    before the receiver is made; requests before then get 503 from a middleware)."""
+
+    def __init__(self, holder: list[Any]) -> None:
+        self._holder = holder
+
+    def __getattr__(self, name: str) -> Any:
+        if not self._holder:
+            raise RuntimeError("the receiver has not been created yet")
+        return getattr(self._holder[0], name)
 
 
 def add_arguments(receive: argparse.ArgumentParser) -> None:
     """Options of ``ilp-receiver receive``."""
-    receive.add_argument(
-        "--uplink",
-        required=True,
-        help=(
-            "connector URL: btp+ws://name:token@host:port (BTP/2.0), or "
-            "http+oer://TOKEN@host:port/?listen=127.0.0.1:PORT (ILP over HTTP)"
-        ),
-    )
+    add_uplink_argument(receive)
     receive.add_argument("--host", default="127.0.0.1", help="SPSP listen address")
-    receive.add_argument("--port", type=int, default=8080, help="SPSP listen port")
+    receive.add_argument("--port", type=int, default=8080, help="SPSP listen port (0: a free one)")
     receive.add_argument(
-        "--store", default="ilp-receiver.sqlite3", help="balance store: SQLite path or URL"
+        "--store",
+        default="ilp-receiver.sqlite3",
+        help="balance store: a SQLite path (relative to the current directory) or a "
+        "redis:// / postgresql:// URL",
     )
     receive.add_argument(
         "--secret-file",
         default="ilp-receiver.secret",
-        help="file with the receiver secret in hex (created if missing)",
+        help="file with the receiver secret in hex, created (mode 0600) if missing; keep it: "
+        "addresses issued under it are paid only while it is the same",
     )
     receive.add_argument(
         "--endpoint",
         action="append",
-        help="serve only these named endpoints at /<name> (default: any valid name)",
+        metavar="NAME",
+        help="serve only this named endpoint at /NAME; repeat for more (default: any valid name)",
     )
-    receive.add_argument("--max-balance", type=int, default=None, help="per-endpoint cap")
+    receive.add_argument(
+        "--max-balance",
+        type=int,
+        default=None,
+        help="per-endpoint cap; payments beyond it are rejected (default: no cap but 2**64-1)",
+    )
     receive.add_argument(
         "--no-stream",
         action="store_true",
@@ -162,7 +224,9 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write every byte a STREAM client sends back on the same stream (tests)",
     )
-    receive.add_argument("--name", default=None, help="receiver_info.name in SPSP replies")
+    receive.add_argument(
+        "--name", default=None, help="receiver_info.name in SPSP replies (default: none)"
+    )
     receive.add_argument(
         "--connect-timeout", type=float, default=30.0, help="seconds to wait for the uplink"
     )
@@ -170,15 +234,15 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         "--max-connections",
         type=_positive_int,
         default=1024,
-        help="SPSP connections open at once; one more gets 503 and is closed (default 1024)",
+        help="SPSP connections open at once; one more gets 503 and is closed",
     )
     receive.add_argument(
         "--header-timeout",
         type=_positive_float,
         default=10.0,
-        help="seconds a client has to send a complete request head; also the keep-alive "
-        "idle time (default 10)",
+        help="seconds a client has to send a complete request head; also the keep-alive idle time",
     )
+    add_log_format_argument(receive)
 
 
 def _positive_int(text: str) -> int:
@@ -203,4 +267,5 @@ def _positive_float(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
+    args.secret_file = str(Path(args.secret_file).resolve())
     return asyncio.run(_receive(args))

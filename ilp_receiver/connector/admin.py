@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from .. import __version__
 from ..codec.http_oer import strict_bearer_token
 from ..errors import ConfigError
 from ..links.listener import start_listener
 from .accounts import TokenBucket
 from .config import AdminConfig
+from .metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from .node import Connector
@@ -177,13 +179,10 @@ def create_admin_app(
         text = connector.metrics.render(
             connector.ledger.balances(),
             {a.id: a.is_connected for a in connector.accounts.values()},
+            version=__version__,
         )
-        return web.Response(
-            text=text,
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Prometheus-Format": "0.0.4"},
-        )
+        # "text/plain; version=0.0.4; charset=utf-8": the exposition format's own type
+        return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/status", status)

@@ -77,7 +77,7 @@ ENV_PREFIX: Final = "ILP_CONNECTOR_"
 #: Account transports and what they mean.
 TRANSPORTS: Final[Mapping[str, str]] = {
     "btp-server": "BTP/2.0 server account with a fixed token (clients dial us)",
-    "btp-client": "BTP/2.0 client: we dial `url` (btp+ws://user:token@host:port/path)",
+    "btp-client": "BTP/2.0 client: we dial `url` (btp+ws://NAME:TOKEN@HOST:PORT/PATH)",
     "mini-accounts": "BTP/2.0 server for many children: each username/token pair becomes "
     "child `<address>.<username>` (first token wins)",
     "http": "ILP over HTTP / HTTP-OER-SYNC both ways (we POST to `url`, the peer POSTs to `path`)",
@@ -329,7 +329,7 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
         "url",
         "str",
         None,
-        "btp-client: `btp+ws://user:token@host:port/path`; http/http-async: the peer's URL",
+        "btp-client: `btp+ws://NAME:TOKEN@HOST:PORT/PATH`; http/http-async: the peer's URL",
     ),
     _f(
         "accounts",

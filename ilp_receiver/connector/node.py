@@ -60,9 +60,9 @@ from .accounts import (
     token_digest,
 )
 from .config import AccountConfig, ConnectorConfig
-from .metrics import Metrics
+from .metrics import Metrics, Result
 from .routing import RouteBroadcaster, StaticRoute, new_routing_table_id
-from .services import Request, Service, build_chain
+from .services import CountOutgoing, Request, Service, build_chain
 
 __all__ = ["Connector"]
 
@@ -153,6 +153,7 @@ class Connector:
             self,
             min_message_window=timedelta(milliseconds=config.min_message_window_ms),
             max_hold_time=timedelta(milliseconds=config.max_hold_time_ms),
+            extra=lambda node: [CountOutgoing(node, self._count_outgoing)],
         )
         self._routing_secret = config.routing_secret or os.urandom(32)
         self._running = False
@@ -266,18 +267,37 @@ class Connector:
     def _handler(self, account: Account) -> Callable[[IlpPrepare], Awaitable[IlpReply]]:
         chain = self._chain
         metrics = self.metrics
+        config = account.config
 
         async def handle(prepare: IlpPrepare) -> IlpReply:
             started = time.perf_counter()
             code = "T00"
+            failed = True
             try:
                 reply = await chain.handle(Request(prepare, account))
                 code = reply.code if isinstance(reply, IlpReject) else ""
+                failed = False
                 return reply
             finally:
-                metrics.observe(code == "", code, time.perf_counter() - started)
+                metrics.observe(
+                    code == "",
+                    code,
+                    time.perf_counter() - started,
+                    account=account.id,
+                    asset=config.asset_code,
+                    scale=config.asset_scale,
+                    amount=prepare.amount,
+                    failed=failed,
+                )
 
         return handle
+
+    def _count_outgoing(self, target: Account, amount: int, result: Result) -> None:
+        """Count a Prepare forwarded to ``target`` (:class:`~.services.CountOutgoing`)."""
+        config = target.config
+        self.metrics.count_account(
+            "outgoing", target.id, config.asset_code, config.asset_scale, result, amount
+        )
 
     async def handle_prepare(self, account_id: str, prepare: IlpPrepare) -> IlpReply:
         """Run ``prepare`` through the chain as if it came from ``account_id`` (the link

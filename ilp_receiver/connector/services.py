@@ -43,7 +43,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..codec.address import is_valid_address
 from ..codec.balance import BALANCE_DESTINATION, balance_fulfill, check_balance_request
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INVALID_FULFILLMENT_CODE",
     "Balance",
+    "CountOutgoing",
     "Echo",
     "Expiry",
     "FulfillmentCheck",
@@ -408,6 +409,32 @@ class Outgoing(Service):
             return self.reject("T01", f"peer unreachable: {exc}")
         except (LinkError, RemoteProtocolError) as exc:
             return self.reject("T01", f"peer unreachable: {exc}")
+
+
+class CountOutgoing(Service):
+    """Counts the Prepares sent to each next hop and how they ended (``fulfilled``,
+    ``rejected``, ``failed`` when sending raised): ``record(account, amount, result)``.
+    Sits right before :class:`Outgoing` (the connector's metrics)."""
+
+    def __init__(
+        self,
+        node: Node,
+        record: Callable[[Account, int, Literal["fulfilled", "rejected", "failed"]], None],
+    ) -> None:
+        super().__init__(node)
+        self._record = record
+
+    async def handle(self, request: Request) -> IlpReply:
+        """Forward, then count the answer."""
+        result: Literal["fulfilled", "rejected", "failed"] = "failed"
+        try:
+            reply = await self.next.handle(request)
+            result = "fulfilled" if isinstance(reply, IlpFulfill) else "rejected"
+            return reply
+        finally:
+            target, prepare = request.next_hop, request.outgoing
+            if target is not None and prepare is not None:
+                self._record(target, prepare.amount, result)
 
 
 def build_chain(

@@ -101,7 +101,11 @@ def parse_btp_url(url: str) -> BtpUrl:
     host = parts.hostname
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("uplink", f"bad port in the BTP URL: {exc}") from None
+    netloc = host if port is None else f"{host}:{port}"
     ws_url = f"{parts.scheme[4:]}://{netloc}{parts.path or '/'}"
     if parts.query:
         ws_url += f"?{parts.query}"

@@ -212,6 +212,20 @@ def _resolve(pairs: list[tuple[asyncio.Future[list[_Outcome]], list[_Outcome]]])
             future.set_result(outcomes)
 
 
+async def _join(thread: threading.Thread) -> None:
+    """Wait for ``thread`` to end without blocking the loop.
+
+    Not ``asyncio.to_thread(thread.join)``: at interpreter exit (``atexit`` handlers,
+    e.g. a gunicorn worker stopping on SIGTERM) the loop's default executor cannot
+    start a thread any more ("can't register atexit after shutdown").  The writer ends
+    within one batch once told to, so polling costs little.
+    """
+    delay = 0.001
+    while thread.is_alive():
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class SqliteStore(BalanceStore):
     """Balances in an SQLite file, written by one group-committing thread.
 
@@ -849,4 +863,4 @@ class SqliteStore(BalanceStore):
             return  # the parent's store; the child never started its own
         self._shutdown()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            await asyncio.to_thread(self._thread.join)
+            await _join(self._thread)

@@ -123,7 +123,7 @@ async def test_cli_pay_and_query(client: AsyncPaymentClient) -> None:
     env = child_env()
     result = subprocess.run(  # noqa: ASYNC221 - a short CLI run inside the test
         [str(BIN / "ilp-receiver"), "pay", SPSP_URL, "1500", "--uplink", SENDER_URL,
-         "--chunked", "--chunk-size", "600"],
+         "--chunked", "--chunk-size", "600", "--progress"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -153,7 +153,7 @@ async def test_cli_pays_over_stream(client: AsyncPaymentClient) -> None:
     env = child_env()
     result = subprocess.run(  # noqa: ASYNC221 - a short CLI run inside the test
         [str(BIN / "ilp-receiver"), "pay", SPSP_URL, "25000", "--uplink", SENDER_URL,
-         "--protocol", "stream"],
+         "--protocol", "stream", "--progress"],
         capture_output=True,
         text=True,
         timeout=120,

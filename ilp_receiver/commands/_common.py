@@ -1,0 +1,251 @@
+"""What the subcommands share: the uplink option, help formatting, error messages that
+name CLI flags, logging formats and how to print a command a user can run."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ..receiver import AsyncReceiver, PaymentEvent
+
+__all__ = [
+    "CONFIG_FLAGS",
+    "OPTION_FLAGS",
+    "UPLINK_FORMS",
+    "DefaultsHelpFormatter",
+    "JsonLogFormatter",
+    "add_log_format_argument",
+    "add_uplink_argument",
+    "cli_invocation",
+    "describe_error",
+    "describe_store",
+    "local_payment_pointer",
+    "log_payments",
+]
+
+#: The logger of the one line per incoming payment (``receive``, ``demo``).
+payment_log = logging.getLogger("ilp_receiver.payments")
+
+#: How an uplink URL is written, in every ``--help`` text and doc of the CLI.
+UPLINK_FORMS: Final = (
+    "btp+ws://NAME:TOKEN@HOST:PORT (BTP/2.0; btp+wss:// over TLS) or "
+    "http+oer://[NAME:]TOKEN@HOST:PORT/PATH?listen=[LHOST:]LPORT (ILP over HTTP)"
+)
+
+#: Library keyword arguments an error message may suggest, and the CLI flag for each.
+OPTION_FLAGS: Final = {
+    "lenient": "--lenient",
+    "allow_http_for_loopback": "--http-loopback",
+}
+
+
+def add_log_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log-format text|json``: how log lines (payments included) look on stderr."""
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr as text or as one JSON object each",
+    )
+
+
+def add_uplink_argument(parser: argparse.ArgumentParser) -> None:
+    """The required ``--uplink URL`` option, described the same way everywhere."""
+    parser.add_argument("--uplink", required=True, metavar="URL", help=f"connector: {UPLINK_FORMS}")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to every option whose help does not state its default.
+
+    Flags (``store_true``) and options without a default value are left alone: their
+    help says what happens without them.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "default" in text
+            or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            or not action.option_strings
+            or isinstance(action, argparse._StoreConstAction)
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
+#: ConfigError fields the CLI sets from a flag, and that flag.
+CONFIG_FLAGS: Final = {
+    "uplink": "--uplink",
+    "port": "--port",
+    "max_balance": "--max-balance",
+    "secret-file": "--secret-file",
+    "max_connections": "--max-connections",
+    "header_timeout": "--header-timeout",
+    "draft": "--psk2",
+    "protocol": "--protocol",
+    "slippage": "--slippage",
+    "header": "-H/--header",
+    "data": "-d/--data",
+    "store": "--store",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    """The message of ``exc`` in the CLI's words: library keyword arguments
+    (``lenient=True``) become the flags that set them (``--lenient``), and a
+    :class:`~ilp_receiver.errors.ConfigError` of a setting the CLI takes from a flag
+    names that flag (``invalid --uplink: ...``)."""
+    from ..errors import ConfigError
+
+    if isinstance(exc, ConfigError) and exc.field in CONFIG_FLAGS:
+        return f"invalid {CONFIG_FLAGS[exc.field]}: {exc.problem}"
+    text = str(exc)
+    option = getattr(exc, "option", None)
+    if isinstance(option, str) and option in OPTION_FLAGS:
+        text = text.replace(f"{option}=True", OPTION_FLAGS[option])
+    return text
+
+
+def cli_invocation() -> str:
+    """How to run this CLI again from the shell it was started in.
+
+    ``ilp-receiver`` when that name on ``PATH`` is this installation's script (an
+    activated virtualenv); else the script's path (relative when it lies under the
+    current directory: ``.venv/bin/ilp-receiver``); else ``python -m ilp_receiver``
+    with this interpreter.
+    """
+    script = Path(sys.executable).parent / "ilp-receiver"
+    found = shutil.which("ilp-receiver")
+    if found is not None and script.exists() and Path(found).resolve() == script.resolve():
+        return "ilp-receiver"
+    if script.exists():
+        return shlex.quote(_shell_path(script))
+    return f"{shlex.quote(_shell_path(Path(sys.executable)))} -m ilp_receiver"
+
+
+def _shell_path(path: Path) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    if relative.startswith(".."):
+        return str(path)
+    return relative if os.sep in relative else f".{os.sep}{relative}"
+
+
+def local_payment_pointer(host: str, port: int, path: str = "") -> str:
+    """The payment pointer of a server listening on ``host:port`` that a client on this
+    machine can use (``$127.0.0.1:8080``; a wildcard listen address becomes loopback)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"${host}:{port}{path}"
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    text = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"${text}:{port}{path}"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record: ``time``, ``level``, ``logger``, ``message`` and
+    the record's ``fields`` (``logger.info(..., extra={"fields": {...}})``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def describe_store(store: str | None) -> str:
+    """Where a ``--store`` value keeps balances, for the start-up log: an absolute SQLite
+    path, or a URL without its password."""
+    if store is None:
+        return "memory (balances are lost at exit)"
+    if "://" not in store:
+        return f"SQLite file {Path(store).resolve()}"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(store)
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return store
+
+
+def _endpoint_of(account: str) -> str | None:
+    """The SPSP path whose balance ``account`` is (None for other accounts, e.g. the
+    ``token:...`` balances of HTTP-ILP Pay-Tokens)."""
+    from ..receiver import DEFAULT_ACCOUNT
+
+    if account == DEFAULT_ACCOUNT:
+        return "/.well-known/pay"
+    if account.startswith("endpoint:"):
+        return "/" + account[len("endpoint:") :]
+    return None
+
+
+def log_payments(receiver: AsyncReceiver) -> None:
+    """Log one line per incoming payment of ``receiver`` on ``ilp_receiver.payments``:
+    amount, account (and SPSP endpoint), the account's new balance, the protocol.
+
+    PSK2: one line per packet credited (a single payment is one packet).  STREAM: one
+    line per connection when it closes, with the total it brought (a STREAM payment is
+    a connection's money; its packets are logged at DEBUG).  With ``--log-format json``
+    the fields are keys of the JSON line.
+    """
+
+    def record(event: PaymentEvent) -> None:
+        stream = event.payment.format == "stream"
+        if stream and event.kind == "received":
+            payment_log.debug(
+                "STREAM packet: +%d to %s, balance %d", event.amount, event.account, event.balance
+            )
+            return
+        if event.kind != ("completed" if stream else "received"):
+            return
+        config = receiver.config
+        endpoint = _endpoint_of(event.account)
+        where = f"{endpoint} (account {event.account})" if endpoint else f"account {event.account}"
+        protocol = "stream" if stream else event.payment.format
+        payment_log.info(
+            "payment received: %d units (%s, scale %d) to %s, balance now %d, over %s",
+            event.amount,
+            config.asset_code,
+            config.asset_scale,
+            where,
+            event.balance,
+            protocol,
+            extra={
+                "fields": {
+                    "event": "payment",
+                    "amount": str(event.amount),
+                    "asset_code": config.asset_code,
+                    "asset_scale": config.asset_scale,
+                    "account": event.account,
+                    "endpoint": endpoint,
+                    "balance": str(event.balance),
+                    "protocol": protocol,
+                }
+            },
+        )
+
+    receiver.on_event(record)

@@ -69,13 +69,18 @@ def shell_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def serving_demo(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+def serving_demo(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[dict[str, str], Path]]:
     """``ilp-receiver demo`` started from the repository root as the README's first
-    command leaves it; yields the commands it printed (by name) and its stderr log."""
+    command leaves it; yields the commands it printed (by name) and its stderr log.
+    Parametrized indirectly, the parameter is its ``--pay-method``."""
     log = tmp_path / "demo.log"
+    method = getattr(request, "param", None)
+    options = [] if method is None else ["--pay-method", method]
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [str(BIN / "ilp-receiver"), "demo", "--state-dir", str(tmp_path / "state")],
+            [str(BIN / "ilp-receiver"), "demo", "--state-dir", str(tmp_path / "state"), *options],
             cwd=ROOT,
             env=shell_env(),
             stdout=subprocess.PIPE,
@@ -162,17 +167,19 @@ def test_the_commands_the_demo_prints_run_as_printed(
     assert any("100 units" in p and "token:" in p for p in payments), said[-3000:]
 
 
+@pytest.mark.parametrize("serving_demo", ["stream", "psk2"], indirect=True)
 def test_the_demo_fetch_pays_what_the_paid_api_offers(
-    serving_demo: tuple[dict[str, str], Path],
+    serving_demo: tuple[dict[str, str], Path], request: pytest.FixtureRequest
 ) -> None:
     import httpx
 
     from ilp_receiver.codec.pay_header import parse_pay_header
 
     printed, _ = serving_demo
+    expected = request.node.callspec.params["serving_demo"]
     url = shlex.split(printed["fetch"])[2]
     offered = parse_pay_header(httpx.get(url).headers["Pay"]).method
-    expected = "stream" if "stream" in offered else "psk2"
+    assert offered == f"interledger-{expected}"
     fetched = run_printed(printed["fetch"], "-i")
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     head, _, body = fetched.stdout.partition("\n\n")  # text mode: CRLF read as LF

@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--price", type=int, default=100, help="price of GET /api/fortune, in units"
     )
+    parser.add_argument(
+        "--pay-method",
+        choices=("stream", "psk2"),
+        default="stream",
+        help="how the paid API asks to be paid: 'Pay: interledger-stream' (every client "
+        "since 2019) or 'interledger-psk2' (the 2018 clients) (default: stream)",
+    )
     add_log_format_argument(parser)
 
 
@@ -127,7 +134,13 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from ilp_receiver_aiohttp import paid, setup
 
-    from ..client import AsyncHttpIlpClient, AsyncPaymentClient, Psk2Destination
+    from ..client import (
+        AsyncHttpIlpClient,
+        AsyncPaymentClient,
+        Psk2Destination,
+        StreamDestination,
+    )
+    from ..codec.pay_header import STREAM_METHOD
     from ..connector import Connector, config_from_mapping
     from ..links.listener import DEFAULT_LIMITS, start_listener
     from ..paywall import token_account
@@ -204,7 +217,7 @@ async def _demo(args: argparse.Namespace) -> int:
         app = web.Application()
         app.router.add_get("/", index)
         app.router.add_get("/api/fortune", fortune)
-        setup(app, receiver)
+        setup(app, receiver, pay_method=args.pay_method)
         runner = web.AppRunner(app, access_log=None, **DEFAULT_LIMITS.runner_options())
         await runner.setup()
         await start_listener(runner, args.host, web_port)
@@ -253,9 +266,17 @@ async def _demo(args: argparse.Namespace) -> int:
                     fortune=json.loads(response.body)["fortune"],
                 )
                 # top the token up with three calls' worth, through the Pay header
-                assert response.pay is not None
-                target = Psk2Destination(response.pay.destination, response.pay.shared_secret)
-                await http.pay_token(target, token, 3 * args.price)
+                pay = response.pay
+                assert pay is not None
+                if pay.method == STREAM_METHOD:
+                    # a STREAM Pay destination takes at most the price per stream (its
+                    # receive limit): three payments of one price each
+                    stream_target = StreamDestination(pay.destination, pay.shared_secret)
+                    for _ in range(3):
+                        await payer.pay(stream_target, args.price)
+                else:
+                    target = Psk2Destination(pay.destination, pay.shared_secret)
+                    await http.pay_token(target, token, 3 * args.price)
                 again = await http.get(f"{site_url}/api/fortune")
                 _say(
                     "5/5",

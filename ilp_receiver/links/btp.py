@@ -133,21 +133,17 @@ _LEN2 = struct.Struct("!BBH")
 _LEN8 = struct.Struct("!BBQ")
 
 
-def _binary_frame(data: bytes, mask_key: bytes | None) -> bytes:
-    """One unfragmented binary WebSocket frame (RFC 6455 section 5.2); a client's frame
-    carries ``mask_key`` and a masked payload, a server's is unmasked."""
+def _binary_frame(data: bytes) -> bytes:
+    """One unfragmented, unmasked binary WebSocket frame (RFC 6455 section 5.2): what a
+    server sends."""
     n = len(data)
-    bit = 0x80 if mask_key is not None else 0
     if n < 126:
-        header = bytes((0x82, n | bit))
+        header = bytes((0x82, n))
     elif n < 65536:
-        header = _LEN2.pack(0x82, 126 | bit, n)
+        header = _LEN2.pack(0x82, 126, n)
     else:
-        header = _LEN8.pack(0x82, 127 | bit, n)
-    if mask_key is None:
-        return header + data
-    key = int.from_bytes((mask_key * (n // 4 + 1))[:n], "big")
-    return header + mask_key + (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
+        header = _LEN8.pack(0x82, 127, n)
+    return header + data
 
 
 class FrameSender:
@@ -159,23 +155,16 @@ class FrameSender:
     wake-ups at the peer).  While the socket is backed up it hands each message to
     aiohttp's own ``send_bytes`` (and its flow control) instead.  Frames are only ever
     written whole, in order, and nothing is written once the WebSocket is closing.
-    ``mask`` is True on the client side ("a client MUST mask all frames", RFC 6455
-    section 5.3).
+    Server side only: it writes to the connection's public ``request.transport``, and
+    its frames are unmasked (a client's must be masked, RFC 6455 section 5.3; our
+    client links write through aiohttp's ``send_bytes``).
     """
 
-    __slots__ = ("_frames", "_loop", "_mask", "_rng", "_transport", "_wrote", "_ws")
+    __slots__ = ("_frames", "_loop", "_transport", "_wrote", "_ws")
 
-    def __init__(
-        self,
-        ws: aiohttp.ClientWebSocketResponse | aiohttp.web.WebSocketResponse,
-        transport: asyncio.Transport,
-        *,
-        mask: bool = False,
-    ) -> None:
+    def __init__(self, ws: aiohttp.web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self._ws = ws
         self._transport = transport
-        self._mask = mask
-        self._rng = random.Random() if mask else None
         self._loop = asyncio.get_running_loop()
         self._frames: list[bytes] = []
         self._wrote = False  # a frame went out directly in this loop iteration
@@ -189,8 +178,7 @@ class FrameSender:
             await self._ws.send_bytes(data)
             return
         frames = self._frames
-        rng = self._rng
-        frame = _binary_frame(data, None if rng is None else rng.randbytes(4))
+        frame = _binary_frame(data)
         if not frames:
             if not self._wrote:  # the iteration's first: out now (nothing queued before it)
                 self._transport.write(frame)
@@ -629,16 +617,11 @@ class BtpClientLink(Link):
         except (aiohttp.ClientError, OSError) as exc:
             raise LinkClosedError(f"cannot connect to {self._url.ws_url}: {exc}") from exc
 
-        # aiohttp keeps the client's transport on its (private) frame writer; without
-        # it every message goes through ws.send_bytes
-        transport = getattr(getattr(ws, "_writer", None), "transport", None)
-        if isinstance(transport, asyncio.Transport):
-            send_bytes = FrameSender(ws, transport, mask=True).send
-        else:
-            send_bytes = ws.send_bytes
-
+        # aiohttp's client WebSocket offers no public transport, so the client writes
+        # through ws.send_bytes (the server side writes whole frames to its public
+        # request.transport with FrameSender)
         session = BtpSession(
-            send_bytes,
+            ws.send_bytes,
             self._handle_incoming,
             local_address=lambda: self.local_address,
             idempotent=self.idempotent,

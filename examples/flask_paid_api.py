@@ -2,22 +2,24 @@
 
 Run it against a connector (any BTP/2.0 or ILP-over-HTTP uplink)::
 
-    ILP_UPLINK=btp+ws://shop:secret@localhost:7768 python examples/flask_paid_api.py
+    ILP_RECEIVER_UPLINK=btp+ws://shop:secret@localhost:7768 python examples/flask_paid_api.py
     python examples/flask_paid_api.py btp+ws://shop:secret@localhost:7768
 
 Then ``GET /fortune`` answers ``402 Payment Required`` with a ``Pay`` header until the
 ``Pay-Token`` you send has been paid for; an HTTP-ILP client (``ilp_receiver.client.
 HttpIlpClient``) pays and retries by itself.  ``/.well-known/pay`` is the site's payment
-pointer.  Balances are kept in ``ILP_STORE`` (default ``paid-api.db``), so several
-worker processes can share them (``gunicorn -w 4 'flask_paid_api:create_app()'``; give
-every worker the same ``ILP_SECRET``).
+pointer.  Balances are kept in ``ILP_RECEIVER_STORE`` (default ``paid-api.db``), so
+several worker processes can share them (``gunicorn -w 4 'flask_paid_api:create_app()'``;
+every worker reads the same secret from ``ILP_RECEIVER_SECRET_FILE``, default
+``paid-api.secret``, created on first start).  ``POST /shout`` costs one unit per byte
+read.
 
 ``ILP_RECEIVER_PAY_METHOD`` picks how the API is paid: ``stream`` (this example's
 default: ``Pay: interledger-stream <destination> <secret>``, for STREAM-era HTTP-ILP
 clients such as ilp-protocol-stream 2.x ones) or ``psk2`` (``Pay: interledger-psk2 ...``,
 for the 2018 koa-ilp / superagent-ilp clients)::
 
-    ILP_RECEIVER_PAY_METHOD=psk2 ILP_UPLINK=... python examples/flask_paid_api.py
+    ILP_RECEIVER_PAY_METHOD=psk2 ILP_RECEIVER_UPLINK=... python examples/flask_paid_api.py
 
 Over STREAM with several gunicorn workers, a client's repeated request must reach the
 worker that answered its 402 to wait for the money (``docs/paid-api.md``); otherwise it
@@ -29,13 +31,14 @@ from __future__ import annotations
 import os
 import random
 import sys
+from typing import Any
 
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ilp_receiver.codec.pay_header import parse_pay_token
 from ilp_receiver.errors import DecodeError
-from ilp_receiver.paywall import RequestFacts, token_account
+from ilp_receiver.paywall import per_byte, token_account
 from ilp_receiver_flask import IlpReceiver, paid
 
 FORTUNES = [
@@ -45,9 +48,31 @@ FORTUNES = [
 ]
 
 
-def shout_price(facts: RequestFacts) -> int:
-    """One unit per byte of the request body, at least one."""
-    return max(1, int(facts.header("content-length") or "0"))
+#: One unit per byte of the request body actually read (a chunked body too), at least
+#: one; bodies above 64 KiB are refused with 413 before anything is charged.
+shout_price = per_byte(1, max_bytes=64 * 1024)
+
+
+def example_settings(
+    uplink: Any, store: str | None, secret: str | None, pay_method: str | None
+) -> dict[str, Any]:
+    """What this example sets; everything else comes from ``ILP_RECEIVER_*`` variables.
+
+    ``uplink`` (else ``$ILP_RECEIVER_UPLINK``), ``store`` (else ``$ILP_RECEIVER_STORE``,
+    else ``paid-api.db``), ``secret`` (else ``$ILP_RECEIVER_SECRET`` or
+    ``$ILP_RECEIVER_SECRET_FILE``, else the file ``paid-api.secret``, created on first
+    start), ``pay_method`` (else ``$ILP_RECEIVER_PAY_METHOD``, else ``"stream"``).
+    """
+    given: dict[str, Any] = {"receiver_name": "Fortune API"}
+    if uplink is not None:
+        given["uplink"] = uplink
+    given["store"] = store or os.environ.get("ILP_RECEIVER_STORE") or "paid-api.db"
+    if secret is not None:
+        given["secret"] = secret
+    elif not (os.environ.get("ILP_RECEIVER_SECRET") or os.environ.get("ILP_RECEIVER_SECRET_FILE")):
+        given["secret_file"] = "paid-api.secret"  # noqa: S105 (a file name)
+    given["pay_method"] = pay_method or os.environ.get("ILP_RECEIVER_PAY_METHOD") or "stream"
+    return given
 
 
 def create_app(
@@ -57,17 +82,9 @@ def create_app(
     secret: str | None = None,
     pay_method: str | None = None,
 ) -> Flask:
-    """The app; ``uplink`` defaults to ``$ILP_UPLINK``, ``store`` to ``$ILP_STORE``,
-    ``pay_method`` to ``$ILP_RECEIVER_PAY_METHOD``, else ``"stream"``."""
+    """The app (settings: :func:`example_settings`)."""
     app = Flask(__name__)
-    app.config.update(
-        ILP_RECEIVER_UPLINK=uplink or os.environ.get("ILP_UPLINK"),
-        ILP_RECEIVER_STORE=store or os.environ.get("ILP_STORE", "paid-api.db"),
-        ILP_RECEIVER_SECRET=secret or os.environ.get("ILP_SECRET"),
-        ILP_RECEIVER_NAME="Fortune API",
-        ILP_RECEIVER_PAY_METHOD=pay_method or os.environ.get("ILP_RECEIVER_PAY_METHOD") or "stream",
-    )
-    ilp = IlpReceiver(app)
+    ilp = IlpReceiver(app, **example_settings(uplink, store, secret, pay_method))
 
     @app.get("/")
     def index() -> ResponseReturnValue:
@@ -98,7 +115,7 @@ def create_app(
 
 
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ILP_UPLINK")
-    if not target:
-        sys.exit("usage: flask_paid_api.py <uplink URL>  (or set ILP_UPLINK)")
+    target = sys.argv[1] if len(sys.argv) > 1 else None
+    if not target and not os.environ.get("ILP_RECEIVER_UPLINK"):
+        sys.exit("usage: flask_paid_api.py <uplink URL>  (or set ILP_RECEIVER_UPLINK)")
     create_app(target).run(port=int(os.environ.get("PORT", "5000")), threaded=True)

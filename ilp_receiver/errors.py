@@ -17,6 +17,8 @@ Every error the library raises on purpose derives from :class:`IlpReceiverError`
     │   ├── LinkClosedError      the link is (or went) down; in-flight requests fail with it
     │   ├── LinkTimeoutError     no answer in time
     │   ├── AuthenticationError  the peer refused our credentials (or we refused its)
+    │   ├── UplinkUnavailableError  the uplink could not be reached at start-up
+    │   │                        (``require_uplink=True``); the reason is the message
     │   └── links.http.HttpStatusError  an HTTP peer answered a non-200 status
     ├── SpspError                an SPSP query failed (HTTP status, bad JSON, bad fields)
     ├── stores.BalanceLimitError a balance change would leave [minimum, maximum]; nothing changed
@@ -55,6 +57,7 @@ __all__ = [
     "PaymentPointerError",
     "RemoteProtocolError",
     "SpspError",
+    "UplinkUnavailableError",
 ]
 
 
@@ -131,6 +134,12 @@ class LinkTimeoutError(LinkError, TimeoutError):
 
 class AuthenticationError(LinkError):
     """Credentials were refused."""
+
+
+class UplinkUnavailableError(LinkError):
+    """The uplink could not be reached at start-up and the receiver was told to require
+    it (``require_uplink=True`` / ``ILP_RECEIVER_REQUIRE_UPLINK=1``); the message says
+    why (the connection error, the refused credentials, the failed IL-DCP)."""
 
 
 class SpspError(IlpReceiverError):

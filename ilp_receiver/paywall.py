@@ -105,6 +105,7 @@ if TYPE_CHECKING:
     from .stores.base import BalanceStore
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "DEFAULT_PAY_METHOD",
     "DEFAULT_PAY_WAIT",
     "NO_TOKEN_MESSAGE",
@@ -123,24 +124,31 @@ __all__ = [
     "PaywallPaymentHook",
     "PaywallReceiver",
     "PaywallStreams",
+    "PerByte",
     "Plan",
     "PlanKind",
     "Price",
     "RequestFacts",
     "RouteSpec",
     "bad_token_reply",
+    "body_limit",
+    "check_content_length",
     "check_pay_method",
     "check_pay_wait",
     "combine_hooks",
     "default_pay_method",
     "options_reply",
+    "pay_balance_header",
+    "payload_too_large_reply",
     "payment_required_reply",
     "paywall_payment_hook",
+    "per_byte",
     "plan_request",
     "price_value",
     "resolve_price",
     "token_account",
     "token_from_payment",
+    "uplink_unavailable_reply",
 ]
 
 #: Account behind ``Pay`` headers issued to requests without a ``Pay-Token``.  Money
@@ -175,6 +183,10 @@ DEFAULT_PAY_WAIT: Final = 5.0
 STREAM_GREETING: Final = b"ready"
 #: Most tokens whose latest STREAM price is remembered, per receiver.
 DEFAULT_MAX_PRICED_TOKENS: Final = 65536
+#: Largest body a :func:`per_byte` price reads unless told otherwise (1 MiB).
+DEFAULT_MAX_BODY: Final = 1 << 20
+#: ``Retry-After`` (seconds) of the 503 answered while the uplink is not connected yet.
+UPLINK_RETRY_AFTER: Final = 2
 #: A waiting request re-reads the balance this often even without a wake-up.
 _RECHECK_INTERVAL: Final = 0.25
 
@@ -233,11 +245,14 @@ class RequestFacts:
 
     ``method`` is upper case, ``path`` the URL path without the query, ``headers`` maps
     lower-case header names to values (repeated headers joined with ``", "``).
+    ``body_size`` is the number of body bytes actually read, for prices that need it
+    (:func:`per_byte`; the adapters read the body first only for those), else None.
     """
 
     method: str
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    body_size: int | None = None
 
     @classmethod
     def from_pairs(cls, method: str, path: str, pairs: Iterable[tuple[str, str]]) -> RequestFacts:
@@ -289,6 +304,100 @@ async def _checked(value: Awaitable[int]) -> int:
 async def price_value(price: int | Awaitable[int]) -> int:
     """Await a :func:`resolve_price` result if needed."""
     return price if isinstance(price, int) else await price
+
+
+@dataclass(frozen=True, slots=True)
+class PerByte:
+    """A price of ``unit`` per byte of the request body *actually read*, at least
+    ``minimum``; a body above ``max_bytes`` is refused (``413``) before any charge.
+
+    The adapters see this price before the route runs and stream the body through a
+    counting reader first (up to ``max_bytes`` + 1 bytes, kept for the route), so a
+    chunked body or a lying ``Content-Length`` is priced by what arrived.  A
+    ``Content-Length`` that is not a decimal number gets ``400``, one above
+    ``max_bytes`` ``413`` -- without reading.  Build it with :func:`per_byte`.
+    """
+
+    unit: int = 1
+    max_bytes: int = DEFAULT_MAX_BODY
+    minimum: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("unit", "minimum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(name, f"must be an int >= 0, got {value!r}")
+        limit = self.max_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError("max_bytes", f"must be an int >= 0, got {limit!r}")
+        if self.minimum + self.unit * limit > MAX_UINT64:
+            raise ConfigError("max_bytes", "unit * max_bytes + minimum must fit in 2**64 - 1")
+
+    def __call__(self, request: RequestFacts) -> int:
+        """The price of ``request``: ``unit`` x bytes read, at least ``minimum``."""
+        if request.body_size is None:
+            raise RuntimeError(
+                "per_byte needs the body size: this request did not go through an "
+                "ilp-receiver adapter that reads the body first"
+            )
+        return max(self.minimum, request.body_size * self.unit)
+
+
+def per_byte(unit: int = 1, *, max_bytes: int = DEFAULT_MAX_BODY, minimum: int = 1) -> PerByte:
+    """A :class:`PerByte` price: ``unit`` per body byte read, at least ``minimum``,
+    bodies above ``max_bytes`` refused with ``413`` (``@paid(per_byte(1))``)."""
+    return PerByte(unit, max_bytes, minimum)
+
+
+def body_limit(price: object) -> int | None:
+    """The most body bytes ``price`` needs read before it can be computed
+    (:class:`PerByte`), or None when the price does not depend on the body."""
+    return price.max_bytes if isinstance(price, PerByte) else None
+
+
+#: The largest ``Content-Length`` we parse: HTTP/1.1 servers use signed 64-bit sizes.
+_MAX_CONTENT_LENGTH: Final = (1 << 63) - 1
+
+
+def check_content_length(request: RequestFacts, limit: int | None) -> HttpReply | None:
+    """``400`` for a ``Content-Length`` that is not one decimal number (RFC 9110 §8.6:
+    ``1*DIGIT``), ``413`` for one above ``limit`` (None: no limit); else None."""
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None  # WSGI's empty CONTENT_LENGTH: no body
+    if not (text.isascii() and text.isdigit()):
+        return json_reply(
+            400, {"id": "InvalidContentLength", "message": "Content-Length is not a number"}
+        )
+    # at most 19 digits are parsed: a longer number is above any limit anyway
+    length = int(text) if len(text) <= 19 else _MAX_CONTENT_LENGTH + 1
+    if length > _MAX_CONTENT_LENGTH or (limit is not None and length > limit):
+        return payload_too_large_reply(limit)
+    return None
+
+
+def payload_too_large_reply(limit: int | None) -> HttpReply:
+    """``413`` for a request body above ``limit`` bytes."""
+    body: dict[str, str] = {"id": "PayloadTooLarge", "message": "the request body is too large"}
+    if limit is not None:
+        body["max_bytes"] = str(limit)
+    return json_reply(413, body)
+
+
+def uplink_unavailable_reply(reason: str | None = None) -> HttpReply:
+    """``503`` with ``Retry-After``: the receiver has no uplink yet, so no ``Pay`` can be
+    issued (the app started while its connector was unreachable)."""
+    body = {
+        "id": "UplinkUnavailable",
+        "message": "payments cannot be received yet: the uplink to the connector is not "
+        "connected; retry shortly",
+    }
+    if reason:
+        body["reason"] = reason
+    return json_reply(503, body, headers={"Retry-After": str(UPLINK_RETRY_AFTER)})
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,8 +528,12 @@ def plan_request(method: str, pay_token: str | None, price: int) -> Plan:
     return Plan(PlanKind.CHARGE, price, token)
 
 
-def _balance_header(balance: int) -> str:
+def pay_balance_header(balance: int) -> str:
+    """A ``Pay-Balance`` value (clamped to ``0..2**64-1``)."""
     return format_pay_balance(min(max(balance, 0), MAX_UINT64))
+
+
+_balance_header = pay_balance_header
 
 
 def options_reply(pay: str, balance: int | None) -> HttpReply:
@@ -786,20 +899,29 @@ class Paywall:
             payment_required_reply(pay, price, current), account=account, balance=current
         )
 
-    async def refund(self, decision: PaywallDecision) -> None:
-        """Give back what ``decision`` charged (call it when the route failed)."""
+    async def refund(self, decision: PaywallDecision) -> int | None:
+        """Give back what ``decision`` charged (call it when the route failed); the
+        token's balance afterwards (None when nothing was charged)."""
         if decision.charged and decision.account is not None:
-            await self.receiver.store.credit(decision.account, decision.charged)
+            result = await self.receiver.store.credit(decision.account, decision.charged)
+            return result.balance
+        return None
 
     def refund_blocking(self, decision: PaywallDecision) -> bool:
         """:meth:`refund` on the calling thread; False (nothing done) when the store has
         no blocking methods."""
+        return self.refund_blocking_balance(decision) is not False
+
+    def refund_blocking_balance(self, decision: PaywallDecision) -> int | Literal[False] | None:
+        """:meth:`refund` on the calling thread: the balance afterwards (None when
+        nothing was charged), or False -- nothing done -- when the store has no blocking
+        methods (then call :meth:`refund` on the event loop)."""
         store = self.receiver.store
         if not store.supports_blocking:
             return False
         if decision.charged and decision.account is not None:
-            store.add_blocking(decision.account, decision.charged)
-        return True
+            return store.add_blocking(decision.account, decision.charged).balance
+        return None
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,8 +19,13 @@ packet.
 
 Money is counted before the Fulfill leaves: the credit is committed to the store first,
 keyed by the Prepare's condition, so a duplicate delivery of the same Prepare is
-fulfilled again without being credited twice.  The one window the protocol leaves open
-is a Fulfill that never reaches the connector after the credit was committed.
+fulfilled again without being credited twice.  A credit stands only in the process whose
+Fulfill goes back on the connection (or HTTP exchange) that carried the Prepare: when
+that connection has closed before the credit, nothing is credited; when it closes after
+the credit but before the Fulfill is handed back, the credit is reverted
+(:meth:`~ilp_receiver.stores.BalanceStore.revert`; ``docs/scaling.md``).  The one
+window the protocol leaves open is a Fulfill handed back that never reaches the
+connector.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import hashlib
 import inspect
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,11 +46,11 @@ from typing import Literal
 from ._attached import Callbacks
 from ._portal import BlockingPortal, default_portal
 from .codec.ilp import IlpPrepare, IlpReject, IlpReply
-from .errors import ConfigError, IlpError
-from .links.base import Link
+from .errors import ConfigError, IlpError, UplinkUnavailableError
+from .links.base import Link, reply_channel
 from .links.factory import open_link
 from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRequest
-from .psk2.secrets import IssuedSecret, ReceiverSecrets
+from .psk2.secrets import NOT_FOR_THIS_RECEIVER, IssuedSecret, ReceiverSecrets
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores import AddResult, BalanceLimitError, BalanceStore, open_store
 from .stream.secrets import StreamServerSecrets
@@ -62,6 +68,7 @@ from .uplink import PeerConfig, Uplink
 __all__ = [
     "DEFAULT_ACCOUNT",
     "AsyncReceiver",
+    "ForeignPackets",
     "IncomingPayment",
     "PaymentEvent",
     "PaymentHook",
@@ -124,7 +131,9 @@ class IncomingPayment:
 class PaymentEvent:
     """Something the application may want to know about, delivered after the Fulfill."""
 
-    kind: Literal["received", "completed"]
+    #: ``reverted``: a ``received`` credit was undone because its Fulfill could not go
+    #: back on the connection its Prepare came on (the connector never paid it)
+    kind: Literal["received", "completed", "reverted"]
     account: str
     amount: int
     #: The account's balance right after this credit.
@@ -175,10 +184,102 @@ def _account_of(decision: Acceptance) -> str:
 def _load_secret(secret: bytes | str | None) -> bytes:
     if secret is None:
         return os.urandom(32)
-    raw = bytes.fromhex(secret) if isinstance(secret, str) else secret
+    if isinstance(secret, str):
+        try:
+            raw = bytes.fromhex(secret.strip())
+        except ValueError:
+            raise ConfigError(
+                "secret", "a receiver secret given as text must be hex (64+ hex digits)"
+            ) from None
+    else:
+        raw = bytes(secret)
     if len(raw) < 32:
         raise ConfigError("secret", "the receiver secret must be at least 32 bytes")
     return raw
+
+
+#: Seconds between two attempts to reach an uplink that was down at start-up (capped
+#: exponential backoff with jitter, from :data:`_RECONNECT_FIRST`).
+_RECONNECT_FIRST = 0.2
+_RECONNECT_MAX = 2.0
+
+
+def _describe_link(link: Link) -> str:
+    """Where ``link`` goes, without credentials (for logs)."""
+    url = getattr(link, "url", None)
+    where = getattr(url, "ws_url", None)
+    return str(where) if where else type(link).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ForeignPackets:
+    """Packets that reached this receiver for destinations another receiver issued.
+
+    They arrive when two receivers with different secrets share one uplink account: the
+    connector gives both the same ILP address and delivers each packet to one of them,
+    so the other's payments fail (``F06 'Payment is not for this receiver'`` for PSK2,
+    ``F02`` for STREAM).  The first one is logged (once per process, as a warning naming
+    the cure); :meth:`report` is what ``/health`` shows.
+    """
+
+    #: Most foreign receiver ids remembered.
+    MAX_IDS = 8
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.receiver_ids: list[str] = []
+        self.stream_tokens = 0
+        self.first_seen: datetime | None = None
+        self.last_seen: datetime | None = None
+
+    @property
+    def detected(self) -> bool:
+        """Whether any foreign packet arrived."""
+        return self.count > 0
+
+    def note(self, receiver_id: str | None, *, ours: str, uplink: str, address: str) -> None:
+        """Count one foreign packet (``receiver_id``: the PSK2 receiver id it names; None
+        for a STREAM token that does not open under our secret)."""
+        now = datetime.now(UTC)
+        self.count += 1
+        self.last_seen = now
+        if receiver_id is None:
+            self.stream_tokens += 1
+        elif receiver_id not in self.receiver_ids and len(self.receiver_ids) < self.MAX_IDS:
+            self.receiver_ids.append(receiver_id)
+        if self.first_seen is None:
+            self.first_seen = now
+            which = (
+                f"receiver id {receiver_id}, ours is {ours}"
+                if receiver_id is not None
+                else "a STREAM token issued under another secret"
+            )
+            log.warning(
+                "another receiver uses this uplink account (%s, address %s): a packet for "
+                "%s arrived here. Two receivers with different secrets share the account, "
+                "so the connector delivers some of each one's payments to the other, where "
+                "they fail (F06 'Payment is not for this receiver'). Give each app its own "
+                "uplink account, or give every process of one app the same secret "
+                "(ILP_RECEIVER_SECRET_FILE).",
+                uplink,
+                address,
+                which,
+            )
+
+    def report(self) -> dict[str, object]:
+        """What ``/health`` shows (JSON-ready)."""
+        return {
+            "detected": self.detected,
+            "foreign_packets": self.count,
+            "foreign_receiver_ids": list(self.receiver_ids),
+            "foreign_stream_tokens": self.stream_tokens,
+            "first_seen": None if self.first_seen is None else self.first_seen.isoformat(),
+            "last_seen": None if self.last_seen is None else self.last_seen.isoformat(),
+        }
 
 
 class AsyncReceiver:
@@ -192,6 +293,12 @@ class AsyncReceiver:
     fulfil a payment to any address another one issued.  ``stream=False`` serves PSK2
     only (SPSP v4 queries then get 406); ``stream_limits`` bounds the STREAM server
     (connections, idle time, buffers; ``docs/stream.md``).
+
+    When the uplink cannot be reached at :meth:`start`, it raises
+    :class:`~ilp_receiver.errors.UplinkUnavailableError` with the reason; with
+    ``require_uplink=False`` -- what the web adapters build by default -- the receiver
+    starts anyway and keeps trying in the background (:attr:`ready` is False until it
+    connects; the web layer answers ``503 UplinkUnavailable`` meanwhile).
     """
 
     def __init__(
@@ -208,6 +315,7 @@ class AsyncReceiver:
         static_config: PeerConfig | None = None,
         stream: bool = True,
         stream_limits: StreamLimits | None = None,
+        require_uplink: bool = True,
     ) -> None:
         self._link = open_link(uplink) if isinstance(uplink, str) else uplink
         self._uplink = Uplink(self._link, static_config=static_config)
@@ -244,34 +352,146 @@ class AsyncReceiver:
         self.dropped_events = 0
         #: Prepares rejected (T00) because the balance store failed.
         self.store_failures = 0
+        #: Credits undone because their Fulfill could not go back on the connection the
+        #: Prepare came on, and undos the store failed to make.
+        self.reverted_credits = 0
+        self.revert_failures = 0
+        self._reverts: set[asyncio.Task[None]] = set()
         self._link.set_handler(self.handle_prepare)
         self._started = False
+        #: fail :meth:`start` when the uplink cannot be reached (else start and retry)
+        self.require_uplink = require_uplink
+        self._ready = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
+        #: why the uplink could not be reached (None once it is connected)
+        self.uplink_error: str | None = None
+        #: packets for destinations another receiver issued (a shared uplink account)
+        self.foreign_packets = ForeignPackets()
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, connect the uplink and learn our address by IL-DCP."""
+        """Open the store, connect the uplink and learn our address by IL-DCP.
+
+        An unreachable uplink raises :class:`~ilp_receiver.errors.UplinkUnavailableError`
+        (``require_uplink``, the default); with ``require_uplink=False`` the receiver
+        starts without it and keeps trying in the background (:attr:`ready`,
+        :meth:`wait_ready`).
+        """
         if self._started:
             return
         if self._store is None:
             self._store = open_store(
                 self._store_spec if isinstance(self._store_spec, str) else None
             )
-        await self._uplink.start()
+        try:
+            await self._uplink.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            where = _describe_link(self._link)
+            self.uplink_error = _reason(exc)
+            if self.require_uplink:
+                await self._close_store()
+                raise UplinkUnavailableError(
+                    f"the uplink {where} is unreachable: {self.uplink_error}"
+                ) from exc
+            log.warning(
+                "the uplink %s is unreachable (%s): starting without it; paid routes and "
+                "payment pointers answer 503 until it connects, retrying in the background",
+                where,
+                self.uplink_error,
+            )
+            self._connecting = asyncio.create_task(
+                self._keep_connecting(where), name="receiver-uplink"
+            )
+        else:
+            self._uplink_ready()
         self._dispatcher = asyncio.create_task(self._dispatch_events(), name="receiver-events")
         if self.stream_enabled:
             self._expirer = asyncio.create_task(
                 self._expire_stream_connections(), name="receiver-stream-expiry"
             )
         self._started = True
+
+    def _uplink_ready(self) -> None:
+        self.uplink_error = None
+        self._ready.set()
         log.info("receiver listening at %s", self.address)
+
+    async def _keep_connecting(self, where: str) -> None:
+        """Try the uplink again (capped exponential backoff with jitter) until it is up."""
+        attempt = 0
+        while True:
+            delay = min(_RECONNECT_MAX, _RECONNECT_FIRST * 2**attempt)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            attempt += 1
+            try:
+                await self._uplink.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.uplink_error = _reason(exc)
+                log.debug("the uplink %s is still unreachable: %s", where, self.uplink_error)
+                continue
+            log.info("the uplink %s is connected (after %d attempts)", where, attempt + 1)
+            self._uplink_ready()
+            return
+
+    @property
+    def ready(self) -> bool:
+        """Whether the uplink has connected since :meth:`start` (the address is known)."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :attr:`ready` (at most ``timeout`` seconds); whether it is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.ready
+
+    def health(self) -> dict[str, object]:
+        """A JSON-ready report: ``status`` (``ok``, ``starting``: the uplink never
+        connected, ``uplink down``), the uplink, the address, and ``shared_account``
+        (:class:`ForeignPackets`: another receiver uses our uplink account)."""
+        connected = self._link.is_connected
+        if not self.ready:
+            status = "starting"
+        elif not connected:
+            status = "uplink down"
+        else:
+            status = "ok"
+        if status == "ok" and self.foreign_packets.detected:
+            status = "shared account"
+        return {
+            "status": status,
+            "uplink": {
+                "url": _describe_link(self._link),
+                "connected": connected,
+                "error": self.uplink_error,
+            },
+            "address": self.address if self.ready else None,
+            "shared_account": self.foreign_packets.report(),
+        }
+
+    async def _close_store(self) -> None:
+        if self._store is not None and not isinstance(self._store_spec, BalanceStore):
+            await self._store.close()
+            self._store = None
 
     async def stop(self) -> None:
         """Disconnect, flush events and close the store."""
         if not self._started:
             return
         self._started = False
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+        self._ready.clear()
         await self._uplink.stop()
+        if self._reverts:  # credits whose Fulfill could not go back: undone before closing
+            await asyncio.wait(list(self._reverts), timeout=10)
         for task in (self._dispatcher, self._expirer):
             if task is not None:
                 task.cancel()
@@ -445,13 +665,21 @@ class AsyncReceiver:
                 and destination[start - 1 : start] == "."
                 and destination.find(".", start) < 0
             ):
-                return await self._handle_stream(prepare)
+                reply = await self._handle_stream(prepare)
+                if isinstance(reply, IlpReject) and reply.code == "F02":
+                    # a STREAM token that does not open under our secret
+                    self._note_foreign(None)
+                return reply
         psk2 = self._receiver()
         # Exactly one encrypted PSK2 response (reject or fulfill) leaves per Prepare, so
         # one fresh IV serves whichever it is.
         iv = os.urandom(12)
         decision = psk2.handle_prepare(prepare, datetime.now(UTC), iv=iv)
         if isinstance(decision, IlpReject):
+            if decision.message == NOT_FOR_THIS_RECEIVER:
+                foreign = self._secrets.foreign_receiver_id(prepare.destination, self.address)
+                if foreign is not None:
+                    self._note_foreign(foreign)
             return decision
         if isinstance(decision, UnfulfillableRequest):
             # a draft-2 quote or a request asking for more than arrived: the encrypted
@@ -466,7 +694,9 @@ class AsyncReceiver:
             if isinstance(verdict, _Refusal):
                 return psk2.refuse(decision, iv=iv, code=verdict.code, message=verdict.message)
             account = verdict
-        result = await self._credit(account, prepare.amount, prepare.execution_condition.hex())
+        result = await self._credit(
+            account, prepare.amount, prepare.execution_condition.hex(), payment
+        )
         if isinstance(result, _Refusal):
             if result.code != "F99":
                 return IlpReject(result.code, self.address, result.message)
@@ -478,6 +708,14 @@ class AsyncReceiver:
             if self._is_complete(psk2, decision):
                 self._emit(PaymentEvent("completed", account, amount, result.balance, payment))
         return fulfill
+
+    def _note_foreign(self, receiver_id: str | None) -> None:
+        self.foreign_packets.note(
+            receiver_id,
+            ours=self._secrets.receiver_id,
+            uplink=_describe_link(self._link),
+            address=self.address,
+        )
 
     @staticmethod
     def _is_complete(psk2: Psk2Receiver, decision: Acceptance) -> bool:
@@ -529,7 +767,7 @@ class AsyncReceiver:
                 if isinstance(verdict, _Refusal):
                     return server.refuse(credit, iv=iv, code=verdict.code, message=verdict.message)
                 account = verdict
-            result = await self._credit(account, credit.amount, credit.idempotency_key)
+            result = await self._credit(account, credit.amount, credit.idempotency_key, payment)
         except BaseException:
             server.refuse(credit, iv=iv, code="T00")  # settle it: cancelled mid-way
             raise
@@ -557,18 +795,39 @@ class AsyncReceiver:
         return verdict if isinstance(verdict, str) else payment.account
 
     async def _credit(
-        self, account: str, amount: int, idempotency_key: str
+        self,
+        account: str,
+        amount: int,
+        idempotency_key: str,
+        payment: IncomingPayment | None = None,
     ) -> AddResult | _Refusal:
         """Credit ``amount`` to ``account`` in the store, exactly once per key, within
         the balance cap; a refusal when the cap would be passed (F99) or the store
-        fails (T00: nothing is fulfilled)."""
+        fails (T00: nothing is fulfilled).
+
+        Only while the Prepare's connection can still take the Fulfill back (the
+        link's :func:`~ilp_receiver.links.base.reply_channel`): closed before the
+        credit, nothing is credited (T01, nobody will read it); closed by the time the
+        credit is committed, or the Fulfill could not be handed back, the credit is
+        reverted."""
+        channel = reply_channel()
+        if channel is not None and not channel.is_open:
+            return _Refusal("T01", "the connection of this Prepare has closed")
         try:
-            return await self.store.add(
+            result = await self.store.add(
                 account,
                 amount,
                 maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
                 idempotency_key=idempotency_key,
             )
+            if channel is not None and result.applied and self.store.supports_revert:
+                if not channel.is_open:
+                    await self._revert(account, amount, idempotency_key, payment)
+                    return _Refusal("T01", "the connection of this Prepare has closed")
+                channel.on_undelivered(
+                    lambda: self._spawn_revert(account, amount, idempotency_key, payment)
+                )
+            return result
         except BalanceLimitError:
             return _Refusal("F99", "receiver balance limit reached", limit=True)
         except Exception:
@@ -578,6 +837,45 @@ class AsyncReceiver:
                     "balance store failed (%d times); not fulfilling", self.store_failures
                 )
             return _Refusal("T00", "receiver temporarily unavailable")
+
+    def _spawn_revert(
+        self, account: str, amount: int, idempotency_key: str, payment: IncomingPayment | None
+    ) -> None:
+        task = asyncio.ensure_future(self._revert(account, amount, idempotency_key, payment))
+        self._reverts.add(task)
+        task.add_done_callback(self._reverts.discard)
+
+    async def _revert(
+        self, account: str, amount: int, idempotency_key: str, payment: IncomingPayment | None
+    ) -> None:
+        """Undo a credit whose Fulfill could not go back (the connector never pays it)."""
+        try:
+            reverted = await self.store.revert(account, amount, idempotency_key)
+        except Exception:
+            self.revert_failures += 1
+            log.exception(
+                "balance store failed to revert a credit of %d to %s whose Fulfill could "
+                "not be handed back: it stays credited",
+                amount,
+                account,
+            )
+            return
+        if not reverted:
+            return
+        self.reverted_credits += 1
+        n = self.reverted_credits
+        if n in (1, 10, 100) or n % 1000 == 0:
+            log.warning(
+                "reverted a credit of %d to %s: its Fulfill could not go back on the "
+                "connection the Prepare came on (%d reverted so far)",
+                amount,
+                account,
+                n,
+            )
+        if payment is not None:
+            with contextlib.suppress(Exception):
+                balance = await self.store.balance(account)
+                self._emit(PaymentEvent("reverted", account, amount, balance, payment))
 
     def _stream_payment(self, prepare: IlpPrepare, credit: StreamCredit) -> IncomingPayment:
         return IncomingPayment(
@@ -751,7 +1049,9 @@ class Receiver:
         return self._async
 
     def start(self) -> None:
-        """Start the receiver on the background loop; blocks until connected."""
+        """Start the receiver on the background loop; blocks until connected (or, with
+        ``require_uplink=False``, until it retries an unreachable uplink in the
+        background; :attr:`ready`)."""
         if self._async is not None:
             return
 
@@ -779,6 +1079,15 @@ class Receiver:
     def address(self) -> str:
         """Our ILP address."""
         return self.async_receiver.address
+
+    @property
+    def ready(self) -> bool:
+        """Whether the uplink has connected (see :attr:`AsyncReceiver.ready`)."""
+        return self._async is not None and self._async.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until :attr:`ready` (at most ``timeout`` seconds); whether it is."""
+        return self._portal.call(self.async_receiver.wait_ready, timeout)
 
     def balance(self, account: str = DEFAULT_ACCOUNT) -> int:
         """The balance of ``account``."""

@@ -4,7 +4,8 @@
 endpoints, each with a balance of its own; each answers STREAM (SPSP v4) or PSK2 by the
 query's ``Accept`` (:func:`~ilp_receiver.web.spsp_endpoint.spsp_reply`), and ``OPTIONS``
 with the CORS headers; ``/health`` answers ``ok`` while the uplink is connected (503
-otherwise).
+otherwise), with the uplink, the address and ``shared_account`` (another receiver seen
+on our uplink account: :class:`~ilp_receiver.receiver.ForeignPackets`).
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ def create_spsp_app(
 
     async def health(request: web.Request) -> web.Response:
         up = receiver.link.is_connected
+        report = receiver.health() if receiver.ready else {"status": "starting"}
+        if not up and report["status"] == "ok":
+            report["status"] = "uplink down"
         return web.Response(
             status=200 if up else 503,
-            text=json.dumps({"status": "ok" if up else "uplink down"}),
+            text=json.dumps(report),
             content_type="application/json",
         )
 

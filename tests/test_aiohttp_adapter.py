@@ -136,7 +136,8 @@ async def test_every_status(net: Net, path: str) -> None:
     assert await (await c.get("/balance")).json() == {"balance": 15, "path": "/balance"}
 
 
-async def test_refunds_on_failure_but_not_on_http_answers(net: Net) -> None:
+async def test_refunds_on_failure_and_on_error_answers(net: Net) -> None:
+    # the one refund rule (docs/paid-api.md): the charge stands below 400 only
     c = net.client
     r = await c.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
     await net.pay(r.headers["Pay"], 30)
@@ -145,8 +146,11 @@ async def test_refunds_on_failure_but_not_on_http_answers(net: Net) -> None:
     assert await net.rx.balance(token_account(TOKEN)) == 30
     r = await c.post("/decorated?fail=404", headers={"Pay-Token": TOKEN_HEADER})
     assert r.status == 404
+    assert r.headers["Pay-Balance"] == "30"
+    assert await net.rx.balance(token_account(TOKEN)) == 30
+    r = await c.post("/decorated", headers={"Pay-Token": TOKEN_HEADER})
+    assert r.status == 200
     assert r.headers["Pay-Balance"] == "20"
-    assert await net.rx.balance(token_account(TOKEN)) == 20
 
 
 async def test_price_function(net: Net) -> None:

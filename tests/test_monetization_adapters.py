@@ -157,6 +157,10 @@ def flask_site() -> Iterator[FlaskSite]:
 
 
 def test_flask_monetized_page_and_guard(flask_site: FlaskSite) -> None:
+    first = flask_site.app.test_client().get("/paid")  # a first visit: no visitor yet
+    assert first.status_code == 402
+    assert first.get_json()["id"] == "MonetizationRequired"
+    assert "__monetizer=" in first.headers["Set-Cookie"]
     client = flask_site.app.test_client()
     r = client.get("/")
     assert r.status_code == 200
@@ -330,6 +334,10 @@ def test_starlette_monetized_page_and_guard() -> None:
             reply = portal.call(parent.pay, chunk_prepare(body, amount))
             assert isinstance(reply, IlpFulfill)
 
+        r = client.get("/paid")  # a first visit: no visitor yet
+        assert (r.status_code, r.json()["id"]) == (402, "MonetizationRequired")
+        assert "__monetizer=" in r.headers["set-cookie"]
+        client.cookies.clear()
         r = client.get("/")
         assert r.status_code == 200
         check_page(r.text)
@@ -456,6 +464,10 @@ async def test_aiohttp_monetized_guard() -> None:
             reply = await parent.pay(chunk_prepare(await r.read(), amount))
             assert isinstance(reply, IlpFulfill)
 
+        r = await client.get("/paid")  # a first visit: no visitor yet
+        assert (r.status, (await r.json())["id"]) == (402, "MonetizationRequired")
+        assert "__monetizer=" in r.headers["Set-Cookie"]
+        client.session.cookie_jar.clear()
         r = await client.get("/")
         assert r.status == 200
         cookie = cookie_from(r.headers["Set-Cookie"])

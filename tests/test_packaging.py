@@ -4,6 +4,7 @@ URLs, and the README (the package's page) renders and works away from the reposi
 from __future__ import annotations
 
 import email.parser
+import os
 import re
 import subprocess
 import sys
@@ -105,9 +106,14 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
         code + "\nassert app.url_map.bind('x').match('/api/report')[0] == 'report'\n",
         encoding="utf-8",
     )
+    # the settings the README puts in the environment (the code holds no credential)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ILP_RECEIVER_")}
+    env["ILP_RECEIVER_UPLINK"] = "btp+ws://shop:secret@127.0.0.1:7768"
+    env["ILP_RECEIVER_SECRET_FILE"] = str(tmp_path / "receiver.secret")
     run = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,

@@ -59,9 +59,21 @@ def add_log_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_uplink_argument(parser: argparse.ArgumentParser) -> None:
-    """The required ``--uplink URL`` option, described the same way everywhere."""
-    parser.add_argument("--uplink", required=True, metavar="URL", help=f"connector: {UPLINK_FORMS}")
+def add_uplink_argument(parser: argparse.ArgumentParser, *, environment: str | None = None) -> None:
+    """The ``--uplink URL`` option, described the same way everywhere: required, or --
+    with ``environment`` -- taken from that environment variable when not given (so the
+    credentials in the URL need not be in argv)."""
+    if environment is None:
+        parser.add_argument(
+            "--uplink", required=True, metavar="URL", help=f"connector: {UPLINK_FORMS}"
+        )
+        return
+    parser.add_argument(
+        "--uplink",
+        default=None,
+        metavar="URL",
+        help=f"connector: {UPLINK_FORMS} (default: ${environment})",
+    )
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

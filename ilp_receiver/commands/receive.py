@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,6 +41,7 @@ __all__ = [
     "HELP",
     "NAME",
     "add_arguments",
+    "apply_environment",
     "emit",
     "load_or_create_secret",
     "run",
@@ -50,6 +52,10 @@ NAME = "receive"
 HELP = "run a payment-pointer server on an uplink to a connector"
 
 log = logging.getLogger("ilp_receiver.cli")
+
+#: Where the balances and the secret go when neither a flag nor the environment says.
+DEFAULT_STORE = "ilp-receiver.sqlite3"
+DEFAULT_SECRET_FILE = "ilp-receiver.secret"  # noqa: S105 (a file name)
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -65,9 +71,19 @@ def load_or_create_secret(path: Path) -> bytes:
             raise ConfigError("secret-file", f"{path} holds fewer than 32 bytes")
         return secret
     secret = os.urandom(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(secret.hex() + "\n")
+    # written whole under a temporary name, then linked into place: several members of a
+    # fleet started at once on one secret file all end up with the one that won
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secret.hex() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return load_or_create_secret(path)  # another process created it first
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("receiver secret: created a new one in %s", path.resolve())
     return secret
 
@@ -125,10 +141,19 @@ async def _receive(args: argparse.Namespace) -> int:
     port = listener.port
     try:
         # 2. the secret and the store, said where
-        secret = load_or_create_secret(Path(args.secret_file))
+        secret = (
+            args.secret
+            if getattr(args, "secret", None) is not None
+            else load_or_create_secret(Path(args.secret_file))
+        )
         log.info("balance store: %s", describe_store(args.store))
+        uplink = args.uplink
+        if args.worker is not None:
+            from ..workers import worker_uplink
+
+            uplink = worker_uplink(uplink, None if args.worker == "auto" else args.worker)
         receiver = AsyncReceiver(
-            args.uplink,
+            uplink,
             secret=secret,
             store=args.store,
             max_balance=args.max_balance,
@@ -187,20 +212,24 @@ class _LazyReceiver:
 
 def add_arguments(receive: argparse.ArgumentParser) -> None:
     """Options of ``ilp-receiver receive``."""
-    add_uplink_argument(receive)
+    add_uplink_argument(receive, environment="ILP_RECEIVER_UPLINK")
     receive.add_argument("--host", default="127.0.0.1", help="SPSP listen address")
     receive.add_argument("--port", type=int, default=8080, help="SPSP listen port (0: a free one)")
     receive.add_argument(
         "--store",
-        default="ilp-receiver.sqlite3",
+        default=None,
         help="balance store: a SQLite path (relative to the current directory) or a "
-        "redis:// / postgresql:// URL",
+        "redis:// / postgresql:// URL (its key / table prefix as ?prefix=NAME); processes "
+        "sharing an account share the store and the secret file (default: "
+        f"$ILP_RECEIVER_STORE, else {DEFAULT_STORE})",
     )
     receive.add_argument(
         "--secret-file",
-        default="ilp-receiver.secret",
+        default=None,
         help="file with the receiver secret in hex, created (mode 0600) if missing; keep it: "
-        "addresses issued under it are paid only while it is the same",
+        "addresses issued under it are paid only while it is the same (default: "
+        f"$ILP_RECEIVER_SECRET_FILE, else {DEFAULT_SECRET_FILE}; $ILP_RECEIVER_SECRET "
+        "gives the secret itself)",
     )
     receive.add_argument(
         "--endpoint",
@@ -229,6 +258,15 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
     )
     receive.add_argument(
         "--connect-timeout", type=float, default=30.0, help="seconds to wait for the uplink"
+    )
+    receive.add_argument(
+        "--worker",
+        metavar="ID",
+        default=None,
+        help="connect a btp+ws:// uplink as NAME-ID instead of NAME, for connectors that "
+        "keep one connection per account (ilp-plugin-btp, mini-accounts); 'auto': the "
+        "lowest number no other process on this machine holds, or $ILP_RECEIVER_WORKER "
+        "when set (default: none, the uplink's own name; docs/scaling.md)",
     )
     receive.add_argument(
         "--max-connections",
@@ -265,7 +303,32 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
+    """Fill what the command line left out from the ``ILP_RECEIVER_*`` environment
+    (``UPLINK``, ``SECRET`` / ``SECRET_FILE``, ``STORE``, ``NAME``, ``MAX_BALANCE``), so
+    no credential has to sit in argv; a bad value is a ConfigError naming the variable."""
+    from ..options import ReceiverOptions
+
+    env = ReceiverOptions.from_env(environ)
+    if args.uplink is None:
+        if not isinstance(env.uplink, str):
+            raise ConfigError("uplink", "give --uplink URL or set ILP_RECEIVER_UPLINK")
+        args.uplink = env.uplink
+    if args.store is None:
+        args.store = env.store if isinstance(env.store, str) else DEFAULT_STORE
+    args.secret = None
+    if args.secret_file is None:
+        if env.secret is not None:
+            args.secret = env.secret
+        args.secret_file = str(env.secret_file or DEFAULT_SECRET_FILE)
+    if args.name is None:
+        args.name = env.receiver_name
+    if args.max_balance is None:
+        args.max_balance = env.max_balance
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
+    apply_environment(args)
     args.secret_file = str(Path(args.secret_file).resolve())
     return asyncio.run(_receive(args))

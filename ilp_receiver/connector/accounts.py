@@ -14,6 +14,14 @@ passed upstream (design principle 5), so balances survive a restart.  The writes
 *group-committed*: settlements that arrive while a write is in flight are summed per
 account and written together by the next one (one ``add_many`` call, one SQLite
 transaction), so under load the cost of a commit is shared by many packets.
+
+With ``shared=True`` (``shared_balances``, a fleet of connectors on one store) no
+process owns the balances: a change that a limit bounds (an incoming amount on an
+account with ``max_balance``, an outgoing one on an account with ``min_balance``) is
+*held* in the store itself when the Prepare arrives -- one atomic ``add`` with the
+limit, which every instance sharing the store sees -- and undone on Reject; changes
+no limit bounds are settled on Fulfill as above.  The in-memory numbers are then a
+cache of what the store last said (:meth:`Ledger.refresh` rereads them).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Final
 
 from ..errors import ConfigError
 from ..links.base import Link
-from ..stores.base import BalanceStore
+from ..stores.base import BalanceLimitError, BalanceStore
 from .config import AccountConfig
 
 __all__ = [
@@ -503,8 +511,11 @@ class Ledger:
     next write, which carries all of them (summed per account).
     """
 
-    def __init__(self, store: BalanceStore, key_prefix: str = "") -> None:
+    def __init__(self, store: BalanceStore, key_prefix: str = "", *, shared: bool = False) -> None:
         self.store = store
+        #: balances live in the store, shared with other connector processes (see the
+        #: module docstring)
+        self.shared = shared
         self._prefix = key_prefix
         self._settled: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
@@ -528,8 +539,59 @@ class Ledger:
             self._settled[account] = await self.store.balance(self._key(account))
 
     def balance(self, account: str) -> int:
-        """The settled balance of ``account`` (what it owes us)."""
+        """The settled balance of ``account`` (what it owes us); with ``shared``, what
+        the store last said (held amounts of every instance included)."""
         return self._settled.get(account, 0)
+
+    async def current_balance(self, account: str) -> int:
+        """:meth:`balance`, read from the store first when it is ``shared``."""
+        if self.shared:
+            self._settled[account] = await self.store.balance(self._key(account))
+        return self.balance(account)
+
+    async def refresh(self) -> None:
+        """With ``shared``: reread every balance from the store (others change them)."""
+        if self.shared:
+            await self.load()
+
+    async def hold(
+        self, account: str, delta: int, minimum: int | None, maximum: int | None
+    ) -> bool:
+        """``shared`` mode: apply ``delta`` in the store now if the stored balance stays
+        within ``[minimum, maximum]`` (one atomic change, seen by every process sharing
+        the store); False (nothing changed) when it would not.  Undo it with
+        :meth:`unhold` (Reject) or keep it with :meth:`confirm` (Fulfill).  Raises
+        :class:`~ilp_receiver.stores.StoreError` when the store fails."""
+        try:
+            result = await self.store.add(
+                self._key(account), delta, minimum=minimum, maximum=maximum
+            )
+        except BalanceLimitError as exc:
+            self._settled[account] = exc.balance
+            return False
+        self._settled[account] = result.balance
+        self._reserved[account] = self._reserved.get(account, 0) + delta
+        return True
+
+    def confirm(self, account: str, delta: int) -> None:
+        """A held change stays (its packet was fulfilled)."""
+        self.release(account, delta)
+
+    async def unhold(self, account: str, delta: int) -> None:
+        """Undo a change made by :meth:`hold` (its packet was rejected).  A store
+        failure is logged: the held amount then stays in the stored balance."""
+        self.release(account, delta)
+        try:
+            result = await self.store.add(self._key(account), -delta)
+        except Exception:
+            log.exception(
+                "balance store failed while undoing a held amount of account %s; the "
+                "stored balance keeps %+d",
+                clip(account),
+                delta,
+            )
+            return
+        self._settled[account] = result.balance
 
     def reserved(self, account: str) -> int:
         """The in-flight change of ``account``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -57,6 +58,8 @@ ADMIN_FAILURE_WINDOW: Final = 60.0
 ADMIN_MAX_CLIENTS: Final = 4096
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 
 class AuthFailureLimiter:
@@ -169,17 +172,27 @@ def create_admin_app(
     async def accounts(request: web.Request) -> web.StreamResponse:
         return web.json_response(connector.accounts_info())
 
+    async def refresh() -> None:
+        # a shared ledger (a fleet on one store): show what the store says now
+        try:
+            await connector.ledger.refresh()
+        except Exception:
+            log.warning("could not reread the balances from the store", exc_info=True)
+
     async def balances(request: web.Request) -> web.StreamResponse:
+        await refresh()
         return web.json_response(connector.balances_info())
 
     async def routes(request: web.Request) -> web.StreamResponse:
         return web.json_response(connector.routes_info())
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        await refresh()
         text = connector.metrics.render(
             connector.ledger.balances(),
             {a.id: a.is_connected for a in connector.accounts.values()},
             version=__version__,
+            connections=connector.connections_info(),
         )
         # "text/plain; version=0.0.4; charset=utf-8": the exposition format's own type
         return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})

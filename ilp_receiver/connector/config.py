@@ -150,6 +150,25 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
     ),
     _f(
         "connector",
+        "store_prefix",
+        "str",
+        None,
+        "table prefix of a PostgreSQL store (default `ilp_`) or key prefix of a Redis store "
+        "(default `ilp:`); every instance of a fleet uses the same",
+    ),
+    _f(
+        "connector",
+        "shared_balances",
+        "bool",
+        False,
+        "`true`: every packet's amount is reserved in the store itself, within the "
+        "account's limits (one store round trip per account and packet), so that "
+        "connectors sharing a PostgreSQL or Redis store enforce one set of balances "
+        "(a fleet, `docs/scaling.md`); `false`: this process owns the balances (kept in "
+        "memory, settled changes written to the store)",
+    ),
+    _f(
+        "connector",
         "token_file",
         "str",
         None,
@@ -364,6 +383,16 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
     _f("accounts", "idempotent", "bool", False, "BTP/2.0-I (repeat requests, cache answers)"),
     _f(
         "accounts",
+        "max_connections",
+        "int",
+        32,
+        "btp-server/mini-accounts: live BTP connections of the account at once (its "
+        "Prepares are spread over them); one more closes the oldest (1: a new connection "
+        "replaces the old one)",
+        minimum=1,
+    ),
+    _f(
+        "accounts",
         "max_accounts",
         "int",
         1000,
@@ -467,6 +496,7 @@ class AccountConfig:
     listen: tuple[str, int] | None = None
     path: str = "/"
     idempotent: bool = False
+    max_connections: int = 32
     #: mini-accounts registration limits (see :data:`SCHEMA`)
     max_accounts: int = 1000
     registration_rate: float = 1.0
@@ -497,6 +527,8 @@ class ConnectorConfig:
     asset_scale: int = 9
     env: Literal["test", "production"] = "test"
     store: str = "connector.sqlite3"
+    store_prefix: str | None = None
+    shared_balances: bool = False
     token_file: str | None = None
     min_message_window_ms: int = 1000
     max_hold_time_ms: int = 30000
@@ -671,6 +703,14 @@ def _account(
                 raise ConfigError(
                     f"{path}.{name}", "only applies to accounts with transport 'mini-accounts'"
                 )
+    if transport not in ("btp-server", "mini-accounts") and (
+        (isinstance(raw, dict) and "max_connections" in raw)
+        or env_name("accounts", "max_connections", account_id) in env
+    ):
+        raise ConfigError(
+            f"{path}.max_connections",
+            "only applies to accounts with transport 'btp-server' or 'mini-accounts'",
+        )
     listen = v["listen"]
     parsed_listen = _parse_listen(f"{path}.listen", listen) if isinstance(listen, str) else None
     route_path = cast(str, v["path"])
@@ -697,6 +737,7 @@ def _account(
         listen=parsed_listen,
         path=route_path,
         idempotent=cast(bool, v["idempotent"]),
+        max_connections=cast(int, v["max_connections"]),
         max_accounts=cast(int, v["max_accounts"]),
         registration_rate=cast(float, v["registration_rate"]),
         registration_burst=cast(int, v["registration_burst"]),
@@ -781,6 +822,8 @@ def config_from_mapping(
         asset_scale=cast(int, c["asset_scale"]),
         env=cast(Literal["test", "production"], c["env"]),
         store=cast(str, c["store"]),
+        store_prefix=cast("str | None", c["store_prefix"]),
+        shared_balances=cast(bool, c["shared_balances"]),
         token_file=cast("str | None", c["token_file"]),
         min_message_window_ms=cast(int, c["min_message_window_ms"]),
         max_hold_time_ms=cast(int, c["max_hold_time_ms"]),

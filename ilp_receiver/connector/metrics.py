@@ -15,6 +15,15 @@ Names follow the Prometheus conventions (``snake_case``, a ``ilp_connector_`` pr
   and the ``ilp_connector_packet_duration_seconds`` histogram (arrival to answer);
 * gauges added when rendering: ``ilp_connector_balance{account}`` and
   ``ilp_connector_account_up{account}``;
+* for BTP server accounts, which may have several live connections:
+  ``ilp_connector_account_connections{account}`` (live now) and the counters
+  ``ilp_connector_account_connections_opened_total`` / ``..._closed_total`` /
+  ``..._replaced_total`` (closed to make room beyond ``max_connections``), and per live
+  connection (label ``connection``, ``<account>#<n>``):
+  ``ilp_connector_connection_in_flight`` (Prepares sent on it, not answered yet),
+  ``ilp_connector_connection_prepares_total{direction="sent"|"received"}`` and
+  ``ilp_connector_connection_undelivered_total`` (answers that could not go back because
+  it had closed);
 * ``ilp_connector_build_info{version,python}`` and ``python_info``, and the standard
   ``process_*`` metrics of client libraries (CPU seconds, resident and virtual memory,
   start time, open and maximum file descriptors; from ``/proc`` where there is one).
@@ -29,7 +38,7 @@ import resource
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics", "process_metrics"]
 
@@ -127,9 +136,11 @@ class Metrics:
         *,
         version: str = "",
         process: bool = True,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str:
         """The Prometheus text format of every metric (``process``: with the
-        ``process_*`` metrics of this process)."""
+        ``process_*`` metrics of this process; ``connections``: per BTP server account,
+        what :meth:`~ilp_receiver.connector.node.Connector.connections_info` says)."""
         out: list[str] = []
         self._account_families(out)
         _family(
@@ -165,12 +176,66 @@ class Metrics:
         _family(out, "ilp_connector_account_up", "gauge", "Whether the account's link is up.")
         for account, is_up in sorted(up.items()):
             out.append(f"ilp_connector_account_up{{{_labels(account=account)}}} {int(is_up)}")
+        if connections is not None:
+            _connection_families(out, connections)
         _family(out, "ilp_connector_build_info", "gauge", "The running ilp-receiver (always 1).")
         python = platform.python_version()
         out.append(f"ilp_connector_build_info{{{_labels(version=version, python=python)}}} 1")
         if process:
             out.extend(process_metrics())
         return "\n".join(out) + "\n"
+
+
+def _connection_families(out: list[str], connections: Mapping[str, Mapping[str, Any]]) -> None:
+    accounts = sorted(connections.items())
+    _family(
+        out,
+        "ilp_connector_account_connections",
+        "gauge",
+        "Live BTP connections of the account (its Prepares are spread over them).",
+    )
+    for account, info in accounts:
+        live = len(info["connections"])
+        out.append(f"ilp_connector_account_connections{{{_labels(account=account)}}} {live}")
+    for what, help_text in (
+        ("opened", "BTP connections of the account authenticated."),
+        ("closed", "BTP connections of the account closed (replaced ones included)."),
+        ("replaced", "BTP connections closed to make room beyond max_connections."),
+    ):
+        name = f"ilp_connector_account_connections_{what}_total"
+        _family(out, name, "counter", help_text)
+        for account, info in accounts:
+            out.append(f"{name}{{{_labels(account=account)}}} {info[what]}")
+    _family(
+        out,
+        "ilp_connector_connection_in_flight",
+        "gauge",
+        "Prepares sent on a live connection and not answered yet.",
+    )
+    rows = [(account, c) for account, info in accounts for c in info["connections"]]
+    for account, c in rows:
+        labels = _labels(account=account, connection=c["id"])
+        out.append(f"ilp_connector_connection_in_flight{{{labels}}} {c['in_flight']}")
+    _family(
+        out,
+        "ilp_connector_connection_prepares_total",
+        "counter",
+        "Prepares sent to and received from the client on a live connection.",
+    )
+    for account, c in rows:
+        for direction in ("sent", "received"):
+            labels = _labels(account=account, connection=c["id"], direction=direction)
+            value = c[f"prepares_{direction}"]
+            out.append(f"ilp_connector_connection_prepares_total{{{labels}}} {value}")
+    _family(
+        out,
+        "ilp_connector_connection_undelivered_total",
+        "counter",
+        "Answers to the client's Prepares that could not go back (the connection had closed).",
+    )
+    for account, c in rows:
+        labels = _labels(account=account, connection=c["id"])
+        out.append(f"ilp_connector_connection_undelivered_total{{{labels}}} {c['undelivered']}")
 
 
 def _proc_stat() -> dict[str, float] | None:

@@ -41,7 +41,7 @@ from ..codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ..errors import ConfigError, IlpReceiverError, LinkError
 from ..links.base import Link, call_handler
 from ..links.btp import BtpClientLink, BtpSession
-from ..links.btp_server import BtpServer, BtpServerLink
+from ..links.btp_server import BtpConnection, BtpServer, BtpServerLink
 from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
 from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
@@ -79,22 +79,28 @@ class _ServerLink(BtpServerLink):
         account: str,
         *,
         idempotent: bool,
+        max_connections: int,
         on_up: Callable[[], None],
         on_down: Callable[[], None],
     ) -> None:
-        super().__init__(account, idempotent=idempotent)
+        super().__init__(account, idempotent=idempotent, max_connections=max_connections)
         self._on_up = on_up
         self._on_down = on_down
 
-    def _attach(self, session: BtpSession, ws: web.WebSocketResponse) -> None:
-        super()._attach(session, ws)
-        self._on_up()
+    def _attach(self, session: BtpSession, ws: web.WebSocketResponse) -> BtpConnection:
+        # the account comes up with its first connection; more connections join it
+        was_up = self.is_connected
+        connection = super()._attach(session, ws)
+        if not was_up:
+            self._on_up()
+        return connection
 
-    def _detach(self, session: BtpSession | None) -> None:
-        was_current = session is not None and self._session is session
-        super()._detach(session)
-        if was_current:
+    def _detach(self, session: BtpSession | None) -> bool:
+        # ... and goes down when its last connection leaves
+        was_live = super()._detach(session)
+        if was_live and not self.is_connected:
             self._on_down()
+        return was_live
 
 
 class _ClientLink(BtpClientLink):
@@ -222,6 +228,7 @@ class Connector:
             return _ServerLink(
                 config.id,
                 idempotent=config.idempotent,
+                max_connections=config.max_connections,
                 on_up=lambda: self._spawn(self._link_up(account)),
                 on_down=lambda: self._link_down(account),
             )
@@ -697,8 +704,8 @@ class Connector:
             return
         config = self.config
         if self._store is None:
-            self._store = open_store(config.store)
-        self._ledger = Ledger(self._store)
+            self._store = open_store(config.store, prefix=config.store_prefix)
+        self._ledger = Ledger(self._store, shared=config.shared_balances)
         await self._ledger.load()
         token_file = config.token_file
         if token_file is None and "://" not in config.store and config.store != "memory:":
@@ -826,8 +833,24 @@ class Connector:
             "connected": sum(1 for a in self._accounts.values() if a.is_connected),
         }
 
+    def connections_info(self) -> dict[str, dict[str, Any]]:
+        """Per BTP server account: its live connections and how many were opened,
+        closed and replaced (``GET /accounts`` and the metrics)."""
+        out: dict[str, dict[str, Any]] = {}
+        for account in self._accounts.values():
+            link = account.link
+            if isinstance(link, BtpServerLink):
+                out[account.id] = {
+                    "connections": [c.info() for c in link.connections],
+                    "opened": link.opened,
+                    "closed": link.closed,
+                    "replaced": link.replaced,
+                }
+        return out
+
     def accounts_info(self) -> dict[str, Any]:
         """What ``GET /accounts`` shows (no secrets)."""
+        connections = self.connections_info()
         out: dict[str, Any] = {}
         for account in self._accounts.values():
             c = account.config
@@ -848,6 +871,8 @@ class Connector:
                 "max_balance": _str(c.max_balance),
                 "rate_limit": c.rate_limit,
             }
+            if account.id in connections:
+                out[account.id]["connections"] = connections[account.id]["connections"]
         return out
 
     def balances_info(self) -> dict[str, Any]:

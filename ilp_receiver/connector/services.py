@@ -37,6 +37,7 @@ Choices (documented in ``docs/connector.md``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -237,7 +238,12 @@ class PeerProtocols(Service):
                 return self.reject(exc.code, exc.message)
             # "positive values meaning the balance is in the requester's favour": our
             # record is what the account owes us, so the requester's view is its negation.
-            return balance_fulfill(-node.ledger.balance(account.id))
+            try:
+                balance = await node.ledger.current_balance(account.id)
+            except Exception:
+                log.exception("balance store failed while answering peer.balance")
+                return self.reject("T00", "balance temporarily unavailable.")
+            return balance_fulfill(-balance)
         if destination.startswith("peer.route"):
             return self._ccp(request, now)
         return self.reject("F01", "unknown peer protocol.")
@@ -338,7 +344,12 @@ class Expiry(Service):
 
 
 class Balance(Service):
-    """T04 when a balance limit would be crossed; reserve, settle once, roll back."""
+    """T04 when a balance limit would be crossed; reserve, settle once, roll back.
+
+    With a shared ledger (``shared_balances``) a limited change is held in the store
+    when the Prepare arrives (:meth:`~.accounts.Ledger.hold`), so every connector
+    sharing the store checks the same balance; unlimited changes settle on Fulfill.
+    """
 
     async def handle(self, request: Request) -> IlpReply:
         """Reserve on both accounts, forward, then settle or release."""
@@ -348,6 +359,8 @@ class Balance(Service):
         ledger = self.node.ledger
         source, target = request.source, request.next_hop
         assert target is not None
+        if ledger.shared:
+            return await self._shared(request, ledger, source, target, amount)
         if not ledger.reserve(source.id, amount, None, source.config.max_balance):
             return self.reject("T04", f"exceeded maximum balance of account {source.id}.")
         if not ledger.reserve(target.id, -amount, target.config.min_balance, None):
@@ -365,6 +378,54 @@ class Balance(Service):
             if not settled:
                 ledger.release(source.id, amount)
                 ledger.release(target.id, -amount)
+
+    async def _shared(
+        self, request: Request, ledger: Ledger, source: Account, target: Account, amount: int
+    ) -> IlpReply:
+        # (account, delta, minimum, maximum, message when refused)
+        changes = (
+            (source.id, amount, None, source.config.max_balance, None),
+            (target.id, -amount, target.config.min_balance, None, None),
+        )
+        limited = [c for c in changes if c[2] is not None or c[3] is not None]
+        unlimited = [(c[0], c[1]) for c in changes if c[2] is None and c[3] is None]
+        held: list[tuple[str, int]] = []
+        if limited:
+            outcomes = await asyncio.gather(
+                *(ledger.hold(a, d, lo, hi) for a, d, lo, hi, _ in limited),
+                return_exceptions=True,
+            )
+            held = [(c[0], c[1]) for c, ok in zip(limited, outcomes, strict=True) if ok is True]
+            refused = [c for c, ok in zip(limited, outcomes, strict=True) if ok is False]
+            failed = [ok for ok in outcomes if isinstance(ok, BaseException)]
+            if refused or failed:
+                await asyncio.gather(*(ledger.unhold(a, d) for a, d in held))
+                if failed:
+                    log.error("balance store failed while holding a packet's amount: %s", failed[0])
+                    return self.reject("T00", "balance temporarily unavailable.")
+                if refused[0][1] > 0:
+                    return self.reject("T04", f"exceeded maximum balance of account {source.id}.")
+                return self.reject("T04", "insufficient liquidity on the outgoing account.")
+        for account_id, delta in unlimited:
+            ledger.reserve(account_id, delta, None, None)
+        fulfilled = False
+        try:
+            reply = await self.next.handle(request)
+            if isinstance(reply, IlpFulfill):
+                fulfilled = True
+                for account_id, delta in held:
+                    ledger.confirm(account_id, delta)
+                await ledger.settle(unlimited)
+            return reply
+        finally:
+            if not fulfilled:
+                for account_id, delta in unlimited:
+                    ledger.release(account_id, delta)
+                if held:
+                    # undone even when this task is being cancelled
+                    undo = asyncio.gather(*(ledger.unhold(a, d) for a, d in held))
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(undo)
 
 
 class FulfillmentCheck(Service):

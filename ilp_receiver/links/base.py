@@ -8,11 +8,17 @@ A :class:`Link` carries ILP packets both ways over one bilateral connection:
 
 Handlers return rejects as values; an exception escaping a handler is turned into a
 ``T00`` Reject at exactly one place (:func:`call_handler`).
+
+While a handler runs, :func:`reply_channel` is the connection or HTTP exchange its
+Prepare arrived on (:class:`ReplyChannel`), when the transport can tell: whether the
+answer can still go back, and callbacks to run when it could not be handed back (the
+receiver undoes a credit whose Fulfill never left, ``docs/scaling.md``).
 """
 
 from __future__ import annotations
 
 import abc
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,8 +30,10 @@ __all__ = [
     "ConnectCallback",
     "IlpHandler",
     "Link",
+    "ReplyChannel",
     "call_handler",
     "reject_from_error",
+    "reply_channel",
 ]
 
 log = logging.getLogger(__name__)
@@ -34,6 +42,62 @@ log = logging.getLogger(__name__)
 IlpHandler = Callable[[IlpPrepare], Awaitable[IlpReply]]
 #: Called (and awaited) every time a link (re)connects and is authenticated.
 ConnectCallback = Callable[[], Awaitable[None]]
+
+
+class ReplyChannel:
+    """The connection (or HTTP exchange) an incoming Prepare arrived on, as its handler
+    sees it through :func:`reply_channel`.
+
+    ``is_open`` tells whether an answer could still be handed back on it now.  The
+    transport calls :meth:`undelivered` when the handler's answer could not be handed
+    back (the connection had closed, the write failed), and then runs every callback
+    registered with :meth:`on_undelivered`, once.  "Handed back" means written to the
+    connection: a Fulfill lost after that is the window the protocol leaves open
+    (``docs/receiver.md``).
+    """
+
+    __slots__ = ("_callbacks", "_is_open")
+
+    def __init__(self, is_open: Callable[[], bool]) -> None:
+        self._is_open = is_open
+        self._callbacks: list[Callable[[], object]] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether an answer could still be handed back on this connection now."""
+        return self._is_open()
+
+    def on_undelivered(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` if the answer to this Prepare cannot be handed back."""
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
+    def undelivered(self) -> None:
+        """The transport could not hand the answer back: run the callbacks (once)."""
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("undelivered-answer callback failed")
+
+
+_reply_channel: contextvars.ContextVar[ReplyChannel | None] = contextvars.ContextVar(
+    "ilp_reply_channel", default=None
+)
+
+
+def reply_channel() -> ReplyChannel | None:
+    """The :class:`ReplyChannel` of the Prepare being handled (None when the transport
+    gives none: in-memory links, repeated HTTP-OER-SYNC requests)."""
+    return _reply_channel.get()
+
+
+def set_reply_channel(channel: ReplyChannel | None) -> None:
+    """Make ``channel`` the :func:`reply_channel` of the current task (transports call
+    this in the task that runs the handler)."""
+    _reply_channel.set(channel)
 
 
 def reject_from_error(exc: BaseException, triggered_by: str) -> IlpReject:

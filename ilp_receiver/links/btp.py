@@ -54,7 +54,7 @@ from ..errors import (
     LinkTimeoutError,
     RemoteProtocolError,
 )
-from .base import Link
+from .base import Link, ReplyChannel, set_reply_channel
 
 __all__ = [
     "BtpClientLink",
@@ -246,6 +246,32 @@ class BtpSession:
         self._answered: OrderedDict[int, tuple[bytes, asyncio.Future[bytes]]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: BaseException | None = None
+        #: while set, the peer's new Prepares are refused (with this message) instead of
+        #: handled; the ones already being handled finish (:meth:`drain`)
+        self.refusing: str | None = None
+        #: ILP Prepares the peer sent us on this connection / that we sent it
+        self.prepares_received = 0
+        self.prepares_sent = 0
+        #: answers that could not be handed back (the connection had closed)
+        self.undelivered = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Our requests on this connection still waiting for their response."""
+        return len(self._pending)
+
+    @property
+    def handling(self) -> int:
+        """The peer's requests on this connection we are still answering."""
+        return len(self._tasks)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (nothing more goes out)."""
+        return self._closed is not None
+
+    def _is_open(self) -> bool:
+        return self._closed is None
 
     # -- our requests ---------------------------------------------------------------
 
@@ -292,6 +318,8 @@ class BtpSession:
                 await self._send_bytes(raw)  # BTP/2.0-I: repeat the identical request
         except TimeoutError:
             raise LinkTimeoutError(f"no BTP response within {timeout:.1f} s") from None
+        except ConnectionError as exc:  # the socket closed under the write
+            raise LinkClosedError(f"BTP connection closed: {exc}") from exc
         finally:
             self._pending.pop(request_id, None)
             if not pending.future.done():
@@ -327,6 +355,7 @@ class BtpSession:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BtpFrame] = loop.create_future()
         pending_map[request_id] = _Pending(future, raw)
+        self.prepares_sent += 1
         timer = None
         try:
             await self._send_bytes(raw)
@@ -334,6 +363,8 @@ class BtpSession:
             return await future
         except TimeoutError:
             raise LinkTimeoutError(f"no BTP response within {timeout:.1f} s") from None
+        except ConnectionError as exc:  # the socket closed under the write
+            raise LinkClosedError(f"BTP connection closed: {exc}") from exc
         finally:
             if timer is not None:
                 timer.cancel()
@@ -341,10 +372,16 @@ class BtpSession:
             if not future.done():
                 future.cancel()
 
-    def close(self, reason: BaseException | None = None) -> None:
-        """Fail every in-flight request with LinkClosedError; stop answering."""
+    def close(self, reason: BaseException | None = None, *, abort: bool = False) -> None:
+        """Fail every in-flight request of ours with LinkClosedError; send nothing more.
+
+        The peer's requests being answered are left to finish (their handlers then find
+        the connection closed: :func:`~ilp_receiver.links.base.reply_channel`, and the
+        answer is counted in :attr:`undelivered`); ``abort`` cancels them instead.
+        """
         exc = reason or LinkClosedError("BTP connection closed")
-        self._closed = exc
+        if self._closed is None:
+            self._closed = exc
         for pending in self._pending.values():
             if not pending.future.done():
                 error = LinkClosedError(
@@ -353,8 +390,17 @@ class BtpSession:
                 pending.future.set_exception(error)
                 pending.future.exception()  # mark retrieved; the requester re-raises it
         self._pending.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        if abort:
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until the peer's requests being answered are
+        answered; True when none is left."""
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        return not self._tasks
 
     # -- incoming bytes --------------------------------------------------------------
 
@@ -385,6 +431,7 @@ class BtpSession:
                 except DecodeError:
                     pass  # _process answers F01
                 else:
+                    self.prepares_received += 1
                     self._spawn(self._answer_prepare(frame.request_id, prepare))
                     return
         if isinstance(frame, BtpMessage | BtpTransfer):
@@ -402,9 +449,26 @@ class BtpSession:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer_prepare(self, request_id: int, prepare: IlpPrepare) -> None:
-        reply = await self._handle_prepare(prepare)
-        with contextlib.suppress(Exception):  # the connection went away: nobody to answer
-            await self._send_bytes(encode_ilp_response(request_id, encode_packet(reply)))
+        # this task's handler sees the connection it answers on (a credit whose Fulfill
+        # cannot go back is undone by the receiver)
+        channel = ReplyChannel(self._is_open)
+        set_reply_channel(channel)
+        if self.refusing is not None:
+            reply: IlpReply = IlpReject("T01", self._local_address(), self.refusing)
+        else:
+            reply = await self._handle_prepare(prepare)
+        await self._send_answer(encode_ilp_response(request_id, encode_packet(reply)), channel)
+
+    async def _send_answer(self, answer: bytes, channel: ReplyChannel) -> None:
+        """Hand ``answer`` back on this connection, or tell ``channel`` it could not be."""
+        if self._closed is None:
+            try:
+                await self._send_bytes(answer)
+                return
+            except Exception as exc:  # the connection went away: nobody to answer
+                log.debug("could not hand an answer back: %s", exc)
+        self.undelivered += 1
+        channel.undelivered()
 
     async def _send_error(self, request_id: int, code: str, name: str, message: str) -> None:
         frame = error_frame(request_id, code, name, datetime.now(UTC), message)
@@ -412,6 +476,8 @@ class BtpSession:
             await self._send_bytes(encode_btp(frame))
 
     async def _answer(self, frame: BtpMessage | BtpTransfer, raw: bytes) -> None:
+        channel = ReplyChannel(self._is_open)
+        set_reply_channel(channel)
         if self.idempotent:
             cached = self._answered.get(frame.request_id)
             if cached is not None:
@@ -422,6 +488,7 @@ class BtpSession:
                         frame.request_id, "F00", "NotAcceptedError", "request id reused"
                     )
                     return
+                # a repeat: the first answer may have been lost, this one is not counted
                 with contextlib.suppress(Exception):
                     await self._send_bytes(await asyncio.shield(response))
                 return
@@ -437,10 +504,13 @@ class BtpSession:
                 self._answered.pop(frame.request_id, None)
                 raise
             future.set_result(answer)
-        else:
-            answer = await self._process(frame)
-        with contextlib.suppress(Exception):
-            await self._send_bytes(answer)
+            # BTP/2.0-I: a lost answer is asked for again with the same request id and
+            # served from the cache; the credit stands
+            with contextlib.suppress(Exception):
+                await self._send_bytes(answer)
+            return
+        answer = await self._process(frame)
+        await self._send_answer(answer, channel)
 
     async def _process(self, frame: BtpMessage | BtpTransfer) -> bytes:
         if isinstance(frame, BtpTransfer):
@@ -471,7 +541,11 @@ class BtpSession:
                 message=f"invalid ILP Prepare: {exc.reason}",
             )
         else:
-            reply = await self._handle_prepare(prepare)
+            self.prepares_received += 1
+            if self.refusing is not None:
+                reply = IlpReject("T01", self._local_address(), self.refusing)
+            else:
+                reply = await self._handle_prepare(prepare)
         return encode_ilp_response(frame.request_id, encode_packet(reply))
 
 
@@ -495,10 +569,14 @@ class BtpClientLink(Link):
         auth_timeout: float = 10.0,
         heartbeat: float = 10.0,
         retry_interval: float = 1.0,
+        drain_timeout: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         self._url = parse_btp_url(url)
+        #: seconds :meth:`stop` lets the Prepares being answered finish before it closes
+        #: the connection (new ones meanwhile get T01)
+        self.drain_timeout = drain_timeout
         self.idempotent = idempotent
         self._policy = reconnect or ReconnectPolicy()
         self._request_timeout = request_timeout
@@ -541,16 +619,25 @@ class BtpClientLink(Link):
             raise
 
     async def stop(self) -> None:
-        """Close the connection and stop reconnecting."""
+        """Stop reconnecting and close the connection, gracefully: the peer's Prepares
+        being answered get up to :attr:`drain_timeout` seconds to finish and their
+        answers go back before the connection closes; Prepares arriving meanwhile are
+        refused (T01) without reaching the handler."""
         self._stopping = True
+        session = self._session
+        if session is not None and not session.closed and self.drain_timeout > 0:
+            session.refusing = "the receiver is shutting down"
+            await session.drain(self.drain_timeout)
         self._up.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
+        if session is not None:
+            session.close(LinkClosedError("link stopped"), abort=True)
         if self._session is not None:
-            self._session.close(LinkClosedError("link stopped"))
+            self._session.close(LinkClosedError("link stopped"), abort=True)
             self._session = None
         if self._http is not None:
             await self._http.close()
@@ -574,6 +661,18 @@ class BtpClientLink(Link):
             return decode_reply(raw)
         except DecodeError as exc:
             raise RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}") from exc
+
+    async def _handle_when_up(self, prepare: IlpPrepare) -> IlpReply:
+        """The handler of a connection: a Prepare that arrives between the auth and
+        the end of the connect callbacks (IL-DCP: our address is not known yet) waits
+        for them (a server that spreads an account's packets over several connections
+        sends to a new one at once)."""
+        up = self._up
+        if not up.is_set():
+            wait = min(self.expiry_timeout(prepare), self._auth_timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(up.wait(), wait)
+        return await self._handle_incoming(prepare)
 
     async def _run(self) -> None:
         attempt = 0
@@ -622,7 +721,7 @@ class BtpClientLink(Link):
         # request.transport with FrameSender)
         session = BtpSession(
             ws.send_bytes,
-            self._handle_incoming,
+            self._handle_when_up,
             local_address=lambda: self.local_address,
             idempotent=self.idempotent,
             retry_interval=self._retry_interval,

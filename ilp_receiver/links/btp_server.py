@@ -3,6 +3,13 @@
 Used by the bundled connector for children (like ilp-plugin-mini-accounts: every
 username/token pair becomes an account) and for fixed peers, and by tests.
 
+An account may have several live connections (the worker processes of one web app
+dialling with the same credentials): :class:`BtpServerLink` spreads the Prepares it
+sends over them, each answer comes back on the connection its Prepare went out on, and
+a connection that drops fails only its own Prepares in flight.  ilp-plugin-btp's server
+mode instead replaces the older connection, and ilp-plugin-mini-accounts 4.2.0 sends
+every Prepare to *all* connections of the account (``docs/scaling.md``).
+
 Authentication (``03-btp.md``, rfcs PR 372): "The client's first message on a new
 connection MUST be a Message whose protocolData is: primary entry ``auth`` ... an entry
 ``auth_token`` ... optionally an entry ``auth_username``."  Anything else first, or bad
@@ -14,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Final
 
 from aiohttp import WSMsgType, web
 
@@ -38,7 +48,7 @@ from ..errors import (
 from .base import Link
 from .btp import DEFAULT_REQUEST_TIMEOUT, BtpSession, FrameSender
 
-__all__ = ["Authenticator", "BtpServer", "BtpServerLink"]
+__all__ = ["SPREADS", "Authenticator", "BtpConnection", "BtpServer", "BtpServerLink"]
 
 log = logging.getLogger(__name__)
 
@@ -46,67 +56,173 @@ log = logging.getLogger(__name__)
 Authenticator = Callable[[str | None, str], Awaitable[str | None]]
 
 
-class BtpServerLink(Link):
-    """The link to one account whose client is connected to our BTP server.
+#: How :meth:`BtpServerLink.send` picks among an account's connections.
+SPREADS: Final = ("least-in-flight", "round-robin")
 
-    A newer authenticated connection for the same account replaces the older one (as
-    ilp-plugin-btp's server mode does).
+
+class BtpConnection:
+    """One live BTP connection of an account (:attr:`BtpServerLink.connections`)."""
+
+    __slots__ = ("id", "opened_at", "session", "ws")
+
+    def __init__(self, connection_id: str, session: BtpSession, ws: web.WebSocketResponse):
+        self.id = connection_id
+        self.session = session
+        self.ws = ws
+        self.opened_at = time.time()
+
+    @property
+    def in_flight(self) -> int:
+        """Our Prepares on this connection still waiting for their answer."""
+        return self.session.in_flight
+
+    def info(self) -> dict[str, object]:
+        """What the admin API shows of it."""
+        session = self.session
+        return {
+            "id": self.id,
+            "opened_at": round(self.opened_at, 3),
+            "in_flight": session.in_flight,
+            "prepares_sent": session.prepares_sent,
+            "prepares_received": session.prepares_received,
+            "undelivered": session.undelivered,
+        }
+
+
+class BtpServerLink(Link):
+    """The link to one account whose clients are connected to our BTP server.
+
+    An account may have several live connections at once (every worker process of a
+    web app dialling with the same credentials): a new authenticated connection *joins*
+    the account.  :meth:`send` spreads Prepares over them (``spread``:
+    ``"least-in-flight"``, the connection with the fewest unanswered Prepares, ties
+    taken in turn; or ``"round-robin"``); each Prepare's answer comes back on the
+    connection it went out on, and a connection that drops fails only its own Prepares
+    in flight.  Beyond ``max_connections`` the oldest connection is closed for the new
+    one (``max_connections=1``: a newer connection replaces the older, as ilp-plugin-btp's
+    server mode does).
     """
 
     enforces_timeout = True
 
-    def __init__(self, account: str, *, idempotent: bool = False) -> None:
+    def __init__(
+        self,
+        account: str,
+        *,
+        idempotent: bool = False,
+        max_connections: int = 32,
+        spread: str = "least-in-flight",
+    ) -> None:
         super().__init__()
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if spread not in SPREADS:
+            raise ValueError(f"spread must be one of {', '.join(SPREADS)}")
         self.account = account
         self.idempotent = idempotent
-        self._session: BtpSession | None = None
-        self._ws: web.WebSocketResponse | None = None
+        self.max_connections = max_connections
+        self.spread = spread
+        self._connections: list[BtpConnection] = []
+        self._turn = 0
+        self._serial = itertools.count(1)
         self._connected = asyncio.Event()
-        self._closing: asyncio.Future[bool] | None = None
+        self._closing: set[asyncio.Future[bool]] = set()
+        #: connections opened, closed, and closed to make room for a newer one
+        self.opened = 0
+        self.closed = 0
+        self.replaced = 0
 
     @property
     def is_connected(self) -> bool:
         """Whether a client for this account is connected."""
-        return self._session is not None
+        return bool(self._connections)
+
+    @property
+    def connections(self) -> tuple[BtpConnection, ...]:
+        """The live connections, oldest first."""
+        return tuple(self._connections)
 
     async def start(self) -> None:
         """Nothing to dial: clients connect to the server."""
 
     async def stop(self) -> None:
-        """Close the current client connection, if any."""
-        ws = self._ws
-        self._detach(self._session)
-        if ws is not None:
+        """Close every client connection."""
+        connections, self._connections = self._connections, []
+        self._connected.clear()
+        for connection in connections:
+            connection.session.close(LinkClosedError("link stopped"), abort=True)
             with contextlib.suppress(Exception):
-                await ws.close()
+                await connection.ws.close()
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=1.0)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a client for this account is connected."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
-    def _attach(self, session: BtpSession, ws: web.WebSocketResponse) -> None:
-        old_ws = self._ws
-        if self._session is not None:
-            self._session.close(LinkClosedError("replaced by a newer connection"))
-        self._session, self._ws = session, ws
+    def _attach(self, session: BtpSession, ws: web.WebSocketResponse) -> BtpConnection:
+        """A new authenticated connection joins the account (the oldest is closed when
+        there are ``max_connections`` already)."""
+        while len(self._connections) >= self.max_connections:
+            oldest = self._connections.pop(0)
+            oldest.session.close(LinkClosedError("replaced by a newer connection"))
+            self.replaced += 1
+            self.closed += 1
+            if oldest.ws is not ws:
+                closing = asyncio.ensure_future(oldest.ws.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        connection = BtpConnection(f"{self.account}#{next(self._serial)}", session, ws)
+        self._connections.append(connection)
+        self.opened += 1
         self._connected.set()
-        if old_ws is not None and old_ws is not ws:
-            self._closing = asyncio.ensure_future(old_ws.close())
+        return connection
 
-    def _detach(self, session: BtpSession | None) -> None:
-        if session is not None and self._session is session:
-            session.close(LinkClosedError("BTP client disconnected"))
-            self._session = None
-            self._ws = None
-            self._connected.clear()
+    def _detach(self, session: BtpSession | None) -> bool:
+        """A connection went away: fail its own Prepares in flight.  True when it was
+        live (not already replaced)."""
+        for i, connection in enumerate(self._connections):
+            if connection.session is session:
+                del self._connections[i]
+                self.closed += 1
+                session.close(LinkClosedError("BTP client disconnected"))
+                if not self._connections:
+                    self._connected.clear()
+                return True
+        return False
+
+    def _pick(self) -> BtpConnection | None:
+        connections = self._connections
+        n = len(connections)
+        if n <= 1:
+            return connections[0] if n else None
+        turn = self._turn
+        self._turn = turn + 1
+        if self.spread == "round-robin":
+            return connections[turn % n]
+        # The connection whose turn it is, unless another has at least two Prepares in
+        # flight fewer: equal workers are taken in turn (measured: strict "fewest"
+        # keeps sending to the one that just answered, which costs up to 15 % against
+        # round robin), a slow one is passed over (docs/benchmarks.md).
+        best = connections[turn % n]
+        least = best.session.in_flight
+        if least > 1:
+            for k in range(1, n):
+                candidate = connections[(turn + k) % n]
+                load = candidate.session.in_flight
+                if load < least - 1:
+                    best, least = candidate, load + 1
+        return best
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
-        """Send a Prepare to the connected client and return its answer."""
-        session = self._session
-        if session is None:
+        """Send a Prepare to one connected client and return its answer."""
+        connection = self._pick()
+        if connection is None:
             raise LinkClosedError(f"no BTP client connected for account {self.account!r}")
         wait = timeout if timeout is not None else self.expiry_timeout(prepare)
-        raw = await session.send_ilp(encode_packet(prepare), min(wait, DEFAULT_REQUEST_TIMEOUT))
+        raw = await connection.session.send_ilp(
+            encode_packet(prepare), min(wait, DEFAULT_REQUEST_TIMEOUT)
+        )
         try:
             return decode_reply(raw)
         except DecodeError as exc:

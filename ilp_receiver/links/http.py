@@ -131,7 +131,7 @@ from ..errors import (
     LinkTimeoutError,
     RemoteProtocolError,
 )
-from .base import Link
+from .base import Link, ReplyChannel, set_reply_channel
 from .listener import DEFAULT_LIMITS, ServerLimits, start_listener
 
 __all__ = [
@@ -690,9 +690,11 @@ class HttpLink(Link):
         if body is None:
             # "413-style body limit at 32767 bytes"
             return _text(413, f"an ILP packet is at most {self._max_body} bytes")
-        return await self._handle_post(body, request_id)
+        return await self._handle_post(body, request_id, request)
 
-    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+    async def _handle_post(
+        self, body: bytes, request_id: str | None, request: web.Request | None = None
+    ) -> web.StreamResponse:
         raise NotImplementedError
 
     async def _answer_prepare(self, body: bytes) -> bytes:
@@ -802,9 +804,13 @@ class HttpSyncLink(HttpLink):
         except DecodeError as exc:
             raise RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}") from exc
 
-    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+    async def _handle_post(
+        self, body: bytes, request_id: str | None, request: web.Request | None = None
+    ) -> web.StreamResponse:
         if request_id is None:
-            return _ilp_response(await self._answer_prepare(body))
+            if request is None:
+                return _ilp_response(await self._answer_prepare(body))
+            return await self._answer_on_exchange(body, request)
         entry = self._answered.get(request_id)
         if entry is not None:
             if entry.body != body:
@@ -826,6 +832,28 @@ class HttpSyncLink(HttpLink):
             if task.cancelled():
                 self._answered.pop(request_id)
             raise
+
+    async def _answer_on_exchange(self, body: bytes, request: web.Request) -> web.StreamResponse:
+        """A plain ILP-over-HTTP POST: the handler sees this HTTP exchange as its
+        :func:`~ilp_receiver.links.base.reply_channel` (open while the client's
+        connection is), and the answer is written here so that a write that fails is
+        known (the channel's ``undelivered`` callbacks run)."""
+        transport = request.transport
+        channel = ReplyChannel(lambda: transport is not None and not transport.is_closing())
+        set_reply_channel(channel)
+        try:
+            response = _ilp_response(await self._answer_prepare(body))
+        finally:
+            set_reply_channel(None)  # the connection's next request is another exchange
+        if not channel.is_open:
+            channel.undelivered()
+            return response
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, OSError, RuntimeError):
+            channel.undelivered()
+        return response
 
 
 # -- async ------------------------------------------------------------------------------
@@ -908,7 +936,9 @@ class HttpAsyncLink(HttpLink):
         finally:
             self._outgoing.pop(request_id, None)
 
-    async def _handle_post(self, body: bytes, request_id: str | None) -> web.StreamResponse:
+    async def _handle_post(
+        self, body: bytes, request_id: str | None, request: web.Request | None = None
+    ) -> web.StreamResponse:
         if request_id is None:
             return _text(404, "HTTP-OER-ASYNC packets are POSTed to /ilp/<request-id>")
         if body[:1] in _REPLY_TYPES:
@@ -947,6 +977,10 @@ class HttpAsyncLink(HttpLink):
         except DecodeError:
             lifetime = _MALFORMED_REPLY_LIFETIME
         deadline = loop.time() + lifetime
+        # the answer goes back as our own POST, repeated until 200 or expiry: it is
+        # undelivered when none got a 200
+        channel = ReplyChannel(lambda: not self._stopping)
+        set_reply_channel(channel)
         answer = await self._answer_prepare(body)
         try:
             await self._post_until_ok(
@@ -959,3 +993,4 @@ class HttpAsyncLink(HttpLink):
             )
         except LinkError as exc:
             log.warning("could not deliver the answer to request %s: %s", request_id, exc)
+            channel.undelivered()

@@ -67,6 +67,8 @@ NOT_FOR_THIS_RECEIVER: Final = "Payment is not for this receiver"
 MAX_ADDRESS_LENGTH: Final = 1023
 
 _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_~-]+")
+#: base64url (no padding) of the 8-byte receiver id
+_RECEIVER_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{11}")
 _PADDING: Final = ("", "===", "==", "=")
 _TO_STANDARD: Final = str.maketrans("-_", "+/")
 
@@ -196,6 +198,23 @@ class ReceiverSecrets:
     def receiver_id_raw(self) -> bytes:
         """The 8 bytes behind :attr:`receiver_id`."""
         return self._receiver_id_raw
+
+    def foreign_receiver_id(self, destination: str, address: str) -> str | None:
+        """The receiver id of a PSK2 destination under ``address`` issued by *another*
+        receiver (another secret), or None (ours, or not PSK2-shaped).
+
+        Such packets reach us when two receivers share one uplink account: the
+        connector gives both the same address and delivers to whichever is connected.
+        """
+        if not destination.startswith(address + "."):
+            return None
+        rest = destination[len(address) + 1 :].split(".")
+        if len(rest) < 2:
+            return None
+        candidate = rest[-2]
+        if candidate == self._receiver_id or not _RECEIVER_ID_RE.fullmatch(candidate):
+            return None
+        return candidate
 
     @property
     def generator(self) -> bytes:

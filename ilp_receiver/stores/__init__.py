@@ -12,6 +12,11 @@
 ``postgres://``                                (extra ``ilp-receiver[postgres]``)
 =============================================  ============================================
 
+A Redis or PostgreSQL URL may carry the key / table prefix as a query parameter of its
+own, ``?prefix=shop_`` (taken off before the URL reaches the driver): processes
+configured by one URL string (environment variables, ``--store``) then share, or keep
+apart, their balances by it.
+
 The Redis and PostgreSQL modules are imported only when asked for.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigError
 from .base import (
@@ -77,8 +83,9 @@ def open_store(
 
     ``retention`` is how long idempotency keys are remembered (seconds), ``clock`` the
     time source, ``prefix`` the Redis key prefix (default ``"ilp:"``) or the PostgreSQL
-    table prefix (default ``"ilp_"``). Networked stores connect on first use (or on
-    ``await store.open()`` / ``async with``). A bad value raises :class:`ConfigError`
+    table prefix (default ``"ilp_"``; else the URL's ``?prefix=`` parameter).
+    Networked stores connect on first use (or on ``await store.open()`` / ``async
+    with``). A bad value raises :class:`ConfigError`
     for the field ``"store"``; a missing driver raises ``ImportError`` naming the extra.
     """
     if url_or_path is None:
@@ -107,6 +114,10 @@ def open_store(
         if prefix is not None:
             raise ConfigError("store", "prefix applies to Redis and PostgreSQL stores only")
         return SqliteStore(rest[1:], retention=retention, clock=clock)
+    if scheme in ("redis", "rediss", "unix", "postgresql", "postgres"):
+        value, url_prefix = _split_prefix(value)
+        if prefix is None:
+            prefix = url_prefix
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisStore
 
@@ -127,3 +138,16 @@ def open_store(
         )
     # Only the scheme is echoed: the rest of a URL may hold a password.
     raise ConfigError("store", f"unsupported scheme {scheme!r} (memory, sqlite, redis, postgresql)")
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``prefix`` query parameter, and that parameter (or None)."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, None
+    params = parse_qsl(query, keep_blank_values=True)
+    prefixes = [v for k, v in params if k == "prefix"]
+    if not prefixes:
+        return url, None
+    rest = [(k, v) for k, v in params if k != "prefix"]
+    return base + ("?" + urlencode(rest) if rest else ""), prefixes[-1]

@@ -205,6 +205,23 @@ class BalanceStore(abc.ABC):
     async def balance(self, key: str) -> int:
         """The balance of ``key``; ``0`` for a key never seen."""
 
+    #: True when :meth:`revert` is implemented (every store of this package).
+    supports_revert: bool = False
+
+    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+        """Undo what ``add(key, delta, idempotency_key=idempotency_key)`` applied, when
+        it must not stand (the receiver: the Fulfill of the credited Prepare could not be
+        handed back on the connection that carried it, so the connector never pays it).
+
+        Atomically: if ``idempotency_key`` is remembered (within the retention) for this
+        very ``key`` and ``delta``, it is forgotten and ``delta`` is subtracted (no
+        limits); True.  Otherwise nothing changes and the result is False (an unknown or
+        expired key, one already reverted, or a key that applied another change).  A
+        later delivery of the same Prepare is then credited afresh.  Raises
+        :class:`StoreError` when the backend fails.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot revert a change")
+
     # -- blocking twins, for synchronous callers (WSGI request threads) ----------------
 
     #: True when :meth:`add_blocking` and :meth:`balance_blocking` are implemented: the

@@ -27,12 +27,14 @@ class MemoryStore(BalanceStore):
     """Balances in a dict; idempotency keys pruned after ``retention`` seconds."""
 
     supports_blocking = True
+    supports_revert = True
 
     def __init__(self, *, retention: float = DEFAULT_RETENTION, clock: Clock | None = None):
         super().__init__(retention=retention, clock=clock)
         self._balances: dict[str, int] = {}
-        # Insertion-ordered, so the oldest keys are at the front (clock assumed monotonic).
-        self._seen: dict[str, float] = {}
+        # Insertion-ordered, so the oldest keys are at the front (clock assumed monotonic):
+        # idempotency key -> (when, account key, delta)
+        self._seen: dict[str, tuple[float, str, int]] = {}
         self._closed = False
         self._mutex = threading.Lock()
 
@@ -41,7 +43,7 @@ class MemoryStore(BalanceStore):
         seen = self._seen
         while seen:
             first = next(iter(seen))
-            if seen[first] >= cutoff:
+            if seen[first][0] >= cutoff:
                 break
             del seen[first]
 
@@ -87,9 +89,9 @@ class MemoryStore(BalanceStore):
         if idempotency_key is not None:
             now = self.clock()
             self._prune(now)
-            at = self._seen.get(idempotency_key)
-            if at is not None:
-                if at >= now - self.retention:
+            seen = self._seen.get(idempotency_key)
+            if seen is not None:
+                if seen[0] >= now - self.retention:
                     return AddResult(current, False)
                 del self._seen[idempotency_key]  # expired, not yet pruned: forget it
         error = limit_error(key, current, delta, minimum, maximum)
@@ -98,8 +100,21 @@ class MemoryStore(BalanceStore):
         new = current + delta
         self._balances[key] = new
         if idempotency_key is not None:
-            self._seen[idempotency_key] = now
+            self._seen[idempotency_key] = (now, key, delta)
         return AddResult(new, True)
+
+    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+        """Undo an idempotent change; see :meth:`BalanceStore.revert`."""
+        check_add_args(key, delta, None, None, idempotency_key)
+        with self._mutex:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            seen = self._seen.get(idempotency_key)
+            if seen is None or seen[0] < self.clock() - self.retention or seen[1:] != (key, delta):
+                return False
+            del self._seen[idempotency_key]
+            self._balances[key] = self._balances.get(key, 0) - delta
+            return True
 
     async def balance(self, key: str) -> int:
         """The balance of ``key`` (0 if unknown)."""

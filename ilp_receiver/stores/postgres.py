@@ -127,6 +127,11 @@ class PostgresStore(BalanceStore):
             " RETURNING true"
         )
         self._sql_prune = f"DELETE FROM {i} WHERE at < $1"  # noqa: S608 (prefix validated)
+        self._sql_forget = (
+            f"DELETE FROM {i} WHERE key = $1 AND account = $2"  # noqa: S608 (prefix validated)
+            " AND delta = $3::numeric AND at >= $4 RETURNING true"
+        )
+        self._sql_subtract = f"UPDATE {b} SET balance = balance - $2::numeric WHERE key = $1"  # noqa: S608 (prefix validated)
         self._sql_scan = f"SELECT key, balance FROM {b} WHERE starts_with(key, $1)"  # noqa: S608 (prefix validated)
 
     # -- connection and schema -----------------------------------------------------------
@@ -226,6 +231,29 @@ class PostgresStore(BalanceStore):
             if new is not None:
                 return AddResult(int(new), True)
             # Another transaction created the row meanwhile: update it instead.
+
+    supports_revert = True
+
+    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+        """Undo an idempotent change, in one transaction; see ``BalanceStore.revert``."""
+        check_add_args(key, delta, None, None, idempotency_key)
+        if not self._ready or self._closed:
+            await self.open()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                forgotten = await conn.fetchval(
+                    self._sql_forget,
+                    idempotency_key,
+                    key,
+                    delta,
+                    self.clock() - self.retention,
+                )
+                if forgotten is None:
+                    return False
+                await conn.execute(self._sql_subtract, key, delta)
+                return True
+        except _ERRORS as exc:
+            raise StoreError(f"PostgreSQL revert failed: {type(exc).__name__}: {exc}") from exc
 
     async def balance(self, key: str) -> int:
         """The balance of ``key`` (0 if unknown)."""

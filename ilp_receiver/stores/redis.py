@@ -46,13 +46,10 @@ from .base import (
     check_add_args,
 )
 
-__all__ = ["ADD_SCRIPT", "RedisStore"]
+__all__ = ["ADD_SCRIPT", "REVERT_SCRIPT", "RedisStore"]
 
-#: The Lua script behind :meth:`RedisStore.add`.
-#: KEYS: balance key, index key[, idempotency key].
-#: ARGV: delta, minimum or "", maximum or "", account key, retention in ms.
-#: Returns {status, balance}: 1 applied, 0 duplicate idempotency key, -1 limit refused.
-ADD_SCRIPT = r"""
+#: Exact decimal-string arithmetic for the scripts (``add(a, b)``, ``cmp(a, b)``).
+_DECIMAL = r"""
 local BASE = 10000000
 local function parse(s)
   if string.sub(s, 1, 1) == "-" then return -1, string.sub(s, 2) end
@@ -125,7 +122,15 @@ local function cmp(a, b)
   if sa ~= sb then return (sa < sb) and -1 or 1 end
   return sa * cmp_mag(ma, mb)
 end
+"""
 
+#: The Lua script behind :meth:`RedisStore.add`.
+#: KEYS: balance key, index key[, idempotency key].
+#: ARGV: delta, minimum or "", maximum or "", account key, retention in ms.
+#: Returns {status, balance}: 1 applied, 0 duplicate idempotency key, -1 limit refused.
+ADD_SCRIPT = (
+    _DECIMAL
+    + r"""
 local balance = redis.call("GET", KEYS[1]) or "0"
 if #KEYS > 2 and redis.call("EXISTS", KEYS[3]) == 1 then
   return {0, balance}
@@ -141,6 +146,22 @@ if #KEYS > 2 then
 end
 return {1, new}
 """
+)
+
+#: The Lua script behind :meth:`RedisStore.revert`.
+#: KEYS: balance key, idempotency key.  ARGV: delta, -delta.
+#: Returns 1 when the key held exactly this delta (forgotten, balance lowered), else 0.
+REVERT_SCRIPT = (
+    _DECIMAL
+    + r"""
+if redis.call("GET", KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call("DEL", KEYS[2])
+redis.call("SET", KEYS[1], add(redis.call("GET", KEYS[1]) or "0", ARGV[2]))
+return 1
+"""
+)
 
 
 class RedisStore(BalanceStore):
@@ -182,6 +203,7 @@ class RedisStore(BalanceStore):
                 raise ConfigError("store", f"bad Redis URL: {exc}") from None
         self._client: aioredis.Redis = client
         self._script = client.register_script(ADD_SCRIPT)
+        self._revert_script = client.register_script(REVERT_SCRIPT)
         self._index = prefix + "index"
         self._retention_ms = str(max(1, round(self.retention * 1000)))
         self._closed = False
@@ -229,6 +251,22 @@ class RedisStore(BalanceStore):
         if status < 0:
             raise BalanceLimitError(key, balance, delta, minimum, maximum)
         return AddResult(balance, status == 1)
+
+    supports_revert = True
+
+    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+        """Undo an idempotent change in one script; see ``BalanceStore.revert``.  The
+        stored idempotency key records the delta, not the account: a key is matched on
+        its delta."""
+        check_add_args(key, delta, None, None, idempotency_key)
+        self._check_open()
+        prefix = self.prefix
+        keys = [prefix + "b:" + key, prefix + "i:" + idempotency_key]
+        try:
+            reply: Any = await self._revert_script(keys=keys, args=[str(delta), str(-delta)])
+        except RedisError as exc:
+            raise StoreError(f"Redis revert failed: {type(exc).__name__}: {exc}") from exc
+        return int(reply) == 1
 
     async def balance(self, key: str) -> int:
         """The balance of ``key`` (0 if unknown)."""

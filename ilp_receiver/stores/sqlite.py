@@ -786,6 +786,49 @@ class SqliteStore(BalanceStore):
             self._write_lock.release()
         return outcomes
 
+    supports_revert = True
+
+    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+        """Undo an idempotent change; see ``BalanceStore.revert``.  One transaction in
+        a worker thread (a rare operation: it takes the blocking twins' path)."""
+        check_add_args(key, delta, None, None, idempotency_key)
+        self._check_writable()
+        return await asyncio.to_thread(self._revert_blocking, key, delta, idempotency_key)
+
+    def _revert_blocking(self, key: str, delta: int, idempotency_key: str) -> bool:
+        if not self._write_lock.acquire(timeout=self._busy_timeout):
+            raise StoreError("SQLite revert failed: timed out waiting for the write lock")
+        try:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            conn = self._blocking
+            if conn is None:
+                conn = self._blocking = self._connect()  # busy_timeout: waits for others
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+            cutoff = self.clock() - self.retention
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                forgotten = 0
+                for table in ("ilp_idempotency_0", "ilp_idempotency_1"):
+                    forgotten += conn.execute(
+                        f"DELETE FROM {table} WHERE key = ? AND account = ? AND delta = ?"  # noqa: S608 (fixed names)
+                        " AND at >= ?",
+                        (idempotency_key, key, str(delta), cutoff),
+                    ).rowcount
+                if forgotten:
+                    row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
+                    current = 0 if row is None else int(row[0])
+                    conn.execute(_UPSERT, (key, str(current - delta)))
+                conn.execute("COMMIT")
+            except Exception as exc:
+                _rollback_quietly(conn)
+                raise StoreError(f"SQLite revert failed: {exc}") from exc
+            self._blocking_commits += 1
+            self._after_direct_commit()
+        finally:
+            self._write_lock.release()
+        return forgotten > 0
+
     async def balance(self, key: str) -> int:
         """The committed balance of ``key`` (0 if unknown); a point read on this thread."""
         return self.balance_blocking(key)

@@ -3,40 +3,45 @@
 :class:`IlpService` is the one async piece every adapter shares (ASGI apps, aiohttp, and,
 through :mod:`ilp_receiver.web.wsgi`, WSGI apps): it answers SPSP queries at
 ``/.well-known/pay`` and at named payment pointers (``$example.com/bob`` -> ``/bob``),
-knows which routes are paid, and runs the :class:`~ilp_receiver.paywall.Paywall`.
+knows which routes are paid, runs the :class:`~ilp_receiver.paywall.Paywall` and serves
+the health report.
 
 :class:`IlpAsgiMiddleware` applies it to any ASGI application as pure ASGI middleware
-(no framework needed): it starts and stops the receiver with the app's lifespan, answers
-SPSP queries, and puts matching routes behind the paywall.  It stores itself in
+(no framework needed): it starts and stops the receiver with the app's lifespan
+(``lifespan.startup.failed`` with the reason when the receiver cannot start), answers
+SPSP queries, puts matching routes behind the paywall and settles every paid request
+(:mod:`ilp_receiver.web.lifecycle`: the headers, the one refund rule) -- also those a
+framework adapter's decorator or dependency charged.  It stores itself in
 ``scope["ilp_receiver"]`` so endpoints can reach the receiver (:func:`service_from_scope`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
+from ..options import ReceiverOptions
 from ..paywall import (
-    DEFAULT_PAY_WAIT,
+    PaidRoute,
     PaidRoutes,
     Paywall,
     PaywallDecision,
     Price,
     RequestFacts,
-    RouteSpec,
-    paywall_payment_hook,
     resolve_price,
+    uplink_unavailable_reply,
 )
 from ..spsp import negotiate_setup
+from . import lifecycle
 from .reply import HttpReply
 from .spsp_endpoint import EndpointDirectory, spsp_reply
 
 if TYPE_CHECKING:
-    from ..links.base import Link
-    from ..receiver import AsyncReceiver, PaymentHook
-    from ..stores.base import BalanceStore
+    from ..receiver import AsyncReceiver
 
 __all__ = [
     "SCOPE_KEY",
@@ -44,16 +49,21 @@ __all__ = [
     "AsgiApp",
     "IlpAsgiMiddleware",
     "IlpService",
+    "PaywallAnswer",
     "PointerMount",
     "Receive",
     "Scope",
     "Send",
-    "build_receiver",
     "facts_from_scope",
-    "run_paid",
+    "health_reply",
+    "read_asgi_body",
+    "receiver_for",
     "send_reply",
     "service_from_scope",
+    "settle_asgi",
 ]
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,41 +75,53 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY: Final = "ilp_receiver"
 #: "if the path is empty or exactly ``/``, use ``/.well-known/pay``" (payment pointers).
 WELL_KNOWN_PAY: Final = "/.well-known/pay"
+#: Settings that build a receiver; an adapter given a ready receiver refuses them.
+_RECEIVER_SETTINGS: Final = frozenset(
+    {
+        "uplink",
+        "secret",
+        "secret_file",
+        "store",
+        "on_payment",
+        "max_balance",
+        "receiver_name",
+        "spsp_max_age",
+        "stream",
+        "require_uplink",
+    }
+)
 
 
-def build_receiver(
-    receiver: AsyncReceiver | None,
-    uplink: str | Link | None,
-    *,
-    secret: bytes | str | None = None,
-    store: BalanceStore | str | None = None,
-    on_payment: PaymentHook | None = paywall_payment_hook,
-    max_balance: int | None = None,
-    receiver_name: str | None = None,
-    spsp_max_age: int = 60,
+def receiver_for(
+    receiver: AsyncReceiver | None, options: ReceiverOptions, given: Iterable[str] = ()
 ) -> AsyncReceiver:
-    """``receiver`` itself, or a new AsyncReceiver on ``uplink`` with these options.
+    """``receiver`` itself, or a new AsyncReceiver built from ``options``.
 
-    For adapters that take either a receiver or the options to build one; ``on_payment``
-    defaults to :data:`~ilp_receiver.paywall.paywall_payment_hook`.
+    ``given``: the settings the caller passed as keywords -- those that build a
+    receiver cannot go with a ready ``receiver``.
     """
     if receiver is not None:
-        if uplink is not None or secret is not None or store is not None:
-            raise ConfigError("receiver", "give either a receiver or uplink and its options")
+        clash = sorted(_RECEIVER_SETTINGS.intersection(given))
+        if clash:
+            raise ConfigError(
+                clash[0], "give either a receiver or the settings to build one, not both"
+            )
         return receiver
-    if uplink is None:
-        raise ConfigError("uplink", "give a receiver or an uplink")
-    from ..receiver import AsyncReceiver
+    options.check_uplink()
+    return options.async_receiver()
 
-    return AsyncReceiver(
-        uplink,
-        secret=secret,
-        store=store,
-        on_payment=on_payment,
-        max_balance=max_balance,
-        receiver_name=receiver_name,
-        spsp_max_age=spsp_max_age,
-    )
+
+def health_reply(receiver: AsyncReceiver) -> HttpReply:
+    """The health report (``AsyncReceiver.health``) as JSON: ``200`` while the uplink is
+    connected, ``503`` (with ``Retry-After``) otherwise.  ``shared_account`` tells
+    whether another receiver uses our uplink account."""
+    report = receiver.health()
+    up = report["status"] in ("ok", "shared account")
+    headers = {"Cache-Control": "no-store"}
+    if not up:
+        headers["Retry-After"] = "2"
+    body = json.dumps(report, separators=(",", ":")).encode("utf-8")
+    return HttpReply(200 if up else 503, {"Content-Type": "application/json", **headers}, body)
 
 
 class PointerMount:
@@ -137,42 +159,54 @@ class PointerMount:
 
 
 class IlpService:
-    """SPSP endpoints and a paywall for one :class:`~ilp_receiver.AsyncReceiver`.
+    """SPSP endpoints, a paywall and the health report for one
+    :class:`~ilp_receiver.AsyncReceiver`.
 
-    ``paid``: ``{path: price}``, :class:`~ilp_receiver.paywall.PaidRoute` s, or a
-    :class:`~ilp_receiver.paywall.PaidRoutes`.  ``pointers`` and ``well_known``: see
-    :class:`PointerMount`.  ``pay_method`` (``"psk2"`` or ``"stream"``; None:
-    ``$ILP_RECEIVER_PAY_METHOD``, else ``"psk2"``) and ``pay_wait``: see
-    :class:`~ilp_receiver.paywall.Paywall`.
+    The web settings come from ``options`` (a :class:`~ilp_receiver.options.
+    ReceiverOptions`) and/or keywords: ``paid`` (``{path: price}``,
+    :class:`~ilp_receiver.paywall.PaidRoute` s, or a :class:`~ilp_receiver.paywall.
+    PaidRoutes`), ``pointers`` and ``well_known`` (see :class:`PointerMount`),
+    ``pay_method`` (``"psk2"`` or ``"stream"``; None: ``$ILP_RECEIVER_PAY_METHOD``, else
+    ``"psk2"``) and ``pay_wait`` (see :class:`~ilp_receiver.paywall.Paywall`),
+    ``health_path``.  Settings that build a receiver are not used here.
     """
 
     def __init__(
         self,
         receiver: AsyncReceiver,
         *,
-        paid: RouteSpec = None,
-        pointers: Iterable[str] = (),
-        well_known: bool = True,
+        options: ReceiverOptions | None = None,
         mount: PointerMount | None = None,
-        pay_method: str | None = None,
-        pay_wait: float = DEFAULT_PAY_WAIT,
+        **settings: Any,
     ) -> None:
+        opts = options if options is not None else ReceiverOptions()
+        if settings:
+            opts = opts.replace(**settings)
+        self.options = opts
         self.receiver = receiver
-        self.paywall = Paywall(receiver, pay_method=pay_method, pay_wait=pay_wait)
-        self.routes = PaidRoutes.of(paid)
-        self.mount = mount or PointerMount(pointers, well_known=well_known)
+        self.paywall = Paywall(receiver, pay_method=opts.pay_method, pay_wait=opts.pay_wait)
+        self.routes: PaidRoutes = opts.paid
+        self.mount = mount or PointerMount(opts.pointers, well_known=opts.well_known)
+        self.health_path = opts.health_path
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the receiver (idempotent)."""
+        """Start the receiver (idempotent).  An unreachable uplink raises only with
+        ``require_uplink``; otherwise the receiver keeps trying in the background."""
         await self.receiver.start()
 
     async def stop(self) -> None:
         """Stop the receiver."""
         await self.receiver.stop()
 
-    # -- SPSP --------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether the uplink has connected, so ``Pay`` headers and SPSP answers can be
+        issued (until then they are ``503 UplinkUnavailable``)."""
+        return self.receiver.ready
+
+    # -- SPSP and health -----------------------------------------------------------------
 
     async def spsp(
         self,
@@ -186,10 +220,13 @@ class IlpService:
         """The SPSP reply for this request, or None when it is not an SPSP query.
 
         ``receipt_nonce`` / ``receipt_secret``: the request's ``Receipt-Nonce`` /
-        ``Receipt-Secret`` headers (STREAM receipts, RFC 39)."""
+        ``Receipt-Secret`` headers (STREAM receipts, RFC 39).  ``503`` while the uplink
+        has not connected."""
         account = self.mount.account(method, path, accept)
         if account is None:
             return None
+        if not self.ready:
+            return uplink_unavailable_reply()
         return await spsp_reply(
             self.receiver,
             account,
@@ -199,11 +236,21 @@ class IlpService:
             receipt_secret=receipt_secret,
         )
 
+    def health(self, method: str, path: str) -> HttpReply | None:
+        """The health report when ``path`` is the configured ``health_path``, else None."""
+        if self.health_path is None or path != self.health_path or method not in ("GET", "HEAD"):
+            return None
+        return health_reply(self.receiver)
+
     # -- paywall -----------------------------------------------------------------------
 
     def price_for(self, method: str, path: str) -> Price | None:
         """The price of a configured paid route, or None."""
         return self.routes.match(method, path)
+
+    def rule_for(self, method: str, path: str) -> PaidRoute | None:
+        """The configured path rule charging ``method path``, or None."""
+        return self.routes.find(method, path) if self.routes else None
 
     async def check(
         self, request: RequestFacts, price: Price, *, pay_method: str | None = None
@@ -214,9 +261,25 @@ class IlpService:
             request, resolve_price(price, request), pay_method=pay_method
         )
 
-    async def refund(self, decision: PaywallDecision) -> None:
-        """Give back what ``decision`` charged."""
-        await self.paywall.refund(decision)
+    async def refund(self, decision: PaywallDecision) -> int | None:
+        """Give back what ``decision`` charged; the token's balance afterwards."""
+        return await self.paywall.refund(decision)
+
+    async def enter(
+        self,
+        state: MutableMapping[str, Any],
+        request: RequestFacts,
+        price: Price,
+        *,
+        pay_method: str | None = None,
+        read_body: lifecycle.BodyReader | None = None,
+    ) -> HttpReply | None:
+        """Decide on a request to a paid route and record it in ``state``
+        (:func:`ilp_receiver.web.lifecycle.enter`): the reply to send instead of running
+        the view, or None to run it."""
+        return await lifecycle.enter(
+            self, state, request, price, pay_method=pay_method, read_body=read_body
+        )
 
 
 def facts_from_scope(scope: Scope) -> RequestFacts:
@@ -253,40 +316,101 @@ def service_from_scope(scope: Scope) -> IlpService:
     return service
 
 
-async def run_paid(
-    service: IlpService,
-    decision: PaywallDecision,
-    app: AsgiApp,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
+class PaywallAnswer(Exception):
+    """Raised where a view cannot return a response itself (a FastAPI dependency) to
+    answer with the paywall's ``reply`` (``402``, ``400``, ``204``, ``503``) instead of
+    running the endpoint; the ASGI middleware sends it."""
+
+    def __init__(self, reply: HttpReply) -> None:
+        super().__init__(f"the paywall answers {reply.status}")
+        self.reply = reply
+
+
+async def read_asgi_body(receive: Receive, limit: int) -> tuple[int | None, Receive]:
+    """Read the request body through a counting reader: ``(bytes read, a receive that
+    replays them)``, or ``(None, receive)`` as soon as more than ``limit`` arrived."""
+    chunks: list[bytes] = []
+    size = 0
+    last: Message | None = None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            last = message  # http.disconnect: the client is gone
+            break
+        body = bytes(message.get("body", b""))
+        size += len(body)
+        if size > limit:
+            return None, receive
+        chunks.append(body)
+        if not message.get("more_body", False):
+            break
+    replayed: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+    if last is not None:
+        replayed.append(last)
+
+    async def replay() -> Message:
+        if replayed:
+            return replayed.pop(0)
+        return await receive()
+
+    return size, replay
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the client went away (starlette's ``ClientDisconnect``,
+    uvicorn's ``ClientDisconnected``, a reset connection)."""
+    return isinstance(exc, ConnectionError) or type(exc).__name__ in (
+        "ClientDisconnect",
+        "ClientDisconnected",
+    )
+
+
+async def settle_asgi(
+    service: IlpService, app: AsgiApp, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    """Run ``app`` for a served ``decision``: add its headers, refund if the app fails."""
-    extra = _raw_headers(decision.headers)
+    """Run ``app`` and settle what a paywall recorded in ``scope``
+    (:mod:`ilp_receiver.web.lifecycle`): add ``Pay`` / ``Pay-Balance`` to the response
+    start, refund an answer of 400 or more, a view that raised and a body that failed;
+    send the reply of a :class:`PaywallAnswer`."""
     started = False
 
-    async def send_with_headers(message: Message) -> None:
+    async def send_settled(message: Message) -> None:
         nonlocal started
         if message["type"] == "http.response.start" and not started:
             started = True
-            message = dict(message)
-            message["headers"] = [*message.get("headers", ()), *extra]
+            paid = lifecycle.charge_of(scope)
+            if paid is not None:
+                headers = await lifecycle.respond(service, paid, int(message["status"]))
+                if headers:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *_raw_headers(headers)]
         await send(message)
 
     try:
-        await app(scope, receive, send_with_headers)
-    except BaseException:
-        if not started:
-            with contextlib.suppress(Exception):
-                await service.refund(decision)
+        await app(scope, receive, send_settled)
+    except PaywallAnswer as answer:
+        if started:
+            raise
+        await send_reply(send, answer.reply, head=scope.get("method") == "HEAD")
+    except BaseException as exc:
+        paid = lifecycle.charge_of(scope)
+        # after the response started, a cancellation is the server giving up on a client
+        # that left (hypercorn, the test client): the answer was made, the charge stands
+        left = _is_disconnect(exc) or isinstance(exc, asyncio.CancelledError)
+        if paid is not None and not (started and left):
+            await lifecycle.fail(service, paid)
         raise
 
 
 class IlpAsgiMiddleware(IlpService):
-    """Pure ASGI middleware: lifespan start/stop, SPSP endpoints, paid routes.
+    """Pure ASGI middleware: lifespan start/stop, SPSP endpoints, paid routes, settling.
 
-    ``IlpAsgiMiddleware(app, receiver, paid={"/upload": 10}, pointers=["bob"])``.  With
-    ``lifespan=False`` the application starts and stops the receiver itself.
+    ``IlpAsgiMiddleware(app, receiver, paid={"/upload": 10}, pointers=["bob"])``; the
+    settings (keywords, or ``options``) are those of :class:`IlpService`, over the
+    ``ILP_RECEIVER_*`` environment.  With ``lifespan=False`` the application starts and
+    stops the receiver itself.  This generic middleware cannot see the app's routing, so
+    a path rule applies to every matching path; the framework adapters apply rules only
+    to requests that reach a route (:meth:`route_rule`).
     """
 
     def __init__(
@@ -294,23 +418,23 @@ class IlpAsgiMiddleware(IlpService):
         app: AsgiApp,
         receiver: AsyncReceiver,
         *,
-        paid: RouteSpec = None,
-        pointers: Iterable[str] = (),
-        well_known: bool = True,
+        options: ReceiverOptions | None = None,
         lifespan: bool = True,
-        pay_method: str | None = None,
-        pay_wait: float = DEFAULT_PAY_WAIT,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            receiver,
-            paid=paid,
-            pointers=pointers,
-            well_known=well_known,
-            pay_method=pay_method,
-            pay_wait=pay_wait,
-        )
+        if options is None:
+            options = ReceiverOptions.from_settings(**settings)
+        elif settings:
+            options = options.replace(**settings)
+        super().__init__(receiver, options=options)
         self.app = app
         self.manage_lifespan = lifespan
+
+    def route_rule(self, scope: Scope, method: str, path: str) -> PaidRoute | None:
+        """The path rule that charges this request, or None.  Here: the first rule
+        matching the path; adapters that can see the routing also require a route (no
+        charge for 404/405) and leave views with a paywall of their own to it."""
+        return self.rule_for(method, path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -335,33 +459,87 @@ class IlpAsgiMiddleware(IlpService):
             if reply is not None:
                 await send_reply(send, reply, head=method == "HEAD")
                 return
-        route = self.routes.find(method, path) if self.routes else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        decision = await self.check(
-            facts_from_scope(scope), route.price, pay_method=route.pay_method
-        )
-        if decision.reply is not None:
-            await send_reply(send, decision.reply, head=method == "HEAD")
-            return
-        await run_paid(self, decision, self.app, scope, receive, send)
+        if self.health_path is not None and path == self.health_path:
+            reply = self.health(method, path)
+            if reply is not None:
+                await send_reply(send, reply, head=method == "HEAD")
+                return
+        wanted = self.routes or method == "OPTIONS"
+        rule = self.route_rule(scope, method, path) if wanted else None
+        if rule is not None:
+            replay: list[Receive] = [receive]
+
+            async def read_body(limit: int) -> int | None:
+                size, replay[0] = await read_asgi_body(receive, limit)
+                return size
+
+            reply = await self.enter(
+                scope,
+                facts_from_scope(scope),
+                rule.price,
+                pay_method=rule.pay_method,
+                read_body=read_body,
+            )
+            if reply is not None:
+                await send_reply(send, reply, head=method == "HEAD")
+                return
+            receive = replay[0]
+        await settle_asgi(self, self.app, scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Start the receiver before the app's startup, stop it after the app's shutdown."""
+        """Start the receiver before the app's startup, stop it after its shutdown.
 
-        async def wrapped_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.start()
-            return message
+        When the receiver cannot start (``require_uplink`` and no uplink, a bad
+        setting) the server gets ``lifespan.startup.failed`` with the reason and the
+        app's startup does not run.  An app that does not speak the lifespan protocol
+        gets it spoken for it.
+        """
+        first = await receive()
+        if first["type"] != "lifespan.startup":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.start()
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            log.error("ilp-receiver could not start: %s", reason)
+            await send({"type": "lifespan.startup.failed", "message": f"ilp-receiver: {reason}"})
+            # as Starlette's router does: the server has the reason already (uvicorn exits
+            # with it), a test client gets the exception
+            raise
+        pending = [first]
+        answered = False
 
-        async def wrapped_send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+        async def app_receive() -> Message:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        async def app_send(message: Message) -> None:
+            nonlocal answered
+            kind = message["type"]
+            if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                answered = True
+            if kind in (
+                "lifespan.startup.failed",
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
                 await self.stop()
             await send(message)
 
-        await self.app(scope, wrapped_receive, wrapped_send)
+        try:
+            await self.app(scope, app_receive, app_send)
+        except Exception:
+            if answered or not pending:
+                await self.stop()
+                raise
+            # the app raised before even reading the startup: it has no lifespan support
+            await send({"type": "lifespan.startup.complete"})
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            await self.stop()
+            await send({"type": "lifespan.shutdown.complete"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

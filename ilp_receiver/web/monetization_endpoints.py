@@ -34,7 +34,9 @@ neither SPSP type                       26: "Use 404 (or 406)")
 unknown order pointer                   ``404`` ``InvalidReceiverError``
 bucket below the price                  ``402`` ``InsufficientBalance`` ("insufficient
                                         balance on id. id=...", as the 2018 middleware)
-no visitor at all                       ``402`` ``MonetizationRequired``
+no visitor yet (a first visit: the      ``402`` ``MonetizationRequired``, with the
+cookie is being set by this answer)     new visitor cookie
+uplink not connected yet (SPSP queries) ``503`` ``UplinkUnavailable``, ``Retry-After``
 ======================================  ================================================
 """
 
@@ -53,7 +55,7 @@ from ..monetization import (
     Visitor,
     client_script,
 )
-from ..paywall import Price, RequestFacts, price_value, resolve_price
+from ..paywall import Price, RequestFacts, price_value, resolve_price, uplink_unavailable_reply
 from ..spsp import (
     SPSP4_MEDIA_TYPE,
     SPSP_MEDIA_TYPE,
@@ -278,6 +280,8 @@ class OrderEndpoints:
         accept = facts.header("accept")
         if not _is_spsp_query(accept):
             return None
+        if not self.orders.receiver.ready:
+            return _with_cors(uplink_unavailable_reply())
         return await order_spsp_reply(
             self.orders,
             facts.path[len(self.prefix) + 1 :],
@@ -324,6 +328,10 @@ class MonetizationService:
         """The receiver bound last (None before the first :meth:`bind`)."""
         return self._receiver
 
+    def _uplink_ready(self) -> bool:
+        receiver = self._receiver
+        return receiver is None or receiver.ready
+
     # -- routing -----------------------------------------------------------------------
 
     def handles(self, path: str) -> bool:
@@ -356,6 +364,8 @@ class MonetizationService:
             return HttpReply(200, headers, script.encode("utf-8"))
         accept = facts.header("accept")
         nonce, secret = facts.header("receipt-nonce"), facts.header("receipt-secret")
+        if (ours or _is_spsp_query(accept)) and not self._uplink_ready():
+            return _with_cors(uplink_unavailable_reply())
         if path == prefix:
             return await self._era_c(accept, facts.header(MONETIZATION_ID_HEADER), nonce, secret)
         if ours:
@@ -480,8 +490,9 @@ class MonetizationService:
             return MonetizedDecision(None, visitor)
         monetizer = self.monetizer
         if visitor is None or lookup.set_cookie is not None:
-            # a visitor minted for this very request cannot have paid yet
-            return MonetizedDecision(insufficient_balance_reply(visitor, amount, 0), visitor)
+            # a first visit: the visitor minted for this very request cannot have paid
+            # yet -- MonetizationRequired (the answer carries the new cookie)
+            return MonetizedDecision(insufficient_balance_reply(None, amount, 0), visitor)
         if wait:
             try:
                 left = await monetizer.await_and_spend(visitor, amount, wait)

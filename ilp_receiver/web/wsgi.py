@@ -18,23 +18,26 @@ store is shared between processes (SQLite file, Redis, PostgreSQL).
 
 from __future__ import annotations
 
+import http
+import io
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ..options import ReceiverOptions
 from ..paywall import (
-    DEFAULT_PAY_WAIT,
+    PaidRoute,
     PaidRoutes,
     PaywallDecision,
     Price,
     RequestFacts,
-    RouteSpec,
-    check_pay_method,
-    check_pay_wait,
+    body_limit,
     resolve_price,
+    uplink_unavailable_reply,
 )
-from .asgi import IlpService, PointerMount
+from . import lifecycle
+from .asgi import IlpService, PointerMount, health_reply
 from .reply import HttpReply
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ __all__ = [
     "SyncIlpService",
     "WsgiApp",
     "facts_from_environ",
+    "read_wsgi_body",
+    "settle_wsgi",
     "status_line",
 ]
 
@@ -58,19 +63,14 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 #: process, after any fork).
 ReceiverSource: TypeAlias = "Receiver | Callable[[], Receiver]"
 
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    402: "Payment Required",
-    404: "Not Found",
-    406: "Not Acceptable",
-}
-
 
 def status_line(status: int) -> str:
     """The WSGI status string for ``status``."""
-    return f"{status} {_REASONS.get(status, 'Unknown')}"
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"{status} {phrase}"
 
 
 async def _create_stream_server(receiver: AsyncReceiver) -> None:
@@ -84,33 +84,35 @@ def _portal_of(receiver: Receiver) -> BlockingPortal:
 
 
 class SyncIlpService:
-    """SPSP endpoints and a paywall for a sync :class:`~ilp_receiver.Receiver`.
+    """SPSP endpoints, a paywall and the health report for a sync
+    :class:`~ilp_receiver.Receiver`.
 
-    Same options as :class:`~ilp_receiver.web.asgi.IlpService`.  The receiver starts on
-    the first call in each process (or on :meth:`start`); :meth:`stop` stops it.
+    Same settings as :class:`~ilp_receiver.web.asgi.IlpService` (``options`` and/or
+    keywords).  The receiver starts on the first call in each process (or on
+    :meth:`start`); :meth:`stop` stops it.
     """
 
     def __init__(
         self,
         receiver: ReceiverSource,
         *,
-        paid: RouteSpec = None,
-        pointers: Iterable[str] = (),
-        well_known: bool = True,
-        pay_method: str | None = None,
-        pay_wait: float = DEFAULT_PAY_WAIT,
+        options: ReceiverOptions | None = None,
+        **settings: Any,
     ) -> None:
+        opts = options if options is not None else ReceiverOptions()
+        if settings:
+            opts = opts.replace(**settings)
+        self.options = opts
         self._source = receiver
-        self.routes = PaidRoutes.of(paid)
-        self.mount = PointerMount(pointers, well_known=well_known)
-        # checked now (ConfigError at start-up), applied per process in _start_locked
-        self.pay_method = pay_method if pay_method is None else check_pay_method(pay_method)
-        self.pay_wait = check_pay_wait(pay_wait)
+        self.routes: PaidRoutes = opts.paid
+        self.mount = PointerMount(opts.pointers, well_known=opts.well_known)
+        self.health_path = opts.health_path
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._receiver: Receiver | None = None
         self._service: IlpService | None = None
         self._portal: BlockingPortal | None = None
+        self._stream_ready = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -139,20 +141,24 @@ class SyncIlpService:
                 )
         receiver.start()
         self._receiver = receiver
-        self._portal = portal = _portal_of(receiver)
-        async_receiver = receiver.async_receiver
-        if async_receiver.stream_enabled:
-            # create the STREAM server on its loop before request threads issue
-            # interledger-stream Pay headers from it
-            portal.call(_create_stream_server, async_receiver)
-        self._service = IlpService(
-            async_receiver,
-            paid=self.routes,
-            mount=self.mount,
-            pay_method=self.pay_method,
-            pay_wait=self.pay_wait,
-        )
+        self._portal = _portal_of(receiver)
+        self._stream_ready = False
+        self._service = IlpService(receiver.async_receiver, options=self.options, mount=self.mount)
         self._pid = pid
+        self._prepare_stream()
+
+    def _prepare_stream(self) -> None:
+        """Create the STREAM server on its loop (once the address is known), before
+        request threads issue ``interledger-stream`` Pay headers from it."""
+        receiver, portal = self._receiver, self._portal
+        if self._stream_ready or receiver is None or portal is None:
+            return
+        async_receiver = receiver.async_receiver
+        if not async_receiver.ready:
+            return
+        if async_receiver.stream_enabled:
+            portal.call(_create_stream_server, async_receiver)
+        self._stream_ready = True
 
     def start(self) -> None:
         """Start the receiver in this process now (instead of on the first request)."""
@@ -184,6 +190,17 @@ class SyncIlpService:
         """The portal the receiver runs on."""
         return self._ensure()[1]
 
+    @property
+    def ready(self) -> bool:
+        """Whether the uplink has connected (starts the receiver in this process)."""
+        service = self._ensure()[0]
+        if not service.ready:
+            return False
+        if not self._stream_ready:
+            with self._lock:
+                self._prepare_stream()
+        return True
+
     # -- requests ----------------------------------------------------------------------
 
     def spsp(
@@ -196,9 +213,12 @@ class SyncIlpService:
         receipt_secret: str | None = None,
     ) -> HttpReply | None:
         """The SPSP reply for this request, or None when it is not an SPSP query
-        (``receipt_nonce`` / ``receipt_secret``: the RFC 39 request headers)."""
+        (``receipt_nonce`` / ``receipt_secret``: the RFC 39 request headers); ``503``
+        while the uplink has not connected."""
         if path not in self.mount.paths or self.mount.account(method, path, accept) is None:
             return None
+        if not self.ready:
+            return uplink_unavailable_reply()
         service, portal = self._ensure()
         return portal.call(
             service.spsp,
@@ -208,6 +228,16 @@ class SyncIlpService:
             receipt_nonce=receipt_nonce,
             receipt_secret=receipt_secret,
         )
+
+    def health(self, method: str, path: str) -> HttpReply | None:
+        """The health report when ``path`` is the configured ``health_path``."""
+        if self.health_path is None or path != self.health_path or method not in ("GET", "HEAD"):
+            return None
+        return health_reply(self.service.receiver)
+
+    def rule_for(self, method: str, path: str) -> PaidRoute | None:
+        """The configured path rule charging ``method path``, or None."""
+        return self.routes.find(method, path) if self.routes else None
 
     def check(
         self, request: RequestFacts, price: Price, *, pay_method: str | None = None
@@ -226,12 +256,32 @@ class SyncIlpService:
                 return decision
         return portal.call(service.paywall.check, request, value, pay_method=pay_method)
 
-    def refund(self, decision: PaywallDecision) -> None:
-        """Give back what ``decision`` charged."""
-        if decision.charged:
-            service, portal = self._ensure()
-            if portal.in_portal_thread() or not service.paywall.refund_blocking(decision):
-                portal.call(service.refund, decision)
+    def refund(self, decision: PaywallDecision) -> int | None:
+        """Give back what ``decision`` charged; the token's balance afterwards."""
+        if not decision.charged:
+            return None
+        service, portal = self._ensure()
+        if not portal.in_portal_thread():
+            balance = service.paywall.refund_blocking_balance(decision)
+            if balance is not False:
+                return balance
+        return portal.call(service.refund, decision)
+
+    def enter(
+        self,
+        state: MutableMapping[str, Any],
+        request: RequestFacts,
+        price: Price,
+        *,
+        pay_method: str | None = None,
+        read_body: lifecycle.SyncBodyReader | None = None,
+    ) -> HttpReply | None:
+        """Decide on a request to a paid route and record it in ``state``
+        (:func:`ilp_receiver.web.lifecycle.enter_sync`): the reply to send instead of
+        running the view, or None to run it."""
+        return lifecycle.enter_sync(
+            self, state, request, price, pay_method=pay_method, read_body=read_body
+        )
 
     def balance(self, account: str) -> int:
         """The balance of ``account`` in the store."""
@@ -249,6 +299,69 @@ def facts_from_environ(environ: Environ) -> RequestFacts:
     return RequestFacts(environ["REQUEST_METHOD"].upper(), environ.get("PATH_INFO", ""), headers)
 
 
+def read_wsgi_body(environ: Environ, limit: int) -> int | None:
+    """Read the request body through a counting reader (``Content-Length`` bytes, or to
+    the end of a terminated -- chunked -- input), at most ``limit`` + 1 bytes: how many
+    arrived, or None when more than ``limit`` did.  The bytes are put back as
+    ``wsgi.input`` for the app."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return 0
+    length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if length_text.isdigit():
+        remaining = min(int(length_text), limit + 1)
+    elif environ.get("wsgi.input_terminated"):
+        remaining = limit + 1
+    else:
+        remaining = 0  # WSGI: no Content-Length and no terminated input means no body
+    chunks: list[bytes] = []
+    size = 0
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        remaining -= len(chunk)
+    if size > limit:
+        return None
+    data = b"".join(chunks)
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(size)
+    environ.pop("wsgi.input_terminated", None)
+    return size
+
+
+def settle_wsgi(
+    service: SyncIlpService, app: WsgiApp, environ: Environ, start_response: StartResponse
+) -> Iterable[bytes]:
+    """Run ``app`` and settle what a paywall recorded in ``environ``
+    (:mod:`ilp_receiver.web.lifecycle`): ``Pay`` / ``Pay-Balance`` on the response,
+    refunds for an answer of 400 or more, an app that raised and a body that failed."""
+
+    def start_settled(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        paid = lifecycle.charge_of(environ)
+        if paid is not None:
+            extra = lifecycle.respond_sync(service, paid, int(status.split(" ", 1)[0]))
+            headers = [*headers, *extra.items()]
+        return start_response(status, headers, exc_info)
+
+    try:
+        result = app(environ, start_settled)
+    except BaseException:
+        paid = lifecycle.charge_of(environ)
+        if paid is not None:
+            lifecycle.fail_sync(service, paid)
+        raise
+    paid = lifecycle.charge_of(environ)
+    if paid is None:
+        return result
+    charge = paid
+    return lifecycle.watch_body(result, lambda: lifecycle.fail_sync(service, charge))
+
+
 def _respond(reply: HttpReply, start_response: StartResponse, *, head: bool = False) -> list[bytes]:
     headers = list(reply.headers.items())
     if reply.status not in (204, 304):
@@ -258,9 +371,13 @@ def _respond(reply: HttpReply, start_response: StartResponse, *, head: bool = Fa
 
 
 class IlpWsgiMiddleware(SyncIlpService):
-    """WSGI middleware: SPSP endpoints and paid routes in front of any WSGI app.
+    """WSGI middleware: SPSP endpoints, paid routes and their settling in front of any
+    WSGI app.
 
-    ``app.wsgi_app = IlpWsgiMiddleware(app.wsgi_app, make_receiver, paid={"/upload": 10})``.
+    ``app.wsgi_app = IlpWsgiMiddleware(app.wsgi_app, make_receiver, paid={"/upload": 10})``;
+    the settings (keywords, or ``options``) are those of :class:`SyncIlpService`, over
+    the ``ILP_RECEIVER_*`` environment.  It cannot see the app's routing: a path rule
+    applies to every matching path.
     """
 
     def __init__(
@@ -268,20 +385,14 @@ class IlpWsgiMiddleware(SyncIlpService):
         app: WsgiApp,
         receiver: ReceiverSource,
         *,
-        paid: RouteSpec = None,
-        pointers: Iterable[str] = (),
-        well_known: bool = True,
-        pay_method: str | None = None,
-        pay_wait: float = DEFAULT_PAY_WAIT,
+        options: ReceiverOptions | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            receiver,
-            paid=paid,
-            pointers=pointers,
-            well_known=well_known,
-            pay_method=pay_method,
-            pay_wait=pay_wait,
-        )
+        if options is None:
+            options = ReceiverOptions.from_settings(**settings)
+        elif settings:
+            options = options.replace(**settings)
+        super().__init__(receiver, options=options)
         self.app = app
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -299,22 +410,21 @@ class IlpWsgiMiddleware(SyncIlpService):
             )
             if reply is not None:
                 return _respond(reply, start_response, head=head)
-        route = self.routes.find(method, path) if self.routes else None
-        if route is None:
-            return self.app(environ, start_response)
-        decision = self.check(facts_from_environ(environ), route.price, pay_method=route.pay_method)
-        if decision.reply is not None:
-            return _respond(decision.reply, start_response, head=head)
-        extra = list(decision.headers.items())
-
-        def start_with_headers(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Callable[[bytes], object]:
-            return start_response(status, [*headers, *extra], exc_info)
-
-        try:
-            result = self.app(environ, start_with_headers)
-        except BaseException:
-            self.refund(decision)
-            raise
-        return result
+        if self.health_path is not None:
+            reply = self.health(method, path)
+            if reply is not None:
+                return _respond(reply, start_response, head=head)
+        rule = self.rule_for(method, path)
+        if rule is not None:
+            reply = self.enter(
+                environ,
+                facts_from_environ(environ),
+                rule.price,
+                pay_method=rule.pay_method,
+                read_body=None
+                if body_limit(rule.price) is None
+                else lambda limit: read_wsgi_body(environ, limit),
+            )
+            if reply is not None:
+                return _respond(reply, start_response, head=head)
+        return settle_wsgi(self, self.app, environ, start_response)

@@ -11,13 +11,16 @@
 
     app = web.Application()
     app.router.add_post("/upload", upload)
-    setup(app, uplink="btp+ws://:token@localhost:7768", store="balances.db")
+    setup(app)        # settings from ILP_RECEIVER_* (or keywords: uplink=..., store=...)
 
 :func:`setup` stores the receiver under :data:`RECEIVER_KEY` (and the service under
 :data:`SERVICE_KEY`), starts and stops it through ``app.cleanup_ctx``, and adds one
 middleware that answers SPSP queries (``/.well-known/pay``, ``/<name>`` for
-``pointers``), charges ``paid={path: price}`` routes, and answers ``OPTIONS`` for
-handlers wrapped with :func:`paid` even when the route has no ``OPTIONS`` method.
+``pointers``), charges ``paid={path: price}`` rules for requests that reach a route
+(not handlers with a paywall of their own), answers ``OPTIONS`` for handlers wrapped
+with :func:`paid` even when the route has no ``OPTIONS`` method, and settles every paid
+request (:mod:`ilp_receiver.web.lifecycle`: headers added when the response is
+prepared, the one refund rule, one charge per request).
 
 Web Monetization and Web Payments: :func:`setup_monetization` (after :func:`setup`)
 adds a middleware that sets the ``__monetizer`` visitor cookie and serves
@@ -25,37 +28,31 @@ adds a middleware that sets the ``__monetizer`` visitor cookie and serves
 :class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``; :func:`monetized` guards
 handlers and :func:`metered` charges a streamed body per byte.
 
-All logic is :class:`ilp_receiver.web.asgi.IlpService` and
-:mod:`ilp_receiver.web.monetization_endpoints`; this module only speaks aiohttp.
+All logic is :class:`ilp_receiver.web.asgi.IlpService`,
+:mod:`ilp_receiver.web.lifecycle` and :mod:`ilp_receiver.web.monetization_endpoints`;
+this module only speaks aiohttp.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar, Unpack
 
 try:
     from aiohttp import web
 except ImportError as exc:  # pragma: no cover - aiohttp is a core dependency
     raise ImportError("ilp_receiver_aiohttp needs aiohttp: pip install 'ilp-receiver'") from exc
 
-from ilp_receiver.links.base import Link
 from ilp_receiver.monetization import Monetizer, Visitor
-from ilp_receiver.paywall import (
-    DEFAULT_PAY_WAIT,
-    PayMethod,
-    PaywallDecision,
-    Price,
-    RequestFacts,
-    RouteSpec,
-    check_pay_method,
-    paywall_payment_hook,
-)
-from ilp_receiver.receiver import AsyncReceiver, PaymentHook
+from ilp_receiver.options import ReceiverOptions, ReceiverSettings
+from ilp_receiver.paywall import PaidRoute, PayMethod, Price, RequestFacts, check_pay_method
+from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.server import RECEIVER_KEY
-from ilp_receiver.stores.base import BalanceStore
-from ilp_receiver.web.asgi import IlpService, build_receiver
+from ilp_receiver.web import lifecycle
+from ilp_receiver.web.asgi import IlpService, receiver_for
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationService,
     OrderEndpoints,
@@ -67,9 +64,11 @@ from ilp_receiver.webpayments import OrderBook
 __all__ = [
     "MONETIZATION_KEY",
     "ORDERS_KEY",
+    "PRICE_ATTR",
     "RECEIVER_KEY",
     "SERVICE_KEY",
     "VISITOR_KEY",
+    "body_reader",
     "current_visitor",
     "get_monetization",
     "get_receiver",
@@ -86,10 +85,15 @@ __all__ = [
     "to_response",
 ]
 
+log = logging.getLogger(__name__)
+
 #: Where :func:`setup` keeps the :class:`~ilp_receiver.web.asgi.IlpService`.
 SERVICE_KEY = web.AppKey("ilp_receiver_service", IlpService)
-_PRICE_ATTR = "__ilp_price__"
-_METHOD_ATTR = "__ilp_pay_method__"
+#: The attribute :func:`paid` sets on the handlers it wraps (their price).
+PRICE_ATTR: Final = "__ilp_price__"
+_METHOD_ATTR: Final = "__ilp_pay_method__"
+#: Where each request keeps its paywall record (:data:`lifecycle.CHARGE_KEY`).
+_PAID_KEY = web.RequestKey("ilp_receiver_paid", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -121,122 +125,126 @@ def to_response(reply: HttpReply) -> web.Response:
     return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
 
 
+def _state(request: web.Request) -> dict[str, Any]:
+    state = request.get(_PAID_KEY)
+    if state is None:
+        state = request[_PAID_KEY] = {}
+    return state
+
+
+def body_reader(request: web.Request) -> lifecycle.BodyReader:
+    """Reads ``request``'s body through a counting reader, at most ``limit`` + 1 bytes,
+    and keeps it for the handler (``await request.read()``, ``.text()``, ``.json()``)."""
+
+    async def read(limit: int) -> int | None:
+        cached: bytes | None = getattr(request, "_read_bytes", None)
+        if cached is not None:
+            return len(cached) if len(cached) <= limit else None
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = await request.content.read(min(65536, limit + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > limit:
+            return None
+        request._read_bytes = bytes(data)
+        return len(data)
+
+    return read
+
+
 def setup(
     app: web.Application,
     receiver: AsyncReceiver | None = None,
     *,
-    uplink: str | Link | None = None,
-    secret: bytes | str | None = None,
-    store: BalanceStore | str | None = None,
-    on_payment: PaymentHook | None = paywall_payment_hook,
-    max_balance: int | None = None,
-    receiver_name: str | None = None,
-    spsp_max_age: int = 60,
-    paid: RouteSpec = None,
-    pointers: Iterable[str] = (),
-    well_known: bool = True,
-    pay_method: str | None = None,
-    pay_wait: float = DEFAULT_PAY_WAIT,
+    options: ReceiverOptions | None = None,
+    **settings: Unpack[ReceiverSettings],
 ) -> IlpService:
     """Attach a receiver, its payment pointer and the paywall to ``app``.
 
-    Give an :class:`~ilp_receiver.AsyncReceiver`, or ``uplink`` plus the options to
-    build one (``secret``, ``store``, ...; ``on_payment`` defaults to the paywall hook).
-    ``pay_method``: how paid routes are paid, ``"psk2"`` or ``"stream"`` (None: the
-    ``ILP_RECEIVER_PAY_METHOD`` environment variable, else ``"psk2"``; per handler:
-    ``@paid(price, pay_method=...)``); ``pay_wait``: seconds a STREAM-paid request may
-    wait for the money flowing on its token's stream.
+    Give an :class:`~ilp_receiver.AsyncReceiver`, or the settings to build one
+    (:class:`~ilp_receiver.options.ReceiverSettings`: ``uplink``, ``secret`` or
+    ``secret_file``, ``store``, ...; over the ``ILP_RECEIVER_*`` environment;
+    ``on_payment`` defaults to the paywall hook), and the web settings (``paid``,
+    ``pointers``, ``well_known``, ``pay_method``, ``pay_wait``, ``health_path``).  The
+    receiver starts with the app; an unreachable uplink makes paid routes answer ``503``
+    until it connects, or -- ``require_uplink=True`` -- fails the start-up with the
+    reason.
     """
-    rx = build_receiver(
-        receiver,
-        uplink,
-        secret=secret,
-        store=store,
-        on_payment=on_payment,
-        max_balance=max_balance,
-        receiver_name=receiver_name,
-        spsp_max_age=spsp_max_age,
-    )
-    service = IlpService(
-        rx,
-        paid=paid,
-        pointers=pointers,
-        well_known=well_known,
-        pay_method=pay_method,
-        pay_wait=pay_wait,
-    )
+    opts = ReceiverOptions.from_settings(options, **settings)
+    rx = receiver_for(receiver, opts, settings)
+    service = IlpService(rx, options=opts)
     app[RECEIVER_KEY] = rx
     app[SERVICE_KEY] = service
     app.cleanup_ctx.append(_receiver_context)
     app.middlewares.append(ilp_middleware)
+    app.on_response_prepare.append(_settle_on_prepare)
     return service
 
 
 async def _receiver_context(app: web.Application) -> AsyncIterator[None]:
     service = app[SERVICE_KEY]
-    await service.start()
+    try:
+        await service.start()
+    except Exception as exc:
+        log.error("ilp-receiver could not start: %s", exc)
+        raise
     yield
     await service.stop()
 
 
-async def _run_paid(
-    service: IlpService,
-    request: web.Request,
-    price: Price,
-    handler: Handler,
-    pay_method: PayMethod | None = None,
-) -> web.StreamResponse:
-    decision = await service.check(request_facts(request), price, pay_method=pay_method)
-    if decision.reply is not None:
-        return to_response(decision.reply)
-    return await _serve(service, decision, request, handler)
+async def _settle_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Add ``Pay`` / ``Pay-Balance`` as the response's head goes out, refunding an
+    answer of 400 or more (also aiohttp's answers to HTTP exceptions)."""
+    state = request.get(_PAID_KEY)
+    paid = None if state is None else lifecycle.charge_of(state)
+    if paid is not None:
+        service = get_service(request)
+        response.headers.update(await lifecycle.respond(service, paid, response.status))
 
 
-async def _serve(
-    service: IlpService, decision: PaywallDecision, request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        # aiohttp's HTTP exceptions are responses: a deliberate answer, not a failure
-        if exc.status >= 500:
-            await service.refund(decision)
-        exc.headers.update(decision.headers)
-        raise
-    except BaseException:
-        await service.refund(decision)
-        raise
-    if not response.prepared:
-        response.headers.update(decision.headers)
-    return response
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError | asyncio.CancelledError)
 
 
-async def _decorated_price(request: web.Request) -> tuple[Price, PayMethod | None] | None:
-    """The price and pay method of a :func:`paid` handler at this path (for ``OPTIONS``
-    it has no route)."""
-    match_info = request.match_info
-    handler = getattr(match_info, "handler", None)
-    price: Price | None = None
-    if match_info.http_exception is None:
-        price = getattr(handler, _PRICE_ATTR, None)
-    if price is not None:
-        # the decorated handler answers OPTIONS itself
-        return price, getattr(handler, _METHOD_ATTR, None)
-    exc = match_info.http_exception
+async def _decorated(request: web.Request) -> tuple[Price, PayMethod | None] | None:
+    """The price and pay method of a :func:`paid` handler serving this path with another
+    method (``OPTIONS`` has no route of its own)."""
+    exc = request.match_info.http_exception
     if not isinstance(exc, web.HTTPMethodNotAllowed):
         return None
     for method in sorted(exc.allowed_methods):
         other = await request.app.router.resolve(request.clone(method=method))
         if other.http_exception is None:
-            found: Price | None = getattr(other.handler, _PRICE_ATTR, None)
+            found: Price | None = getattr(other.handler, PRICE_ATTR, None)
             if found is not None:
                 return found, getattr(other.handler, _METHOD_ATTR, None)
     return None
 
 
+async def _rule(service: IlpService, request: web.Request) -> PaidRoute | None:
+    """The path rule (or, for ``OPTIONS``, the decorated handler) charging this request:
+    only requests that reach a route (no charge for 404/405), and not handlers with a
+    paywall of their own (their price wins)."""
+    method, path = request.method, request.path
+    match_info = request.match_info
+    if match_info.http_exception is None:
+        if getattr(match_info.handler, PRICE_ATTR, None) is not None:
+            return None  # the decorator charges
+        return service.rule_for(method, path)
+    if method != "OPTIONS" or not isinstance(match_info.http_exception, web.HTTPMethodNotAllowed):
+        return None
+    found = await _decorated(request)
+    if found is not None:
+        return PaidRoute(path, found[0], pay_method=found[1])
+    return service.rule_for(method, path)
+
+
 @web.middleware
 async def ilp_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """SPSP queries, configured paid routes, and ``OPTIONS`` for :func:`paid` handlers."""
+    """SPSP queries, health, path rules, ``OPTIONS`` for :func:`paid` handlers, and the
+    settling of every paid request."""
     service = get_service(request)
     method, path = request.method, request.path
     if path in service.mount.paths:
@@ -250,22 +258,43 @@ async def ilp_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         )
         if reply is not None:
             return to_response(reply)
-    route = service.routes.find(method, path) if service.routes else None
-    if route is not None:
-        return await _run_paid(service, request, route.price, handler, route.pay_method)
-    if method == "OPTIONS" and request.match_info.http_exception is not None:
-        found = await _decorated_price(request)
-        if found is not None:
-            return await _run_paid(service, request, found[0], handler, found[1])
-    return await handler(request)
+    if service.health_path is not None:
+        reply = service.health(method, path)
+        if reply is not None:
+            return to_response(reply)
+    rule = await _rule(service, request) if service.routes or method == "OPTIONS" else None
+    if rule is not None:
+        reply = await service.enter(
+            _state(request),
+            request_facts(request),
+            rule.price,
+            pay_method=rule.pay_method,
+            read_body=body_reader(request),
+        )
+        if reply is not None:
+            return to_response(reply)
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise  # an answer: settled when aiohttp prepares it
+    except BaseException as exc:
+        state = request.get(_PAID_KEY)
+        paid = None if state is None else lifecycle.charge_of(state)
+        # once the response is out, a reset or a cancellation is a client that left:
+        # the answer was made and the charge stands
+        if paid is not None and not (paid.state != "open" and _is_disconnect(exc)):
+            await lifecycle.fail(service, paid)
+        raise
 
 
 def paid(price: Price, *, pay_method: str | None = None) -> Callable[[H], H]:
-    """Put a handler behind the paywall at ``price`` (int or function of the request).
+    """Put a handler behind the paywall at ``price`` (an int, a function of the request
+    facts, or :func:`~ilp_receiver.paywall.per_byte`).
 
-    A handler that raises is refunded (aiohttp HTTP exceptions below 500 are answers and
-    keep the charge).  ``pay_method``: ``"psk2"`` or ``"stream"`` for this handler
-    (None: the app's, :func:`setup`).
+    The middleware settles the request: ``Pay`` / ``Pay-Balance`` on whatever answers
+    (also ``HTTPException`` s), a refund for answers of 400 or more and for handlers that
+    raise.  ``pay_method``: ``"psk2"`` or ``"stream"`` for this handler (None: the
+    app's, :func:`setup`).
     """
     method = None if pay_method is None else check_pay_method(pay_method)
 
@@ -273,9 +302,19 @@ def paid(price: Price, *, pay_method: str | None = None) -> Callable[[H], H]:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
             service = get_service(request)
-            return await _run_paid(service, request, price, handler, method)
+            reply = await service.enter(
+                _state(request),
+                request_facts(request),
+                price,
+                pay_method=method,
+                read_body=body_reader(request),
+            )
+            if reply is not None:
+                return to_response(reply)
+            response: web.StreamResponse = await handler(request)
+            return response
 
-        setattr(wrapper, _PRICE_ATTR, price)
+        setattr(wrapper, PRICE_ATTR, price)
         setattr(wrapper, _METHOD_ATTR, method)
         return wrapper  # type: ignore[return-value]
 

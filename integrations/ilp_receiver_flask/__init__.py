@@ -6,9 +6,7 @@
     from ilp_receiver_flask import IlpReceiver, paid
 
     app = Flask(__name__)
-    app.config["ILP_RECEIVER_UPLINK"] = "btp+ws://:token@localhost:7768"
-    app.config["ILP_RECEIVER_STORE"] = "balances.db"
-    ilp = IlpReceiver(app)          # or IlpReceiver() + ilp.init_app(app)
+    ilp = IlpReceiver(app)      # settings from app.config / ILP_RECEIVER_* env variables
 
     @app.post("/upload")
     @paid(10)
@@ -19,31 +17,25 @@ one asyncio implementation runs on a background event-loop thread (the portal) a
 request thread blocks only on its own call.  The receiver starts on the first request
 *in each process* (so gunicorn ``--preload`` workers each connect their own uplink after
 the fork), or when :meth:`IlpReceiver.start` is called, and stops at interpreter exit.
+With the connector unreachable the app still starts: paid routes and the payment pointer
+answer ``503 UplinkUnavailable`` (``Retry-After``) until the uplink connects;
+``ILP_RECEIVER_REQUIRE_UPLINK`` makes :class:`IlpReceiver` check the uplink at set-up and
+raise :class:`~ilp_receiver.errors.UplinkUnavailableError` with the reason instead.
 
-Configuration keys (``app.config``):
+Configuration: every setting of :mod:`ilp_receiver.options` as ``app.config`` key
+``ILP_RECEIVER_<NAME>`` -- ``UPLINK`` (a URL, a ``Link``, or a function returning one,
+called in each process), ``SECRET`` or ``SECRET_FILE`` (created, mode 0600, when
+missing), ``STORE``, ``PAID`` (``{path: price}`` or :class:`~ilp_receiver.paywall.
+PaidRoute` s), ``POINTERS``, ``WELL_KNOWN``, ``MAX_BALANCE``, ``NAME``,
+``SPSP_MAX_AGE``, ``ON_PAYMENT``, ``PAY_METHOD``, ``PAY_WAIT``, ``REQUIRE_UPLINK``,
+``HEALTH_PATH``.  A key that is absent (or None) falls back to the environment variable
+of the same name, then to the default; keywords given to :class:`IlpReceiver` win over
+both.
 
-==============================  ==========================================================
-``ILP_RECEIVER_UPLINK``         uplink URL (``btp+ws://...``, ``http+oer://...``), a Link,
-                                or a function returning one (called in each process)
-``ILP_RECEIVER_SECRET``         receiver secret, 32+ bytes or hex (same in every process)
-``ILP_RECEIVER_STORE``          balance store URL or path (default: in-memory; use a
-                                SQLite file or Redis/PostgreSQL with several processes)
-``ILP_RECEIVER_PAID``           ``{path: price}`` routes to charge without the decorator
-                                (or a list of :class:`~ilp_receiver.paywall.PaidRoute`,
-                                e.g. with a ``pay_method``)
-``ILP_RECEIVER_POINTERS``       names served as payment pointers at ``/<name>``
-``ILP_RECEIVER_WELL_KNOWN``     serve ``/.well-known/pay`` (default True)
-``ILP_RECEIVER_MAX_BALANCE``    refuse payments beyond this balance per account
-``ILP_RECEIVER_NAME``           ``receiver_info.name`` in SPSP answers
-``ILP_RECEIVER_SPSP_MAX_AGE``   ``Cache-Control: max-age`` of SPSP answers (default 60)
-``ILP_RECEIVER_ON_PAYMENT``     ``on_payment`` hook (default: the paywall hook)
-``ILP_RECEIVER_PAY_METHOD``     how paid routes are paid: ``"psk2"`` or ``"stream"``
-                                (default: the ``ILP_RECEIVER_PAY_METHOD`` environment
-                                variable, else ``"psk2"``; per view: ``@paid(price,
-                                pay_method=...)``; ``docs/paid-api.md``)
-``ILP_RECEIVER_PAY_WAIT``       seconds a STREAM-paid request may wait for the money
-                                flowing on its token's stream (default 5)
-==============================  ==========================================================
+Paid requests follow :mod:`ilp_receiver.web.lifecycle`: path rules apply only to
+requests that reach a view (no charge for 404/405) without a ``@paid`` of its own, one
+charge per request, ``Pay`` / ``Pay-Balance`` on whatever answers, and the one refund
+rule (the charge stands for an answer below 400 whose body did not fail).
 
 Web Monetization and Web Payments (``docs/web-monetization.md``, ``docs/web-payments.md``)::
 
@@ -66,16 +58,17 @@ Configuration: ``ILP_MONETIZATION_SECRET`` (default ``SECRET_KEY``),
 ``ILP_MONETIZATION_COOKIE``, ``ILP_MONETIZATION_PREFIX``, ``ILP_MONETIZATION_POINTER``
 (what the tags name; default: this site's ``/__monetizer``).
 
-All logic lives in :mod:`ilp_receiver.web.wsgi`, :mod:`ilp_receiver.paywall` and
-:mod:`ilp_receiver.web.monetization_endpoints`; this module only speaks Flask.
+All logic lives in :mod:`ilp_receiver.web.wsgi`, :mod:`ilp_receiver.web.lifecycle`,
+:mod:`ilp_receiver.paywall` and :mod:`ilp_receiver.web.monetization_endpoints`; this
+module only speaks Flask.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, Unpack
 
 try:
     from flask import Flask, Response, current_app, g, has_app_context, request
@@ -84,7 +77,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from markupsafe import Markup
 
-from ilp_receiver.errors import ConfigError
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
     COOKIE_NAME,
@@ -96,15 +88,10 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
-from ilp_receiver.paywall import (
-    DEFAULT_PAY_WAIT,
-    PaidRoutes,
-    PayMethod,
-    Price,
-    check_pay_method,
-    paywall_payment_hook,
-)
+from ilp_receiver.options import ENV_PREFIX, ReceiverOptions, ReceiverSettings
+from ilp_receiver.paywall import PaidRoute, PayMethod, Price, check_pay_method
 from ilp_receiver.receiver import Receiver
+from ilp_receiver.web import lifecycle
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationService,
     OrderEndpoints,
@@ -119,10 +106,12 @@ from ilp_receiver.webpayments import OrderBook
 __all__ = [
     "EXTENSION_KEY",
     "MONETIZATION_KEY",
+    "PRICE_ATTR",
     "WEB_PAYMENTS_KEY",
     "IlpReceiver",
     "Monetization",
     "WebPayments",
+    "body_reader",
     "current_visitor",
     "get_monetization",
     "get_service",
@@ -134,9 +123,9 @@ __all__ = [
 
 #: ``app.extensions[EXTENSION_KEY]`` holds the app's :class:`SyncIlpService`.
 EXTENSION_KEY = "ilp_receiver"
-_PRICE_ATTR = "__ilp_price__"
-_METHOD_ATTR = "__ilp_pay_method__"
-_DECISION = "_ilp_receiver_decision"
+#: The attribute :func:`paid` sets on the views it wraps (their price).
+PRICE_ATTR: Final = "__ilp_price__"
+_METHOD_ATTR: Final = "__ilp_pay_method__"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,69 +150,77 @@ def to_response(reply: HttpReply) -> Response:
     return response
 
 
-def _routes(spec: Any) -> PaidRoutes:
-    """``ILP_RECEIVER_PAID`` as routes: a mapping is copied, a list of routes kept."""
-    return PaidRoutes(dict(spec)) if isinstance(spec, Mapping) else PaidRoutes.of(spec)
-
-
-def _receiver_factory(config: dict[str, Any]) -> Callable[[], Receiver]:
-    uplink = config.get("ILP_RECEIVER_UPLINK")
-    if uplink is None:
-        raise ConfigError("ILP_RECEIVER_UPLINK", "set the uplink URL of the receiver")
-    options: dict[str, Any] = {
-        "secret": config.get("ILP_RECEIVER_SECRET"),
-        "store": config.get("ILP_RECEIVER_STORE"),
-        "max_balance": config.get("ILP_RECEIVER_MAX_BALANCE"),
-        "receiver_name": config.get("ILP_RECEIVER_NAME"),
-        "spsp_max_age": config.get("ILP_RECEIVER_SPSP_MAX_AGE", 60),
-        "on_payment": config.get("ILP_RECEIVER_ON_PAYMENT", paywall_payment_hook),
-    }
-
-    def make() -> Receiver:
-        link = uplink() if callable(uplink) else uplink
-        return Receiver(link, **options)
-
-    return make
+def body_reader(limit: int) -> int | None:
+    """Read the current request's body through a counting reader (at most ``limit`` + 1
+    bytes; a chunked body too) and keep it for the view (``request.get_data()``,
+    ``.json``, ``.form``); how many bytes arrived, or None when more than ``limit``."""
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        return None
+    request._cached_data = b"".join(chunks)
+    return size
 
 
 class IlpReceiver:
     """The Flask extension: a receiver, its payment pointer and the paywall.
 
     ``receiver``: a sync :class:`~ilp_receiver.Receiver` or a function creating one
-    (otherwise one is built from ``ILP_RECEIVER_*`` config).  One instance may serve
-    several apps (``init_app``); each app's state is in ``app.extensions``.
+    (otherwise one is built from the settings).  Settings: ``options`` and keywords
+    (:class:`~ilp_receiver.options.ReceiverSettings`), over ``ILP_RECEIVER_*``
+    ``app.config`` keys, over the environment.  One instance may serve several apps
+    (``init_app``); each app's state is in ``app.extensions``.
     """
 
-    def __init__(self, app: Flask | None = None, *, receiver: ReceiverSource | None = None):
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        receiver: ReceiverSource | None = None,
+        options: ReceiverOptions | None = None,
+        **settings: Unpack[ReceiverSettings],
+    ) -> None:
         self._receiver = receiver
+        self._options = options
+        self._settings: dict[str, Any] = dict(settings)
         self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
+    def options_for(self, app: Flask) -> ReceiverOptions:
+        """The settings for ``app``: keywords over its config over the environment."""
+        config = {
+            key: value
+            for key, value in ReceiverOptions.from_mapping(app.config, prefix=ENV_PREFIX).items()
+            if value[0] is not None
+        }
+        return ReceiverOptions.from_settings(self._options, config=config, **self._settings)
+
     def init_app(self, app: Flask) -> None:
-        """Set up ``app``: config defaults, the service, request hooks, exit handler."""
-        config = app.config
-        config.setdefault("ILP_RECEIVER_UPLINK", None)
-        config.setdefault("ILP_RECEIVER_SECRET", None)
-        config.setdefault("ILP_RECEIVER_STORE", None)
-        config.setdefault("ILP_RECEIVER_PAID", {})
-        config.setdefault("ILP_RECEIVER_POINTERS", ())
-        config.setdefault("ILP_RECEIVER_WELL_KNOWN", True)
-        config.setdefault("ILP_RECEIVER_MAX_BALANCE", None)
-        config.setdefault("ILP_RECEIVER_NAME", None)
-        config.setdefault("ILP_RECEIVER_SPSP_MAX_AGE", 60)
-        config.setdefault("ILP_RECEIVER_ON_PAYMENT", paywall_payment_hook)
-        config.setdefault("ILP_RECEIVER_PAY_METHOD", None)
-        config.setdefault("ILP_RECEIVER_PAY_WAIT", DEFAULT_PAY_WAIT)
-        source = self._receiver or _receiver_factory(dict(config))
-        service = SyncIlpService(
-            source,
-            paid=_routes(config["ILP_RECEIVER_PAID"]),
-            pointers=tuple(config["ILP_RECEIVER_POINTERS"]),
-            well_known=bool(config["ILP_RECEIVER_WELL_KNOWN"]),
-            pay_method=config["ILP_RECEIVER_PAY_METHOD"] or None,
-            pay_wait=config["ILP_RECEIVER_PAY_WAIT"],
-        )
+        """Set up ``app``: the service, request hooks, exit handler.
+
+        With ``require_uplink`` the uplink is tried now (connect, IL-DCP, disconnect):
+        :class:`~ilp_receiver.errors.UplinkUnavailableError` when it cannot be reached.
+        """
+        options = self.options_for(app)
+        source: ReceiverSource
+        if self._receiver is not None:
+            source = self._receiver
+        else:
+            options.check_uplink()
+            source = options.sync_receiver
+            if options.require_uplink:
+                probe = options.sync_receiver()
+                probe.start()
+                probe.stop()
+        service = SyncIlpService(source, options=options)
         app.extensions[EXTENSION_KEY] = service
         self._app = app
         app.before_request(_before_request)
@@ -254,6 +251,17 @@ class IlpReceiver:
         return self.service(app).balance(account)
 
 
+def _own_paywall() -> tuple[Price, PayMethod | None] | None:
+    """The price and pay method of the current view's ``@paid``, if it has one."""
+    if request.endpoint is None:
+        return None
+    view = current_app.view_functions.get(request.endpoint)
+    price: Price | None = getattr(view, PRICE_ATTR, None)
+    if price is None:
+        return None
+    return price, getattr(view, _METHOD_ATTR, None)
+
+
 def _before_request() -> Response | None:
     service = get_service()
     method, path = request.method, request.path
@@ -268,64 +276,79 @@ def _before_request() -> Response | None:
         )
         if reply is not None:
             return to_response(reply)
-    route = service.routes.find(method, path) if service.routes else None
-    if route is None:
-        if method != "OPTIONS" or request.endpoint is None:
-            return None
-        view = current_app.view_functions.get(request.endpoint)
-        found: Price | None = getattr(view, _PRICE_ATTR, None)
-        if found is None:
-            return None
-        price = found
-        pay_method: PayMethod | None = getattr(view, _METHOD_ATTR, None)
+    if service.health_path is not None:
+        reply = service.health(method, path)
+        if reply is not None:
+            return to_response(reply)
+    if request.routing_exception is not None:
+        return None  # 404 / 405: Flask answers; nothing is charged
+    rule: PaidRoute | None
+    own = _own_paywall()
+    if own is not None:
+        if method != "OPTIONS":
+            return None  # the view's @paid charges it, at its price
+        rule = PaidRoute(path, own[0], pay_method=own[1])  # Flask answers OPTIONS itself
     else:
-        price, pay_method = route.price, route.pay_method
-    decision = service.check(facts_from_environ(request.environ), price, pay_method=pay_method)
-    if decision.reply is not None:
-        return to_response(decision.reply)
-    setattr(g, _DECISION, decision)
-    return None
+        rule = service.rule_for(method, path) if service.routes else None
+    if rule is None:
+        return None
+    reply = service.enter(
+        request.environ,
+        facts_from_environ(request.environ),
+        rule.price,
+        pay_method=rule.pay_method,
+        read_body=body_reader,
+    )
+    return None if reply is None else to_response(reply)
 
 
 def _after_request(response: Response) -> Response:
-    decision = g.get(_DECISION)
-    if decision is not None:
-        response.headers.update(decision.headers)
+    paid = lifecycle.charge_of(request.environ)
+    if paid is None:
+        return response
+    service = get_service()
+    response.headers.update(lifecycle.respond_sync(service, paid, response.status_code))
+    if response.is_streamed and paid.state == "kept":
+        response.response = lifecycle.watch_body(
+            response.iter_encoded(), lambda: lifecycle.fail_sync(service, paid)
+        )
     return response
 
 
 def _teardown_request(exc: BaseException | None) -> None:
-    decision = g.pop(_DECISION, None)
-    if decision is not None and exc is not None:
-        get_service().refund(decision)
+    paid = lifecycle.charge_of(request.environ)
+    if paid is not None and exc is not None:
+        lifecycle.fail_sync(get_service(), paid)
 
 
 def paid(price: Price, *, pay_method: str | None = None) -> Callable[[F], F]:
-    """Put a view behind the paywall at ``price`` (int or function of the request facts).
+    """Put a view behind the paywall at ``price`` (an int, a function of the request
+    facts, or :func:`~ilp_receiver.paywall.per_byte`).
 
     ``OPTIONS`` to the view's URL (answered by Flask automatically) gets the 204 ``Pay``
-    answer; a view that raises is refunded.  ``pay_method``: ``"psk2"`` or ``"stream"``
-    for this view (None: ``ILP_RECEIVER_PAY_METHOD``).
+    answer.  The extension's request hooks settle the request: ``Pay`` / ``Pay-Balance``
+    on whatever answers (error pages included), a refund for answers of 400 or more
+    (``abort(403)`` too) and for views that raise.  ``pay_method``: ``"psk2"`` or
+    ``"stream"`` for this view (None: ``ILP_RECEIVER_PAY_METHOD``).
     """
     method = None if pay_method is None else check_pay_method(pay_method)
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Response:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             service = get_service()
-            decision = service.check(facts_from_environ(request.environ), price, pay_method=method)
-            if decision.reply is not None:
-                return to_response(decision.reply)
-            try:
-                rv = current_app.ensure_sync(view)(*args, **kwargs)
-                response = current_app.make_response(rv)
-            except BaseException:
-                service.refund(decision)
-                raise
-            response.headers.update(decision.headers)
-            return response
+            reply = service.enter(
+                request.environ,
+                facts_from_environ(request.environ),
+                price,
+                pay_method=method,
+                read_body=body_reader,
+            )
+            if reply is not None:
+                return to_response(reply)
+            return current_app.ensure_sync(view)(*args, **kwargs)
 
-        setattr(wrapper, _PRICE_ATTR, price)
+        setattr(wrapper, PRICE_ATTR, price)
         setattr(wrapper, _METHOD_ATTR, method)
         return wrapper  # type: ignore[return-value]
 

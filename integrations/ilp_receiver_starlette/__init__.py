@@ -7,17 +7,20 @@
     from ilp_receiver_starlette import IlpReceiverMiddleware, paid, paid_route
 
     @paid(10)
-    async def upload(request): ...
+    async def report(request): ...
 
     app = Starlette(
-        routes=[paid_route("/upload", upload, price=10, methods=["POST"])],
-        middleware=[Middleware(IlpReceiverMiddleware, uplink="btp+ws://:token@localhost:7768")],
+        routes=[paid_route("/upload", upload, price=10, methods=["POST"]), ...],
+        middleware=[Middleware(IlpReceiverMiddleware)],   # settings from ILP_RECEIVER_*
     )
 
-The middleware starts the receiver with the app's lifespan and stops it at shutdown,
-serves the payment pointer at ``/.well-known/pay`` (and ``/<name>`` for ``pointers``),
-and runs the paywall for ``paid={path: price}`` routes and for endpoints wrapped with
-:func:`paid`.
+The middleware starts the receiver with the app's lifespan and stops it at shutdown
+(``lifespan.startup.failed`` with the reason when it cannot start), serves the payment
+pointer at ``/.well-known/pay`` (and ``/<name>`` for ``pointers``), runs the paywall
+for ``paid={path: price}`` rules -- only for requests that reach a route, and not for
+endpoints with a paywall of their own -- and for endpoints wrapped with :func:`paid`,
+and settles every paid request (:mod:`ilp_receiver.web.lifecycle`: the headers, the one
+refund rule, one charge per request).
 
 Web Monetization and Web Payments: add :class:`MonetizationMiddleware` *after* (inside)
 the receiver middleware; it sets the ``__monetizer`` visitor cookie and serves
@@ -26,7 +29,7 @@ the receiver middleware; it sets the ``__monetizer`` visitor cookie and serves
 guards endpoints; :func:`install_templates` adds the tag helpers to
 ``starlette.templating.Jinja2Templates``.
 
-All logic is :mod:`ilp_receiver.web.asgi` and
+All logic is :mod:`ilp_receiver.web.asgi`, :mod:`ilp_receiver.web.lifecycle` and
 :mod:`ilp_receiver.web.monetization_endpoints`; this module only speaks Starlette.
 """
 
@@ -34,20 +37,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, Final, TypeVar, Unpack
 
 try:
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import Response, StreamingResponse
-    from starlette.routing import Route
+    from starlette.routing import BaseRoute, Match, Mount, Route
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "ilp_receiver_starlette needs Starlette: pip install 'ilp-receiver[starlette]'"
     ) from exc
 
-from ilp_receiver.links.base import Link
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
     Monetizer,
@@ -57,24 +59,19 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
-from ilp_receiver.paywall import (
-    DEFAULT_PAY_WAIT,
-    Price,
-    RequestFacts,
-    RouteSpec,
-    check_pay_method,
-    paywall_payment_hook,
-)
-from ilp_receiver.receiver import AsyncReceiver, PaymentHook
-from ilp_receiver.stores.base import BalanceStore
+from ilp_receiver.options import ReceiverOptions, ReceiverSettings
+from ilp_receiver.paywall import PaidRoute, PayMethod, Price, RequestFacts, check_pay_method
+from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.web.asgi import (
     AsgiApp,
     IlpAsgiMiddleware,
     IlpService,
-    build_receiver,
+    Scope,
     facts_from_scope,
+    receiver_for,
     service_from_scope,
 )
+from ilp_receiver.web.lifecycle import BodyReader
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationAsgiMiddleware,
     MonetizationService,
@@ -86,10 +83,13 @@ from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.webpayments import OrderBook
 
 __all__ = [
+    "PRICE_ATTR",
     "IlpReceiverMiddleware",
     "MonetizationMiddleware",
     "WebPaymentsMiddleware",
+    "body_reader",
     "current_visitor",
+    "find_route",
     "get_monetization",
     "get_receiver",
     "get_service",
@@ -104,18 +104,22 @@ __all__ = [
 Endpoint = Callable[[Request], Awaitable[Response] | Response]
 E = TypeVar("E", bound=Callable[..., Any])
 
+#: The attribute :func:`paid` sets on the endpoints it wraps (their price).
+PRICE_ATTR: Final = "__ilp_price__"
+_METHOD_ATTR: Final = "__ilp_pay_method__"
+
 
 class IlpReceiverMiddleware(IlpAsgiMiddleware):
     """Pure ASGI middleware running an ilp-receiver with the Starlette app.
 
-    Give an :class:`~ilp_receiver.AsyncReceiver` as ``receiver``, or ``uplink`` plus
-    the :class:`~ilp_receiver.AsyncReceiver` options to build one (``secret``,
-    ``store``, ``max_balance``, ...); ``on_payment`` defaults to
-    :data:`~ilp_receiver.paywall.paywall_payment_hook`.  ``paid``, ``pointers``,
-    ``well_known``, ``pay_method`` (``"psk2"`` or ``"stream"``; None: the
-    ``ILP_RECEIVER_PAY_METHOD`` environment variable, else ``"psk2"``) and ``pay_wait``
-    are those of :class:`~ilp_receiver.web.asgi.IlpService`; with ``lifespan=False``
-    start and stop the receiver yourself.
+    Give an :class:`~ilp_receiver.AsyncReceiver` as ``receiver``, or the settings to
+    build one (:class:`~ilp_receiver.options.ReceiverSettings`: ``uplink``, ``secret``
+    or ``secret_file``, ``store``, ``max_balance``, ``require_uplink``, ...; over the
+    ``ILP_RECEIVER_*`` environment, so none has to sit in code); ``on_payment`` defaults
+    to :data:`~ilp_receiver.paywall.paywall_payment_hook`.  ``paid``, ``pointers``,
+    ``well_known``, ``pay_method``, ``pay_wait`` and ``health_path`` are those of
+    :class:`~ilp_receiver.web.asgi.IlpService`; with ``lifespan=False`` start and stop
+    the receiver yourself.
     """
 
     def __init__(
@@ -123,40 +127,64 @@ class IlpReceiverMiddleware(IlpAsgiMiddleware):
         app: AsgiApp,
         receiver: AsyncReceiver | None = None,
         *,
-        uplink: str | Link | None = None,
-        secret: bytes | str | None = None,
-        store: BalanceStore | str | None = None,
-        on_payment: PaymentHook | None = paywall_payment_hook,
-        max_balance: int | None = None,
-        receiver_name: str | None = None,
-        spsp_max_age: int = 60,
-        paid: RouteSpec = None,
-        pointers: Iterable[str] = (),
-        well_known: bool = True,
+        options: ReceiverOptions | None = None,
         lifespan: bool = True,
-        pay_method: str | None = None,
-        pay_wait: float = DEFAULT_PAY_WAIT,
+        **settings: Unpack[ReceiverSettings],
     ) -> None:
-        rx = build_receiver(
-            receiver,
-            uplink,
-            secret=secret,
-            store=store,
-            on_payment=on_payment,
-            max_balance=max_balance,
-            receiver_name=receiver_name,
-            spsp_max_age=spsp_max_age,
-        )
-        super().__init__(
-            app,
-            rx,
-            paid=paid,
-            pointers=pointers,
-            well_known=well_known,
-            lifespan=lifespan,
-            pay_method=pay_method,
-            pay_wait=pay_wait,
-        )
+        opts = ReceiverOptions.from_settings(options, **settings)
+        rx = receiver_for(receiver, opts, settings)
+        super().__init__(app, rx, options=opts, lifespan=lifespan)
+
+    def route_rule(self, scope: Scope, method: str, path: str) -> PaidRoute | None:
+        """A path rule charges a request only when the app has a route for it (no
+        charge for 404 or 405; ``OPTIONS`` needs the path only), and not when the
+        route's endpoint has a paywall of its own (:func:`paid`: its price wins).
+        ``OPTIONS`` to such an endpoint's path is answered with its price."""
+        router = getattr(scope.get("app"), "router", None)
+        routes: Sequence[BaseRoute] | None = getattr(router, "routes", None)
+        if routes is None:  # not behind a Starlette app: the generic behaviour
+            return super().route_rule(scope, method, path)
+        route = find_route(routes, scope)
+        if route is None:
+            return None
+        own = self.own_paywall(route)
+        if own is not None:
+            if method == "OPTIONS" and not _allows(route, "OPTIONS"):
+                return PaidRoute(path, own[0], pay_method=own[1])
+            return None
+        return self.rule_for(method, path)
+
+    def own_paywall(self, route: BaseRoute) -> tuple[Price, PayMethod | None] | None:
+        """The price and pay method of the paywall ``route``'s endpoint has itself."""
+        endpoint = getattr(route, "endpoint", None)
+        price: Price | None = getattr(endpoint, PRICE_ATTR, None)
+        if price is None:
+            return None
+        return price, getattr(endpoint, _METHOD_ATTR, None)
+
+
+def _allows(route: BaseRoute, method: str) -> bool:
+    methods = getattr(route, "methods", None)
+    return methods is None or method in methods
+
+
+def find_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route a Starlette router would run ``scope`` with (mounts followed), or None
+    when it answers 404 or 405 -- except that ``OPTIONS`` finds a route serving the path
+    with other methods."""
+    partial: BaseRoute | None = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            if isinstance(route, Mount):
+                inner = route.routes
+                return find_route(inner, {**scope, **child}) if inner else route
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    if partial is not None and scope.get("method") == "OPTIONS":
+        return partial
+    return None
 
 
 def get_service(request: Request) -> IlpService:
@@ -179,12 +207,36 @@ def to_response(reply: HttpReply) -> Response:
     return Response(reply.body or None, status_code=reply.status, headers=reply.headers)
 
 
-def paid(price: Price, *, pay_method: str | None = None) -> Callable[[E], E]:
-    """Put an endpoint behind the paywall at ``price`` (int or function of the request).
+def body_reader(request: Request) -> BodyReader:
+    """Reads ``request``'s body through a counting reader, at most ``limit`` + 1 bytes,
+    and keeps it for the endpoint (``await request.body()``)."""
 
-    The route must allow ``OPTIONS`` for the 204 ``Pay`` answer (:func:`paid_route` adds
-    it); sync endpoints run in the thread pool as Starlette runs them.  ``pay_method``:
-    ``"psk2"`` or ``"stream"`` for this endpoint (None: the middleware's).
+    async def read(limit: int) -> int | None:
+        cached: bytes | None = getattr(request, "_body", None)
+        if cached is not None:
+            return len(cached) if len(cached) <= limit else None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        request._body = b"".join(chunks)
+        return size
+
+    return read
+
+
+def paid(price: Price, *, pay_method: str | None = None) -> Callable[[E], E]:
+    """Put an endpoint behind the paywall at ``price`` (an int, a function of the
+    request facts, or :func:`~ilp_receiver.paywall.per_byte`).
+
+    The middleware settles the request (headers, refund rule).  ``OPTIONS`` to the
+    endpoint's path gets the ``204 Pay`` answer (from the middleware when the route has
+    no ``OPTIONS``); sync endpoints run in the thread pool as Starlette runs them.
+    ``pay_method``: ``"psk2"`` or ``"stream"`` for this endpoint (None: the
+    middleware's).
     """
     method = None if pay_method is None else check_pay_method(pay_method)
 
@@ -194,28 +246,22 @@ def paid(price: Price, *, pay_method: str | None = None) -> Callable[[E], E]:
         @functools.wraps(endpoint)
         async def wrapper(request: Request) -> Response:
             service = service_from_scope(request.scope)
-            decision = await service.check(
-                facts_from_scope(request.scope), price, pay_method=method
+            reply = await service.enter(
+                request.scope,
+                request_facts(request),
+                price,
+                pay_method=method,
+                read_body=body_reader(request),
             )
-            if decision.reply is not None:
-                return to_response(decision.reply)
-            try:
-                if is_async:
-                    response: Response = await endpoint(request)
-                else:
-                    response = await run_in_threadpool(endpoint, request)
-            except BaseException:
-                await service.refund(decision)
-                raise
-            # append: MutableHeaders.__setitem__ scans every header for each key
-            response.raw_headers.extend(
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in decision.headers.items()
-            )
-            return response
+            if reply is not None:
+                return to_response(reply)
+            if is_async:
+                response: Response = await endpoint(request)
+                return response
+            return await run_in_threadpool(endpoint, request)
 
-        wrapper.__ilp_price__ = price  # type: ignore[attr-defined]
-        wrapper.__ilp_pay_method__ = method  # type: ignore[attr-defined]
+        setattr(wrapper, PRICE_ATTR, price)
+        setattr(wrapper, _METHOD_ATTR, method)
         return wrapper  # type: ignore[return-value]
 
     return decorator

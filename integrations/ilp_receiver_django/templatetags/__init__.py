@@ -1,0 +1,1 @@
+"""Template tags of the Django adapter (``{% load ilp_receiver %}``)."""

@@ -77,7 +77,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 from ..errors import ConfigError
@@ -765,9 +765,14 @@ class SqliteStore(BalanceStore):
             raise outcome
         return outcome
 
-    def _blocking_transaction(self, items: list[_Item]) -> list[_Outcome]:
+    @contextlib.contextmanager
+    def _blocking_write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The write lock and this thread's connection for one direct commit (the
+        blocking twins and :meth:`revert`): a failure in the body is rolled back and
+        raised as ``StoreError("SQLite <what> failed: ...")``; a commit is counted for
+        the checkpoint schedule."""
         if not self._write_lock.acquire(timeout=self._busy_timeout):
-            raise StoreError("SQLite write failed: timed out waiting for the write lock")
+            raise StoreError(f"SQLite {what} failed: timed out waiting for the write lock")
         try:
             if self._closed:
                 raise StoreClosedError("store is closed")
@@ -776,15 +781,18 @@ class SqliteStore(BalanceStore):
                 conn = self._blocking = self._connect()  # busy_timeout: waits for others
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
             try:
-                outcomes = self._transaction(conn, items)
+                yield conn
             except Exception as exc:
                 _rollback_quietly(conn)
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+                raise StoreError(f"SQLite {what} failed: {exc}") from exc
             self._blocking_commits += 1
             self._after_direct_commit()
         finally:
             self._write_lock.release()
-        return outcomes
+
+    def _blocking_transaction(self, items: list[_Item]) -> list[_Outcome]:
+        with self._blocking_write("write") as conn:
+            return self._transaction(conn, items)
 
     supports_revert = True
 
@@ -796,37 +804,21 @@ class SqliteStore(BalanceStore):
         return await asyncio.to_thread(self._revert_blocking, key, delta, idempotency_key)
 
     def _revert_blocking(self, key: str, delta: int, idempotency_key: str) -> bool:
-        if not self._write_lock.acquire(timeout=self._busy_timeout):
-            raise StoreError("SQLite revert failed: timed out waiting for the write lock")
-        try:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            conn = self._blocking
-            if conn is None:
-                conn = self._blocking = self._connect()  # busy_timeout: waits for others
-                conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+        with self._blocking_write("revert") as conn:
             cutoff = self.clock() - self.retention
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                forgotten = 0
-                for table in ("ilp_idempotency_0", "ilp_idempotency_1"):
-                    forgotten += conn.execute(
-                        f"DELETE FROM {table} WHERE key = ? AND account = ? AND delta = ?"  # noqa: S608 (fixed names)
-                        " AND at >= ?",
-                        (idempotency_key, key, str(delta), cutoff),
-                    ).rowcount
-                if forgotten:
-                    row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
-                    current = 0 if row is None else int(row[0])
-                    conn.execute(_UPSERT, (key, str(current - delta)))
-                conn.execute("COMMIT")
-            except Exception as exc:
-                _rollback_quietly(conn)
-                raise StoreError(f"SQLite revert failed: {exc}") from exc
-            self._blocking_commits += 1
-            self._after_direct_commit()
-        finally:
-            self._write_lock.release()
+            conn.execute("BEGIN IMMEDIATE")
+            forgotten = 0
+            for table in ("ilp_idempotency_0", "ilp_idempotency_1"):
+                forgotten += conn.execute(
+                    f"DELETE FROM {table} WHERE key = ? AND account = ? AND delta = ?"  # noqa: S608 (fixed names)
+                    " AND at >= ?",
+                    (idempotency_key, key, str(delta), cutoff),
+                ).rowcount
+            if forgotten:
+                row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
+                current = 0 if row is None else int(row[0])
+                conn.execute(_UPSERT, (key, str(current - delta)))
+            conn.execute("COMMIT")
         return forgotten > 0
 
     async def balance(self, key: str) -> int:

@@ -10,7 +10,8 @@ under the rule ``/premium/*``) on an in-memory network, and must behave the same
 * no charge for 404 and 405, one charge for a route both listed and decorated;
 * 50 concurrent requests on a token funded for 25 serve exactly 25;
 * a body price from the bytes read (a chunked body too), ``413`` for an absurd
-  ``Content-Length``.
+  ``Content-Length``; the body read for the price is the view's to read again, through
+  the framework's own API (raw and parsed), for a decorator and a path rule alike.
 
 Clients: Flask's ``app.test_client()``, Starlette's and FastAPI's ``TestClient``,
 Django's ``django.test.Client``, aiohttp's ``TestClient`` (on a loop thread).
@@ -37,7 +38,7 @@ from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import LinkClosedError
 from ilp_receiver.links.memory import MemoryLink
-from ilp_receiver.paywall import per_byte, token_account
+from ilp_receiver.paywall import Price, per_byte, token_account
 from ilp_receiver.receiver import AsyncReceiver, Receiver
 from ilp_receiver_fastapi import IlpReceiverMiddleware, Paid, paid
 from tests.test_paywall import (
@@ -52,7 +53,8 @@ from tests.test_paywall import (
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_project.settings")
 
-PAID = {"/listed": 10, "/both": 10, "/premium/*": 25}
+ECHO_PRICE = per_byte(1, max_bytes=1000)
+PAID: dict[str, Price] = {"/listed": 10, "/both": 10, "/premium/*": 25, "/echo-listed": ECHO_PRICE}
 CHUNK = b"x" * 1000
 TOKEN_ONLY = {"Pay-Token": TOKEN_HEADER}
 ADAPTERS = ["flask", "starlette", "fastapi", "django", "aiohttp"]
@@ -184,6 +186,13 @@ def flask_harness(parent: MemoryParent) -> Harness:
     def body_bytes() -> Any:
         return jsonify(read=len(request.get_data()))
 
+    def echo_view() -> Any:
+        parsed = request.get_json(force=True)  # parsed first: the raw bytes stay too
+        return jsonify(echo=parsed, read=len(request.get_data()))
+
+    app.add_url_rule("/echo", "echo", paid(ECHO_PRICE)(echo_view), methods=["POST"])
+    app.add_url_rule("/echo-listed", "echo_listed", echo_view, methods=["POST"])
+
     @app.get("/premium/<item>")
     def premium(item: str) -> Any:
         return jsonify(premium=item)
@@ -203,10 +212,16 @@ def flask_harness(parent: MemoryParent) -> Harness:
         ) -> Answer:
             client = app.test_client()
             headers = dict(headers or {})
-            environ = {}
+            environ: dict[str, Any] = {}
             if "Content-Length" in headers:  # as sent, not what the test client counts
                 environ["CONTENT_LENGTH"] = headers.pop("Content-Length")
             if chunked and body is not None:
+                # a server that terminates the input (Werkzeug's, gunicorn) and no length
+                environ.update(
+                    CONTENT_LENGTH="",
+                    HTTP_TRANSFER_ENCODING="chunked",
+                    **{"wsgi.input_terminated": True},
+                )
                 r = client.open(
                     path,
                     method=method,
@@ -291,6 +306,10 @@ def _starlette_app(rx: AsyncReceiver) -> Any:
     async def body_bytes(request: Request) -> Response:
         return JSONResponse({"read": len(await request.body())})
 
+    async def echo(request: Request) -> Response:
+        parsed = await request.json()
+        return JSONResponse({"echo": parsed, "read": len(await request.body())})
+
     async def premium(request: Request) -> Response:
         return JSONResponse({"premium": request.path_params["item"]})
 
@@ -305,6 +324,8 @@ def _starlette_app(rx: AsyncReceiver) -> Any:
         Route("/stream", stream),
         Route("/broken-stream", broken_stream),
         Route("/bytes", body_bytes, methods=["POST"]),
+        Route("/echo", paid(ECHO_PRICE)(echo), methods=["POST"]),
+        Route("/echo-listed", echo, methods=["POST"]),
         Route("/premium/{item}", premium),
     ]
     middleware = [Middleware(IlpReceiverMiddleware, receiver=rx, paid=PAID)]
@@ -367,6 +388,15 @@ def _fastapi_app(rx: AsyncReceiver) -> Any:
     @app.post("/bytes", dependencies=[Depends(Paid(per_byte(1, max_bytes=1000)))])
     async def body_bytes(request: Request) -> dict[str, int]:
         return {"read": len(await request.body())}
+
+    # a body parameter: FastAPI reads the body before the dependency prices it
+    @app.post("/echo", dependencies=[Depends(Paid(ECHO_PRICE))])
+    async def echo(payload: dict[str, Any], request: Request) -> dict[str, Any]:
+        return {"echo": payload, "read": len(await request.body())}
+
+    @app.post("/echo-listed")
+    async def echo_listed(payload: dict[str, Any], request: Request) -> dict[str, Any]:
+        return {"echo": payload, "read": len(await request.body())}
 
     @app.get("/premium/{item}")
     async def premium(item: str) -> dict[str, str]:
@@ -542,6 +572,10 @@ def aiohttp_harness(parent: MemoryParent) -> Harness:
     async def body_bytes(request: web.Request) -> web.Response:
         return web.json_response({"read": len(await request.read())})
 
+    async def echo(request: web.Request) -> web.Response:
+        parsed = await request.json()
+        return web.json_response({"echo": parsed, "read": len(await request.read())})
+
     async def premium(request: web.Request) -> web.Response:
         return web.json_response({"premium": request.match_info["item"]})
 
@@ -562,6 +596,8 @@ def aiohttp_harness(parent: MemoryParent) -> Harness:
         ):
             app.router.add_get(path, handler)
         app.router.add_post("/bytes", body_bytes)
+        app.router.add_post("/echo", paid(ECHO_PRICE)(echo))
+        app.router.add_post("/echo-listed", echo)
         setup(app, receivers[0], paid=PAID)
         client = TestClient(TestServer(app))
         await client.start_server()
@@ -804,6 +840,26 @@ def test_body_price_from_the_bytes_read(adapter: Harness) -> None:
     r = adapter.request("POST", "/bytes", TOKEN_ONLY, b"z" * 1001, chunked=True)
     assert r.status == 413
     assert balance(adapter) == 700
+
+
+@pytest.mark.parametrize("path", ["/echo", "/echo-listed"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_body_read_for_the_price_is_the_views(
+    adapter: Harness, path: str, chunked: bool
+) -> None:
+    fund(adapter, 1000)
+    payload = {"text": "\u00e9" * 40 + "!", "numbers": list(range(60))}
+    body = json.dumps(payload).encode()
+    assert 200 < len(body) < 500
+    headers = {**TOKEN_ONLY, "Content-Type": "application/json"}
+    r = adapter.request("POST", path, headers, body, chunked=chunked)
+    assert r.status == 200, r
+    assert json.loads(r.body) == {"echo": payload, "read": len(body)}
+    assert r.headers["pay-balance"] == str(1000 - len(body))
+    r = adapter.request("POST", path, headers, b"[" + b"1," * 500 + b"1]", chunked=chunked)
+    assert r.status == 413
+    assert b"PayloadTooLarge" in r.body
+    assert balance(adapter) == 1000 - len(body)
 
 
 @pytest.mark.parametrize("adapter_name", ["flask", "starlette", "fastapi", "django"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
-from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, token_account
+from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, per_byte, token_account
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver_aiohttp import (
     RECEIVER_KEY,
@@ -322,3 +322,54 @@ async def test_pay_method_per_route() -> None:
         check_pay((await client.post("/psk2")).headers["Pay"], 10)
     with pytest.raises(ConfigError):
         paid(1, pay_method="psk3")
+
+
+async def test_body_prices_when_a_middleware_read_the_body_and_for_max_bytes_0() -> None:
+    # the body reader clones the request (public aiohttp) and hands the handler the clone;
+    # a body an outer middleware read already cannot be cloned: it is counted as read
+    parent = MemoryParent()
+    await parent.start()
+    rx = async_receiver(parent)
+
+    @web.middleware
+    async def reads_first(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/pre-read":
+            await request.read()
+        return await handler(request)
+
+    @paid(per_byte(1, max_bytes=100))
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"body": (await request.read()).decode()})
+
+    @paid(per_byte(1, max_bytes=0, minimum=5))
+    async def empty(request: web.Request) -> web.Response:
+        return web.json_response({"body": (await request.read()).decode()})
+
+    app = web.Application(middlewares=[reads_first])
+    app.router.add_post("/pre-read", echo)
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/empty", empty)
+    setup(app, rx)
+    async with TestClient(TestServer(app)) as client:
+        net = Net(parent, rx, client)
+        headers = {"Pay-Token": TOKEN_HEADER}
+        r = await client.post("/echo", headers=headers, data=b"hello")
+        assert r.status == 402
+        await net.pay(r.headers["Pay"], 100)
+        for path in ("/echo", "/pre-read"):
+            r = await client.post(path, headers=headers, data=b"hello")
+            assert (r.status, await r.json()) == (200, {"body": "hello"}), path
+            r = await client.post(path, headers=headers, data=b"x" * 101)
+            assert r.status == 413, path
+        r = await client.post("/empty", headers=headers)
+        assert (r.status, await r.json()) == (200, {"body": ""})
+        assert r.headers["Pay-Balance"] == "85"  # 100 - 5 - 5 - 5 (the minimum)
+
+        async def one_byte() -> AsyncIterator[bytes]:
+            yield b"x"
+
+        r = await client.post("/empty", headers=headers, data=one_byte())
+        assert r.status == 413
+        assert await rx.balance(token_account(TOKEN)) == 85

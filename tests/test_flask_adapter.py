@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
 import sys
 import threading
 import time
@@ -13,13 +14,19 @@ from typing import Any
 
 import httpx
 import pytest
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
 from ilp_receiver._portal import BlockingPortal, default_portal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
-from ilp_receiver.paywall import NO_TOKEN_MESSAGE, PaidRoute, RequestFacts, token_account
+from ilp_receiver.paywall import (
+    NO_TOKEN_MESSAGE,
+    PaidRoute,
+    RequestFacts,
+    per_byte,
+    token_account,
+)
 from ilp_receiver.receiver import Receiver
 from ilp_receiver.stores import SqliteStore
 from ilp_receiver_flask import IlpReceiver, get_service, paid
@@ -436,3 +443,49 @@ def test_pay_method_per_route() -> None:
         check_pay(client.post("/psk2-view").headers["Pay"], 10)
     finally:
         other.close()
+
+
+def test_body_price_keeps_the_body_and_the_apps_max_content_length() -> None:
+    # the reader sets the request's own max_content_length (Flask 3.1) for the read and
+    # puts it back; the app's smaller MAX_CONTENT_LENGTH still answers 413 (Werkzeug's)
+    net = Net(MAX_CONTENT_LENGTH=50)
+    try:
+        seen: list[int | None] = []
+
+        @net.app.post("/echo")
+        @paid(per_byte(1, max_bytes=100))
+        def echo() -> Any:
+            seen.append(request.max_content_length)
+            return jsonify(body=request.get_data(as_text=True), form=request.form.to_dict())
+
+        client = net.app.test_client()
+        chunked = {
+            "CONTENT_LENGTH": "",
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "wsgi.input_terminated": True,
+        }
+        headers = {"Pay-Token": TOKEN_HEADER}
+        r = client.post("/echo", headers=headers, data=b"a=1")
+        assert r.status_code == 402
+        net.pay(r.headers["Pay"], 100)
+        r = client.post(
+            "/echo",
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+            input_stream=io.BytesIO(b"a=1&b=" + b"2" * 40),
+            environ_overrides=chunked,
+        )
+        assert r.status_code == 200
+        assert r.get_json() == {"body": "a=1&b=" + "2" * 40, "form": {"a": "1", "b": "2" * 40}}
+        assert seen == [50]  # the app's limit again, for the view
+        assert r.headers["Pay-Balance"] == "54"
+        for overrides in (chunked, {}):
+            r = client.post(
+                "/echo",
+                headers=headers,
+                input_stream=io.BytesIO(b"x" * 51),
+                environ_overrides=overrides,
+            )
+            assert r.status_code == 413
+        assert net.balance() == 54
+    finally:
+        net.close()

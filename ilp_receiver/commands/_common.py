@@ -89,7 +89,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
             "default" in text
             or any(action.default is v for v in (None, False, argparse.SUPPRESS))
             or not action.option_strings
-            or isinstance(action, argparse._StoreConstAction)
+            or action.nargs == 0  # a flag (store_true, store_const, ...): no value
         ):
             return action.help
         return f"{text} (default: %(default)s)"

@@ -12,7 +12,9 @@ the health report.
 SPSP queries, puts matching routes behind the paywall and settles every paid request
 (:mod:`ilp_receiver.web.lifecycle`: the headers, the one refund rule) -- also those a
 framework adapter's decorator or dependency charged.  It stores itself in
-``scope["ilp_receiver"]`` so endpoints can reach the receiver (:func:`service_from_scope`).
+``scope["ilp_receiver"]`` so endpoints can reach the receiver (:func:`service_from_scope`),
+and hands the app the request body through a :class:`BodyTap` (:func:`body_tap`), which
+a body price reads ahead of the app without taking the body away from it.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ if TYPE_CHECKING:
     from ..receiver import AsyncReceiver
 
 __all__ = [
+    "BODY_SCOPE_KEY",
     "SCOPE_KEY",
     "WELL_KNOWN_PAY",
     "AsgiApp",
+    "BodyTap",
     "IlpAsgiMiddleware",
     "IlpService",
     "PaywallAnswer",
@@ -54,9 +58,9 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "body_tap",
     "facts_from_scope",
     "health_reply",
-    "read_asgi_body",
     "receiver_for",
     "send_reply",
     "service_from_scope",
@@ -73,6 +77,8 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Where :class:`IlpAsgiMiddleware` puts itself in the ASGI scope.
 SCOPE_KEY: Final = "ilp_receiver"
+#: Where it puts the request's :class:`BodyTap`.
+BODY_SCOPE_KEY: Final = "ilp_receiver.body"
 #: "if the path is empty or exactly ``/``, use ``/.well-known/pay``" (payment pointers).
 WELL_KNOWN_PAY: Final = "/.well-known/pay"
 #: Settings that build a receiver; an adapter given a ready receiver refuses them.
@@ -326,34 +332,65 @@ class PaywallAnswer(Exception):
         self.reply = reply
 
 
-async def read_asgi_body(receive: Receive, limit: int) -> tuple[int | None, Receive]:
-    """Read the request body through a counting reader: ``(bytes read, a receive that
-    replays them)``, or ``(None, receive)`` as soon as more than ``limit`` arrived."""
-    chunks: list[bytes] = []
-    size = 0
-    last: Message | None = None
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            last = message  # http.disconnect: the client is gone
-            break
-        body = bytes(message.get("body", b""))
-        size += len(body)
-        if size > limit:
-            return None, receive
-        chunks.append(body)
-        if not message.get("more_body", False):
-            break
-    replayed: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
-    if last is not None:
-        replayed.append(last)
+class BodyTap:
+    """The request body on its way from the server to the app, counted, and readable
+    ahead of the app without taking it away from it (pure ASGI).
 
-    async def replay() -> Message:
-        if replayed:
-            return replayed.pop(0)
-        return await receive()
+    :class:`IlpAsgiMiddleware` hands the app :meth:`receive` instead of the server's
+    ``receive`` and keeps the tap in the scope (:func:`body_tap`).  :meth:`read` pulls
+    body messages ahead -- until the body ends or more than ``limit`` bytes arrived --
+    and holds them; the app's own ``receive()`` calls get the held messages first, then
+    the server's.  A body the app (the framework) has read already is counted as it
+    passed, so the size is known either way: a framework never buffers a body of its
+    own that the tap does not see.
+    """
 
-    return size, replay
+    __slots__ = ("_held", "_receive", "complete", "size")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._held: list[Message] = []
+        #: body bytes that arrived from the server so far
+        self.size = 0
+        #: whether the body has ended (its last message, or the client left)
+        self.complete = False
+
+    def _count(self, message: Message) -> None:
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+        else:  # http.disconnect: the client is gone, no more body
+            self.complete = True
+
+    async def receive(self) -> Message:
+        """The app's ``receive``: held messages first, then the server's, counted."""
+        if self._held:
+            return self._held.pop(0)
+        message = await self._receive()
+        self._count(message)
+        return message
+
+    async def read(self, limit: int) -> int | None:
+        """Read the body through the counter (held for the app): its size, or None as
+        soon as more than ``limit`` bytes arrived (at most one message is read past
+        ``limit``).  A client that left ends the body where it stopped."""
+        while not self.complete and self.size <= limit:
+            message = await self._receive()
+            self._count(message)
+            self._held.append(message)
+        return self.size if self.size <= limit else None
+
+
+def body_tap(scope: Scope) -> BodyTap:
+    """The :class:`BodyTap` of the :class:`IlpAsgiMiddleware` in front of this request."""
+    tap = scope.get(BODY_SCOPE_KEY)
+    if not isinstance(tap, BodyTap):
+        raise RuntimeError(
+            "no ilp-receiver middleware in front of this endpoint: add IlpAsgiMiddleware "
+            "(or the framework adapter's middleware) to the application"
+        )
+    return tap
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -446,6 +483,9 @@ class IlpAsgiMiddleware(IlpService):
             await self.app(scope, receive, send)
             return
         scope[SCOPE_KEY] = self
+        tap = BodyTap(receive)
+        scope[BODY_SCOPE_KEY] = tap
+        receive = tap.receive
         method: str = scope["method"]
         path: str = scope["path"]
         if path in self.mount.paths:
@@ -467,23 +507,16 @@ class IlpAsgiMiddleware(IlpService):
         wanted = self.routes or method == "OPTIONS"
         rule = self.route_rule(scope, method, path) if wanted else None
         if rule is not None:
-            replay: list[Receive] = [receive]
-
-            async def read_body(limit: int) -> int | None:
-                size, replay[0] = await read_asgi_body(receive, limit)
-                return size
-
             reply = await self.enter(
                 scope,
                 facts_from_scope(scope),
                 rule.price,
                 pay_method=rule.pay_method,
-                read_body=read_body,
+                read_body=tap.read,
             )
             if reply is not None:
                 await send_reply(send, reply, head=method == "HEAD")
                 return
-            receive = replay[0]
         await settle_asgi(self, self.app, scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

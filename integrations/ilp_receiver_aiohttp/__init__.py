@@ -68,6 +68,7 @@ __all__ = [
     "RECEIVER_KEY",
     "SERVICE_KEY",
     "VISITOR_KEY",
+    "BodyReader",
     "body_reader",
     "current_visitor",
     "get_monetization",
@@ -132,26 +133,44 @@ def _state(request: web.Request) -> dict[str, Any]:
     return state
 
 
-def body_reader(request: web.Request) -> lifecycle.BodyReader:
-    """Reads ``request``'s body through a counting reader, at most ``limit`` + 1 bytes,
-    and keeps it for the handler (``await request.read()``, ``.text()``, ``.json()``)."""
+class BodyReader:
+    """Reads a request's body through a counting reader, at most ``limit`` + 1 bytes
+    (about: aiohttp reads what the connection has buffered), and keeps it for the
+    handler (``await request.read()``, ``.text()``, ``.json()``, ``.post()``).
 
-    async def read(limit: int) -> int | None:
-        cached: bytes | None = getattr(request, "_read_bytes", None)
-        if cached is not None:
-            return len(cached) if len(cached) <= limit else None
-        data = bytearray()
-        while len(data) <= limit:
-            chunk = await request.content.read(min(65536, limit + 1 - len(data)))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) > limit:
+    Public aiohttp only: the body is read by a clone of the request
+    (``request.clone(client_max_size=limit)``; ``read()`` refuses a body above it), and
+    :attr:`request` is then that clone -- the one to give the handler, which finds the
+    body read.  A body read already (by an outer middleware) is counted as it is.
+    """
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: web.Request) -> None:
+        #: the request to hand the handler (a clone holding the body once it is read)
+        self.request = request
+
+    async def __call__(self, limit: int) -> int | None:
+        request = self.request
+        if limit == 0:  # client_max_size=0 means "no limit" to aiohttp
+            extra = await request.content.read(1)
+            return None if extra else 0
+        try:
+            clone = request.clone(client_max_size=limit)
+        except RuntimeError:  # the body was read already: aiohttp keeps it
+            data = await request.read()
+            return len(data) if len(data) <= limit else None
+        try:
+            data = await clone.read()
+        except web.HTTPRequestEntityTooLarge:
             return None
-        request._read_bytes = bytes(data)
+        self.request = clone
         return len(data)
 
-    return read
+
+def body_reader(request: web.Request) -> BodyReader:
+    """A :class:`BodyReader` for ``request`` (give the handler its ``.request``)."""
+    return BodyReader(request)
 
 
 def setup(
@@ -264,15 +283,17 @@ async def ilp_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             return to_response(reply)
     rule = await _rule(service, request) if service.routes or method == "OPTIONS" else None
     if rule is not None:
+        reader = body_reader(request)
         reply = await service.enter(
             _state(request),
             request_facts(request),
             rule.price,
             pay_method=rule.pay_method,
-            read_body=body_reader(request),
+            read_body=reader,
         )
         if reply is not None:
             return to_response(reply)
+        request = reader.request  # the body read for the price: the handler's to read
     try:
         return await handler(request)
     except web.HTTPException:
@@ -302,16 +323,18 @@ def paid(price: Price, *, pay_method: str | None = None) -> Callable[[H], H]:
         @functools.wraps(handler)
         async def wrapper(request: web.Request) -> web.StreamResponse:
             service = get_service(request)
+            reader = body_reader(request)
             reply = await service.enter(
                 _state(request),
                 request_facts(request),
                 price,
                 pay_method=method,
-                read_body=body_reader(request),
+                read_body=reader,
             )
             if reply is not None:
                 return to_response(reply)
-            response: web.StreamResponse = await handler(request)
+            # the request whose body was read for the price: the handler reads it again
+            response: web.StreamResponse = await handler(reader.request)
             return response
 
         setattr(wrapper, PRICE_ATTR, price)

@@ -60,7 +60,7 @@ try:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.signals import setting_changed
-    from django.http import HttpRequest, HttpResponse
+    from django.http import HttpRequest, HttpResponse, RawPostDataException
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "ilp_receiver_django needs Django: pip install 'ilp-receiver[django]'"
@@ -261,29 +261,27 @@ def request_facts(request: HttpRequest) -> RequestFacts:
 
 
 def body_reader(request: HttpRequest) -> Callable[[int], int | None]:
-    """Reads ``request``'s body through a counting reader, at most ``limit`` + 1 bytes,
-    and keeps it for the view (``request.body``)."""
+    """Reads ``request``'s body for a body price and keeps it for the view
+    (``request.body``, ``request.POST``, ``request.read()``).
+
+    Public Django only: ``request.body``, once the ``Content-Length`` was checked against
+    ``limit`` (the lifecycle answers ``413`` above it, without reading).  Under WSGI
+    Django reads exactly ``Content-Length`` bytes (a chunked body arrives empty); under
+    ASGI Django's handler has received the whole body (spooled to a temporary file past
+    ``FILE_UPLOAD_MAX_MEMORY_SIZE``) before any middleware runs, and ``request.body``
+    loads it -- Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` refuses one above that first.
+    A body Django parsed already (a multipart form read by ``request.POST``) is counted
+    by its ``Content-Length``, which is what Django read."""
 
     def read(limit: int) -> int | None:
-        cached: bytes | None = getattr(request, "_body", None)
-        if cached is not None:
-            return len(cached) if len(cached) <= limit else None
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = request.read(min(65536, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            return None
-        data = b"".join(chunks)
-        import io
-
-        request._body = data
-        request._stream = io.BytesIO(data)
-        return size
+        try:
+            size = len(request.body)
+        except RawPostDataException:
+            declared = (request.META.get("CONTENT_LENGTH") or "").strip()
+            if not (declared.isascii() and declared.isdigit()):
+                raise  # read without a length to count it by: cannot be priced
+            size = int(declared)
+        return size if size <= limit else None
 
     return read
 

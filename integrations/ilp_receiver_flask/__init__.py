@@ -76,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("ilp_receiver_flask needs Flask: pip install 'ilp-receiver[flask]'") from exc
 
 from markupsafe import Markup
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
@@ -153,20 +154,23 @@ def to_response(reply: HttpReply) -> Response:
 def body_reader(limit: int) -> int | None:
     """Read the current request's body through a counting reader (at most ``limit`` + 1
     bytes; a chunked body too) and keep it for the view (``request.get_data()``,
-    ``.json``, ``.form``); how many bytes arrived, or None when more than ``limit``."""
-    stream = request.stream
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = stream.read(min(65536, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        return None
-    request._cached_data = b"".join(chunks)
-    return size
+    ``.json``, ``.form``); how many bytes arrived, or None when more than ``limit``.
+
+    Public Flask / Werkzeug only: the request's own ``max_content_length`` (settable
+    per request since Flask 3.1) is ``limit`` + 1 while ``request.get_data()`` reads and
+    caches the body, so Werkzeug's input stream stops one byte past the limit; then it is
+    put back.  A smaller ``MAX_CONTENT_LENGTH`` of the app still applies: a body above
+    it gets Werkzeug's ``413``, as it would without the paywall."""
+    previous = request.max_content_length
+    ceiling = limit if previous is None else min(limit, previous)
+    request.max_content_length = ceiling + 1
+    try:
+        size = len(request.get_data(cache=True))
+    finally:
+        request.max_content_length = previous
+    if size > ceiling and ceiling < limit:
+        raise RequestEntityTooLarge()  # the app's own MAX_CONTENT_LENGTH
+    return size if size <= limit else None
 
 
 class IlpReceiver:

@@ -67,6 +67,7 @@ from ilp_receiver.web.asgi import (
     IlpAsgiMiddleware,
     IlpService,
     Scope,
+    body_tap,
     facts_from_scope,
     receiver_for,
     service_from_scope,
@@ -209,23 +210,12 @@ def to_response(reply: HttpReply) -> Response:
 
 def body_reader(request: Request) -> BodyReader:
     """Reads ``request``'s body through a counting reader, at most ``limit`` + 1 bytes,
-    and keeps it for the endpoint (``await request.body()``)."""
+    and keeps it for the endpoint (``await request.body()``, ``request.stream()``).
 
-    async def read(limit: int) -> int | None:
-        cached: bytes | None = getattr(request, "_body", None)
-        if cached is not None:
-            return len(cached) if len(cached) <= limit else None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        request._body = b"".join(chunks)
-        return size
-
-    return read
+    Pure ASGI: the middleware's :class:`~ilp_receiver.web.asgi.BodyTap` reads the body
+    messages ahead and replays them to the app's ``receive``; a body the framework read
+    already (FastAPI's body parameters) was counted as it passed."""
+    return body_tap(request.scope).read
 
 
 def paid(price: Price, *, pay_method: str | None = None) -> Callable[[E], E]:

@@ -19,6 +19,8 @@ urlpatterns = [
     path("stream", views.stream),
     path("broken-stream", views.broken_stream),
     path("bytes", views.body_bytes),
+    path("echo", views.echo),
+    path("echo-listed", views.echo_listed),
     path("premium/<str:item>", views.premium),
     path("reports/<str:name>", views.Report.as_view()),
     path("monetized", views.monetized_view),

@@ -3,6 +3,7 @@ other frameworks' apps."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from django.core.exceptions import PermissionDenied
@@ -80,6 +81,15 @@ def broken_stream(request: HttpRequest) -> StreamingHttpResponse:
 @paid(per_byte(1, max_bytes=1000))
 def body_bytes(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"read": len(request.body)})
+
+
+def _echo(request: HttpRequest) -> JsonResponse:
+    parsed = json.loads(request.body)
+    return JsonResponse({"echo": parsed, "read": len(request.body)})
+
+
+echo = csrf_exempt(paid(per_byte(1, max_bytes=1000))(_echo))
+echo_listed = csrf_exempt(_echo)  # priced by the PAID rule
 
 
 @require_GET

@@ -42,11 +42,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
 from .open_payments import (
@@ -66,8 +67,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
+    "ENV_PREFIX",
+    "VERIFIER_SETTINGS",
     "IncomingPaymentVerifier",
     "ReportResult",
+    "verifier_from_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -472,3 +476,70 @@ class IncomingPaymentVerifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.fetcher.close()
+
+
+#: Environment variables read by :func:`verifier_from_settings`: ``ILP_MONETIZATION_<NAME>``.
+ENV_PREFIX: Final = "ILP_MONETIZATION_"
+#: The setting names (framework configuration and environment) and their keywords.
+VERIFIER_SETTINGS: Final = {
+    "WALLET_ADDRESS": "wallet_address",
+    "ASSET_CODE": "asset_code",
+    "ASSET_SCALE": "asset_scale",
+    "RESOURCE_SERVERS": "resource_servers",
+    "ALLOW_PRIVATE": "allow_private",
+    "ALLOW_INSECURE": "allow_insecure",
+}
+
+
+def _flag(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(name, "must be true or false")
+
+
+def verifier_from_settings(
+    monetizer: Monetizer, settings: Mapping[str, object], *, label: str = ENV_PREFIX
+) -> IncomingPaymentVerifier | None:
+    """The verifier configured by ``settings`` (then ``ILP_MONETIZATION_*`` variables).
+
+    Names (upper case, as in :data:`VERIFIER_SETTINGS`): ``WALLET_ADDRESS`` (the site's
+    wallet address; None: no verifier, returns None), ``ASSET_CODE`` and
+    ``ASSET_SCALE`` (the site's asset; default: the wallet's), ``RESOURCE_SERVERS``
+    (allow-list: a list, or a comma-separated string), ``ALLOW_PRIVATE`` and
+    ``ALLOW_INSECURE`` (local development only).  A setting absent from ``settings``
+    (or None) falls back to the environment variable ``ILP_MONETIZATION_<NAME>``.  A
+    bad value is a :class:`~ilp_receiver.errors.ConfigError` naming it as
+    ``<label><NAME>``.
+    """
+    values: dict[str, Any] = {}
+    for name, keyword in VERIFIER_SETTINGS.items():
+        value = settings.get(name)
+        if value is None:
+            value = os.environ.get(ENV_PREFIX + name)
+        if value is not None:
+            values[keyword] = value
+    wallet = values.pop("wallet_address", None)
+    if wallet is None or wallet == "":
+        return None
+    if "asset_scale" in values:
+        try:
+            values["asset_scale"] = int(values["asset_scale"])
+        except (TypeError, ValueError):
+            raise ConfigError(label + "ASSET_SCALE", "must be an integer") from None
+    servers = values.get("resource_servers")
+    if isinstance(servers, str):
+        values["resource_servers"] = tuple(p.strip() for p in servers.split(",") if p.strip())
+    elif servers is not None:
+        values["resource_servers"] = tuple(str(p) for p in servers)
+    for name in ("allow_private", "allow_insecure"):
+        if name in values:
+            values[name] = _flag(label + name.upper(), values[name])
+    try:
+        return IncomingPaymentVerifier(monetizer, str(wallet), **values)
+    except ConfigError as exc:
+        raise ConfigError(label + exc.field.upper(), exc.problem) from None

@@ -415,8 +415,7 @@ class OpenPaymentsFetcher:
     grows past it is cut off), follows no redirects and sends
     ``Accept: application/json``.  Non-public addresses are refused (IP literals before
     connecting, names through :class:`PublicOnlyResolver`) unless ``allow_private``.
-    ``http://`` URLs are refused unless ``allow_insecure``.  Use ``async with`` or
-    :meth:`close`.
+    ``http://`` URLs are refused unless ``allow_insecure``.
     """
 
     def __init__(
@@ -435,8 +434,6 @@ class OpenPaymentsFetcher:
         self.max_bytes = max_bytes
         self.allow_private = allow_private
         self.allow_insecure = allow_insecure
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return (
@@ -444,17 +441,14 @@ class OpenPaymentsFetcher:
             f"allow_private={self.allow_private})"
         )
 
-    def _client(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._session
-        if session is None or session.closed or self._loop is not loop:
-            resolver: AbstractResolver = (
-                DefaultResolver() if self.allow_private else PublicOnlyResolver()
-            )
-            connector = aiohttp.TCPConnector(resolver=resolver, limit=50, ttl_dns_cache=60)
-            session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-            self._session, self._loop = session, loop
-        return session
+    def _session(self) -> aiohttp.ClientSession:
+        # one short-lived session per GET: nothing to close or leak between requests,
+        # on whichever event loop (a framework's, a portal thread's) the GET runs
+        resolver: AbstractResolver = (
+            DefaultResolver() if self.allow_private else PublicOnlyResolver()
+        )
+        connector = aiohttp.TCPConnector(resolver=resolver, limit=1, force_close=True)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     def check_url(self, url: str) -> None:
         """Refuse ``url`` before any I/O: bad scheme, or a non-public IP literal.
@@ -510,7 +504,10 @@ class OpenPaymentsFetcher:
 
     async def _get(self, url: str) -> tuple[int, object]:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
-        async with self._client().get(url, headers=headers, allow_redirects=False) as response:
+        async with (
+            self._session() as session,
+            session.get(url, headers=headers, allow_redirects=False) as response,
+        ):
             if 300 <= response.status < 400:
                 raise OpenPaymentsError("WalletBadResponse", "the wallet answered a redirect", 502)
             length = response.content_length
@@ -536,10 +533,7 @@ class OpenPaymentsFetcher:
             ) from None
 
     async def close(self) -> None:
-        """Close the HTTP session (a later GET opens a new one)."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        """Nothing to release (each GET has its own session); for ``async with``."""
 
     async def __aenter__(self) -> OpenPaymentsFetcher:
         return self

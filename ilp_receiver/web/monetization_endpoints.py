@@ -750,8 +750,23 @@ class MonetizationAsgiMiddleware:
     def _bind(self, scope: Scope) -> None:
         self.service.bind(_receiver_of(scope, self.receiver))
 
+    def _closing_on_shutdown(self, receive: Receive) -> Receive:
+        """``receive`` that stops the verifier's polling when the server shuts down."""
+        verifier = self.service.verifier
+
+        async def receive_and_close() -> Any:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown" and verifier is not None:
+                await verifier.close()
+            return message
+
+        return receive_and_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
+        if scope["type"] == "lifespan" and self.service.verifier is not None:
+            await self.app(scope, self._closing_on_shutdown(receive), send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

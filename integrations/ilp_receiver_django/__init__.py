@@ -68,6 +68,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.monetization import COOKIE_NAME, ENDPOINT_PREFIX, Monetizer, Visitor
+from ilp_receiver.monetization_verifier import VERIFIER_SETTINGS, verifier_from_settings
 from ilp_receiver.options import ReceiverOptions
 from ilp_receiver.paywall import (
     Price,
@@ -178,7 +179,15 @@ def _build() -> tuple[SyncIlpService, SyncMonetizationService | None]:
     service = SyncIlpService(source, options=options)
     sync_monetization = None
     if monetizer is not None:
-        sync_monetization = SyncMonetizationService(service, MonetizationService(monetizer))
+        assert monetization is not None  # the monetizer was built from it
+        verifier = verifier_from_settings(
+            monetizer,
+            {name: monetization.get(name) for name in VERIFIER_SETTINGS},
+            label="ILP_MONETIZATION.",
+        )
+        sync_monetization = SyncMonetizationService(
+            service, MonetizationService(monetizer, verifier=verifier)
+        )
     return service, sync_monetization
 
 

@@ -661,3 +661,16 @@ def test_the_oracle_comes_from_its_lock_file_and_is_not_committed() -> None:
     assert ignored.returncode == 0
     assert (ORACLE / "package-lock.json").exists()
     assert os.access(ORACLE / "validate.cjs", os.R_OK)
+
+
+def test_the_docs_header_example_runs(tmp_path: Path) -> None:
+    """The Python block of docs/web-monetization.md's section on today's era, as written."""
+    text = (ROOT / "docs" / "web-monetization.md").read_text()
+    section = text[text.index("## Today") : text.index("## The 2018")]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

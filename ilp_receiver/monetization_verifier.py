@@ -137,7 +137,9 @@ class IncomingPaymentVerifier:
     ``timeout`` and ``max_bytes`` bound every GET.  Polling: first after
     ``poll_initial`` seconds, doubling up to ``poll_max`` while nothing arrives, for at
     most ``poll_lifetime`` seconds per incoming payment and only while the visitor
-    reported within ``active_window`` seconds; at most ``max_watches`` at once.
+    reported within ``active_window`` seconds; at most ``max_watches`` at once and
+    ``max_watches_per_visitor`` per visitor (beyond them a report is still verified and
+    credited, only not polled).
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class IncomingPaymentVerifier:
         poll_lifetime: float = 15 * 60.0,
         active_window: float = 120.0,
         max_watches: int = 10_000,
+        max_watches_per_visitor: int = 16,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -171,7 +174,12 @@ class IncomingPaymentVerifier:
             raise ConfigError("asset_scale", "must be in 0..255")
         if not 0 < poll_initial <= poll_max:
             raise ConfigError("poll_initial", "must be positive and at most poll_max")
-        if not poll_lifetime > 0 or not active_window > 0 or not max_watches > 0:
+        if (
+            not poll_lifetime > 0
+            or not active_window > 0
+            or not max_watches > 0
+            or not (max_watches_per_visitor > 0)
+        ):
             raise ConfigError("poll_lifetime", "polling bounds must be positive")
         self.monetizer = monetizer
         self.asset_code = asset_code
@@ -189,6 +197,7 @@ class IncomingPaymentVerifier:
         self.poll_lifetime = poll_lifetime
         self.active_window = active_window
         self.max_watches = max_watches
+        self.max_watches_per_visitor = max_watches_per_visitor
         self.key_prefix = key_prefix
         self.clock = clock
         self._wallet: WalletAddress | None = None
@@ -389,6 +398,9 @@ class IncomingPaymentVerifier:
         else:
             if len(self._watches) >= self.max_watches:
                 return False
+            mine = sum(1 for w in self._watches.values() if w.visitor.account == visitor.account)
+            if mine >= self.max_watches_per_visitor:
+                return False  # credited, not polled: a visitor cannot fill the poller
             self._watches[key] = _Watch(
                 url, key, visitor, now, now, now + self.poll_initial, self.poll_initial
             )

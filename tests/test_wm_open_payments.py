@@ -312,6 +312,26 @@ async def test_concurrent_duplicate_reports_credit_once(site: Site, wallet: Fake
     assert await site.monetizer.balance(visitor) == 777
 
 
+async def test_a_visitor_cannot_fill_the_poller(wallet: FakeWallet) -> None:
+    site = Site(wallet, max_watches_per_visitor=2)
+    try:
+        visitor, cookie = site.visitor()
+        answers = []
+        for _ in range(3):
+            url = wallet.create()
+            wallet.receive(url, 10)
+            answers.append(body(await site.report(cookie, url)))
+        assert [a["watching"] for a in answers] == [True, True, False]
+        assert [a["credited"] for a in answers] == ["10", "10", "10"]  # still verified
+        assert site.verifier.watching == 2
+        _other, other_cookie = site.visitor()
+        url = wallet.create()
+        assert body(await site.report(other_cookie, url))["watching"] is True
+        assert await site.monetizer.balance(visitor) == 30
+    finally:
+        await site.close()
+
+
 _WORKER = """
 import asyncio, json, sys
 from ilp_receiver.monetization import Monetizer

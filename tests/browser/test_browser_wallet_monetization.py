@@ -11,8 +11,9 @@ Monetization extension injected before any page script.  As the extension does
 incoming payment at the site's wallet).  The event fires before the money settles, as
 the extension's does; only then does the fake wallet's ``receivedAmount`` grow.  The
 page's ``wm.js`` reports the payment, the server finds the growth by polling the wallet,
-the page's ``whenBalance`` resolves and the guarded route unlocks the article.  A
-screenshot is saved to the test's temporary directory.
+the page's ``whenBalance`` resolves and the guarded route unlocks the article.  A report
+the wallet fails to answer is retried.  A screenshot is saved to the test's temporary
+directory.
 """
 
 from __future__ import annotations
@@ -200,6 +201,25 @@ def test_browser_unlocks_after_the_wallet_receives(
     assert content.is_displayed()
     assert "incoming payment" in content.text
     assert browser.execute_script("return window.ilpWebMonetization.balance") >= price
+
+    # a report the wallet fails to answer (502) is retried, and then counts
+    flaky = site.wallet.fake.create()
+    site.wallet.fake.receive(flaky, 5)
+    site.wallet.fake.modes[flaky] = "garbage"
+    path = flaky[len(site.wallet.fake.base) :]
+    browser.execute_script("window.__extension.pay(arguments[0], '0.05', 'USD')", flaky)
+    wait.until(lambda _d: path in site.wallet.fake.requests)
+    del site.wallet.fake.modes[flaky]
+    wait.until(
+        lambda d: d.execute_script(
+            "var r = window.ilpWebMonetization.reports[arguments[0]];return r && r.status === 200;",
+            flaky,
+        )
+    )
+    retried = browser.execute_script(
+        "return window.ilpWebMonetization.reports[arguments[0]]", flaky
+    )
+    assert retried["attempts"] >= 2
 
     shot = tmp_path / "wallet-monetization-unlocked.png"  # pytest keeps the last runs
     assert browser.save_screenshot(str(shot))

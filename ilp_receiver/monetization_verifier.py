@@ -26,10 +26,12 @@ on the page's ``<link>`` with ``incomingPayment``.  The page posts that URL to t
    ``poll_lifetime`` seconds.
 
 What it proves: that the wallet's resource server says the incoming payment received
-that much, in the site's asset.  What it cannot (public mode): that the incoming
+that much, in the site's asset.  What it cannot in the public mode: that the incoming
 payment belongs to *this* wallet address rather than another account on the same
-resource server -- the public shape has no ``walletAddress``; a GNAP ``read-all`` grant
-would show it and is not implemented here (``docs/web-monetization.md``).
+resource server -- the public shape has no ``walletAddress``.  With ``gnap_key`` the
+read is authenticated (a GNAP ``read-all`` grant, signed requests:
+:mod:`ilp_receiver.open_payments_gnap`) and returns ``walletAddress``, which must be the
+site's (``docs/web-monetization.md``).
 
 A crash between the compare-and-set and the credit loses that one delta for the visitor
 (it is never credited twice).  Money above a bucket's ``max_balance`` is still credited:
@@ -47,6 +49,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ConfigError
@@ -60,6 +63,7 @@ from .open_payments import (
     incoming_payment_id,
     wallet_address_url,
 )
+from .open_payments_gnap import GnapReader, GnapSigningKey
 from .stores.base import BalanceLimitError
 
 if TYPE_CHECKING:
@@ -139,7 +143,10 @@ class IncomingPaymentVerifier:
     most ``poll_lifetime`` seconds per incoming payment and only while the visitor
     reported within ``active_window`` seconds; at most ``max_watches`` at once and
     ``max_watches_per_visitor`` per visitor (beyond them a report is still verified and
-    credited, only not polled).
+    credited, only not polled).  ``gnap_key``: read incoming payments with a GNAP
+    ``read-all`` grant signed with this key (registered on ``wallet_address``), which
+    returns ``walletAddress`` -- proving the payment is this wallet address's -- and
+    ``completed`` / ``expiresAt``; None: the public read.
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class IncomingPaymentVerifier:
         max_watches: int = 10_000,
         max_watches_per_visitor: int = 16,
         key_prefix: str = DEFAULT_KEY_PREFIX,
+        gnap_key: GnapSigningKey | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         try:
@@ -200,6 +208,10 @@ class IncomingPaymentVerifier:
         self.max_watches_per_visitor = max_watches_per_visitor
         self.key_prefix = key_prefix
         self.clock = clock
+        #: the authenticated read (None: the public GET)
+        self.gnap: GnapReader | None = None
+        if gnap_key is not None:
+            self.gnap = GnapReader(self.wallet_address, gnap_key, self.fetcher, clock=clock)
         self._wallet: WalletAddress | None = None
         self._wallet_at = 0.0
         self._wallet_lock: asyncio.Lock | None = None
@@ -349,7 +361,15 @@ class IncomingPaymentVerifier:
         )
 
     async def _fetch(self, url: str, wallet: WalletAddress) -> IncomingPaymentState:
-        status, doc = await self.fetcher.get_json(url)
+        gnap = self.gnap
+        if gnap is not None:
+            status, doc = await gnap.get(url, wallet.auth_server, wallet.id)
+            if status in (401, 403):
+                raise OpenPaymentsError(
+                    "GrantRefused", f"the resource server refused our grant (HTTP {status})", 502
+                )
+        else:
+            status, doc = await self.fetcher.get_json(url)
         if status in (404, 410):
             raise OpenPaymentsError("UnknownIncomingPayment", "the wallet has no such payment", 404)
         if status != 200:
@@ -357,7 +377,11 @@ class IncomingPaymentVerifier:
                 "WalletBadResponse", f"the incoming payment answered HTTP {status}", 502
             )
         state = IncomingPaymentState.from_json(doc)
-        if state.auth_server != wallet.auth_server:
+        if gnap is not None and state.wallet_address is None:
+            raise OpenPaymentsError(
+                "WalletBadResponse", "the authenticated read has no walletAddress", 502
+            )
+        if state.auth_server is not None and state.auth_server != wallet.auth_server:
             raise OpenPaymentsError(
                 "NotOurWallet", "the incoming payment names another authorization server", 400
             )
@@ -500,6 +524,8 @@ VERIFIER_SETTINGS: Final = {
     "RESOURCE_SERVERS": "resource_servers",
     "ALLOW_PRIVATE": "allow_private",
     "ALLOW_INSECURE": "allow_insecure",
+    "GNAP_KEY": "gnap_key",
+    "GNAP_KEY_ID": "gnap_key_id",
 }
 
 
@@ -523,10 +549,11 @@ def verifier_from_settings(
     wallet address; None: no verifier, returns None), ``ASSET_CODE`` and
     ``ASSET_SCALE`` (the site's asset; default: the wallet's), ``RESOURCE_SERVERS``
     (allow-list: a list, or a comma-separated string), ``ALLOW_PRIVATE`` and
-    ``ALLOW_INSECURE`` (local development only).  A setting absent from ``settings``
-    (or None) falls back to the environment variable ``ILP_MONETIZATION_<NAME>``.  A
-    bad value is a :class:`~ilp_receiver.errors.ConfigError` naming it as
-    ``<label><NAME>``.
+    ``ALLOW_INSECURE`` (local development only), ``GNAP_KEY`` (a PKCS #8 Ed25519 PEM, or
+    the path of one) and ``GNAP_KEY_ID`` for the authenticated read.  A setting absent
+    from ``settings`` (or None) falls back to the environment variable
+    ``ILP_MONETIZATION_<NAME>``.  A bad value is a
+    :class:`~ilp_receiver.errors.ConfigError` naming it as ``<label><NAME>``.
     """
     values: dict[str, Any] = {}
     for name, keyword in VERIFIER_SETTINGS.items():
@@ -551,6 +578,21 @@ def verifier_from_settings(
     for name in ("allow_private", "allow_insecure"):
         if name in values:
             values[name] = _flag(label + name.upper(), values[name])
+    key_id = values.pop("gnap_key_id", None)
+    pem = values.pop("gnap_key", None)
+    if pem is not None:
+        if key_id is None:
+            raise ConfigError(label + "GNAP_KEY_ID", "give the key id registered at the wallet")
+        text = str(pem)
+        if "-----BEGIN" not in text:
+            try:
+                text = Path(text).read_text()
+            except OSError as exc:
+                raise ConfigError(label + "GNAP_KEY", f"cannot read {text}: {exc}") from None
+        try:
+            values["gnap_key"] = GnapSigningKey.from_pem(text, str(key_id))
+        except ConfigError as exc:
+            raise ConfigError(label + "GNAP_KEY", exc.problem) from None
     try:
         return IncomingPaymentVerifier(monetizer, str(wallet), **values)
     except ConfigError as exc:

@@ -270,14 +270,14 @@ class IncomingPaymentState:
 
     The public (unauthenticated) shape is ``{receivedAmount?, authServer}``: only
     ``received`` (0 when absent), the asset and ``auth_server`` are known.  The full
-    shape (a GNAP-authenticated GET) adds ``wallet_address``, ``completed`` and
-    ``expires_at``.
+    shape (a GNAP-authenticated GET) has ``wallet_address``, ``completed`` and
+    ``expires_at`` instead of ``auth_server``.
     """
 
     received: int
     asset_code: str | None
     asset_scale: int | None
-    auth_server: str
+    auth_server: str | None
     wallet_address: str | None = None
     completed: bool = False
     expires_at: datetime | None = None
@@ -288,7 +288,12 @@ class IncomingPaymentState:
         what = "incoming payment"
         if not isinstance(doc, dict):
             raise OpenPaymentsError("WalletBadResponse", f"the {what} is not an object", 502)
-        auth_server = _http_url(_string(doc, "authServer", what), "authServer")
+        wallet = doc.get("walletAddress")
+        if wallet is not None and (not isinstance(wallet, str) or len(wallet) > 2048):
+            raise OpenPaymentsError("WalletBadResponse", "walletAddress is not a URL", 502)
+        auth_server: str | None = None
+        if wallet is None or "authServer" in doc:
+            auth_server = _http_url(_string(doc, "authServer", what), "authServer")
         amount = doc.get("receivedAmount")
         received, code, scale = 0, None, None
         if amount is not None:
@@ -296,7 +301,6 @@ class IncomingPaymentState:
                 raise OpenPaymentsError("WalletBadResponse", "receivedAmount is not an object", 502)
             received = _uint64(amount.get("value"), "receivedAmount.value")
             code, scale = _asset(amount.get("assetCode"), amount.get("assetScale"), what)
-        wallet = doc.get("walletAddress")
         completed = doc.get("completed", False)
         if not isinstance(completed, bool):
             raise OpenPaymentsError("WalletBadResponse", "completed is not a boolean", 502)
@@ -316,7 +320,7 @@ class IncomingPaymentState:
             asset_code=code,
             asset_scale=scale,
             auth_server=auth_server,
-            wallet_address=wallet if isinstance(wallet, str) else None,
+            wallet_address=wallet,
             completed=completed,
             expires_at=expires_at,
         )
@@ -481,10 +485,19 @@ class OpenPaymentsFetcher:
         ``WalletUnreachable`` (connection failed, timed out), ``WalletBadResponse``
         (too large, not JSON, a redirect).
         """
+        return await self.request_json("GET", url, {"Accept": "application/json"}, None)
+
+    async def request_json(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, object]:
+        """``method`` ``url`` with ``headers`` and ``body``, bounded as :meth:`get_json`.
+
+        An empty answer to an error status gives ``(status, None)``.
+        """
         self.check_url(url)
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._get(url)
+                return await self._request(method, url, headers, body)
         except TimeoutError:
             raise OpenPaymentsError(
                 "WalletUnreachable", f"the wallet did not answer within {self.timeout:g} s", 504
@@ -502,11 +515,15 @@ class OpenPaymentsFetcher:
                 "WalletUnreachable", "could not read from the wallet", 502
             ) from None
 
-    async def _get(self, url: str) -> tuple[int, object]:
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+    async def _request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, object]:
+        sent = {**headers, "Accept-Encoding": "identity"}
         async with (
             self._session() as session,
-            session.get(url, headers=headers, allow_redirects=False) as response,
+            session.request(
+                method, url, headers=sent, data=body, allow_redirects=False
+            ) as response,
         ):
             if 300 <= response.status < 400:
                 raise OpenPaymentsError("WalletBadResponse", "the wallet answered a redirect", 502)
@@ -515,19 +532,21 @@ class OpenPaymentsFetcher:
                 raise OpenPaymentsError(
                     "WalletBadResponse", f"the wallet's answer is over {self.max_bytes} bytes", 502
                 )
-            body = bytearray()
+            received = bytearray()
             async for chunk in response.content.iter_chunked(16384):
-                body += chunk
-                if len(body) > self.max_bytes:
+                received += chunk
+                if len(received) > self.max_bytes:
                     raise OpenPaymentsError(
                         "WalletBadResponse",
                         f"the wallet's answer is over {self.max_bytes} bytes",
                         502,
                     )
             status = response.status
+        if not received and status >= 400:
+            return status, None
         try:
-            return status, json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError):
+            return status, json.loads(bytes(received))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise OpenPaymentsError(
                 "WalletBadResponse", "the wallet's answer is not JSON", 502
             ) from None

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,13 +31,25 @@ from aiohttp import web
 
 @dataclass
 class Served:
-    """One recorded answer: which spec and OpenAPI path, the method, status and body."""
+    """One recorded answer (or, ``kind="request"``, a request body we received): which
+    spec and OpenAPI path, the method, status and body."""
 
     spec: str
     path: str
     method: str
     status: int
     body: Any
+    kind: str = "response"
+
+
+@dataclass
+class SignedRequest:
+    """A request as Rafiki's signature verifier sees it (lower-case header names)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str | None
 
 
 @dataclass
@@ -69,6 +83,10 @@ class FakeWallet:
         #: the wallet address document answers this instead, when set
         self.wallet_override: Any = None
         self.requests: list[str] = []
+        #: every request to the authorization server and every authenticated GET
+        self.signed: list[SignedRequest] = []
+        #: access tokens issued (value -> grant id); tests may revoke them
+        self.tokens: dict[str, str] = {}
         self.base = ""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -90,6 +108,7 @@ class FakeWallet:
         app.router.add_get("/other", self._other_wallet)
         app.router.add_post("/incoming-payments", self._create)
         app.router.add_get("/incoming-payments/{id}", self._get)
+        app.router.add_post("/auth", self._grant)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, 0)
@@ -200,9 +219,60 @@ class FakeWallet:
             "resource-server.yaml", "/incoming-payments", "post", 201, self.full(payment)
         )
 
+    async def _record(self, request: web.Request) -> str:
+        text = await request.text() if request.can_read_body else None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.signed.append(
+            SignedRequest(request.method, f"{self.base}{request.path}", headers, text)
+        )
+        return text or ""
+
+    async def _grant(self, request: web.Request) -> web.StreamResponse:
+        """A non-interactive grant, as Rafiki gives ``incoming-payment`` requests."""
+        self.requests.append(request.path)
+        body = json.loads(await self._record(request))
+        self.served.append(Served("auth-server.yaml", "/", "post", 0, body, kind="request"))
+        access = body["access_token"]["access"]
+        grant_id = str(uuid.uuid4())
+        value = secrets.token_hex(20).upper()
+        self.tokens[value] = grant_id
+        answer = {
+            "access_token": {
+                "value": value,
+                "manage": f"{self.auth_server}/token/{uuid.uuid4()}",
+                "expires_in": 600,
+                "access": access,
+            },
+            "continue": {
+                "access_token": {"value": secrets.token_hex(10).upper()},
+                "uri": f"{self.auth_server}/continue/{grant_id}",
+            },
+        }
+        return self._answer("auth-server.yaml", "/", "post", 200, answer)
+
     async def _get(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.path)
         url = f"{self.base}{request.path}"
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            await self._record(request)
+            token = authorization.removeprefix("GNAP ")
+            if token not in self.tokens:
+                error = {"error": {"code": "unauthorized", "description": "Unauthorized"}}
+                self.served.append(
+                    Served("resource-server.yaml", "/incoming-payments/{id}", "get", 401, error)
+                )
+                return web.json_response(
+                    error,
+                    status=401,
+                    headers={"WWW-Authenticate": f"GNAP as_uri={self.auth_server}"},
+                )
+            payment = self.payments.get(url)
+            if payment is not None:
+                answer = self.full(payment)  # Rafiki's authenticated read, with methods
+                return self._answer(
+                    "resource-server.yaml", "/incoming-payments/{id}", "get", 200, answer
+                )
         mode = self.modes.get(url)
         if mode == "garbage":
             return web.Response(body=b"<html>not json", content_type="text/html")

@@ -37,12 +37,13 @@ from ilp_receiver.open_payments import (
     permissions_policy,
     wallet_address_url,
 )
+from ilp_receiver.open_payments_gnap import GnapSigningKey
 from ilp_receiver.paywall import RequestFacts
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores.memory import MemoryStore
 from ilp_receiver.web.monetization_endpoints import MAX_REPORT_BYTES, MonetizationService
 from ilp_receiver.web.reply import HttpReply
-from tests.op_fake import FakeWallet, Served
+from tests.op_fake import FakeWallet, Served, SignedRequest
 from tests.test_paywall import MemoryParent
 from tests.test_stores import _cleanup_postgres, postgres_url
 
@@ -606,11 +607,22 @@ def _oracle() -> Path:
 
 
 def validate(served: list[Served]) -> list[dict[str, Any]]:
-    oracle = _oracle()
-    items = [
-        {"spec": s.spec, "path": s.path, "method": s.method, "status": s.status, "body": s.body}
+    items: list[dict[str, Any]] = [
+        {
+            "kind": s.kind,
+            "spec": s.spec,
+            "path": s.path,
+            "method": s.method,
+            "status": s.status,
+            "body": s.body,
+        }
         for s in served
     ]
+    return run_oracle(items)
+
+
+def run_oracle(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    oracle = _oracle()
     done = subprocess.run(
         ["node", str(oracle / "validate.cjs")],
         input=json.dumps(items),
@@ -694,3 +706,145 @@ def test_the_docs_header_example_runs(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# The authenticated read (GNAP read-all, signed requests)
+
+
+def signature_items(key: GnapSigningKey, signed: list[SignedRequest]) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "signature",
+            "jwk": key.jwk(),
+            "request": {
+                "method": r.method,
+                "url": r.url,
+                "headers": r.headers,
+                **({"body": r.body} if r.body else {}),
+            },
+        }
+        for r in signed
+    ]
+
+
+async def test_gnap_reads_are_signed_as_rafiki_verifies_them(wallet: FakeWallet) -> None:
+    key = GnapSigningKey.generate("site-key-1")
+    site = Site(wallet, gnap_key=key)
+    try:
+        visitor, cookie = site.visitor()
+        url = wallet.create()
+        wallet.receive(url, 40)
+        reply = await site.report(cookie, url)
+        assert body(reply)["credited"] == "40", reply.body
+        wallet.receive(url, 2)
+        assert await site.verifier.poll(url) == 2  # the same token, still signed
+        assert [r.method for r in wallet.signed] == ["POST", "GET", "GET"]
+        grant = json.loads(wallet.signed[0].body or "")
+        assert grant == {
+            "access_token": {
+                "access": [
+                    {
+                        "type": "incoming-payment",
+                        "actions": ["read-all"],
+                        "identifier": wallet.wallet_address,
+                    }
+                ]
+            },
+            "client": wallet.wallet_address,
+        }
+        assert wallet.signed[1].headers["authorization"].startswith("GNAP ")
+        # Rafiki's own verifier accepts every request, and the shapes are the spec's
+        shapes = [
+            {
+                "kind": s.kind,
+                "spec": s.spec,
+                "path": s.path,
+                "method": s.method,
+                "status": s.status,
+                "body": s.body,
+            }
+            for s in wallet.served
+        ]
+        results = run_oracle(signature_items(key, wallet.signed) + shapes)
+        assert all(result["ok"] for result in results), results
+        # ... and refuses a request changed after signing, or signed by another key
+        moved = SignedRequest(**{**vars(wallet.signed[1]), "url": url + "x"})
+        other = GnapSigningKey.generate("site-key-1")
+        refused = run_oracle(
+            signature_items(key, [moved]) + signature_items(other, wallet.signed[:1])
+        )
+        assert [result["ok"] for result in refused] == [False, False]
+        assert await site.monetizer.balance(visitor) == 42
+    finally:
+        await site.close()
+
+
+async def test_gnap_mode_refuses_what_the_public_read_cannot_tell(wallet: FakeWallet) -> None:
+    """An incoming payment of *another* wallet address on the same resource server."""
+    elsewhere = wallet.create(wallet_address=f"{wallet.base}/other")
+    wallet.receive(elsewhere, 100)
+    public = Site(wallet)
+    try:
+        visitor, cookie = public.visitor()
+        # the public shape has no walletAddress: the public read cannot tell
+        assert body(await public.report(cookie, elsewhere))["credited"] == "100"
+    finally:
+        await public.close()
+    second = wallet.create(wallet_address=f"{wallet.base}/other")
+    wallet.receive(second, 100)
+    authenticated = Site(wallet, gnap_key=GnapSigningKey.generate("k"))
+    try:
+        visitor, cookie = authenticated.visitor()
+        reply = await authenticated.report(cookie, second)
+        await assert_refused(authenticated, reply, 400, "NotOurWallet", visitor)
+    finally:
+        await authenticated.close()
+
+
+async def test_gnap_token_refused_then_granted_again_and_completion_stops_polling(
+    wallet: FakeWallet,
+) -> None:
+    site = Site(wallet, gnap_key=GnapSigningKey.generate("k"))
+    try:
+        visitor, cookie = site.visitor()
+        url = wallet.create()
+        wallet.receive(url, 10)
+        assert body(await site.report(cookie, url))["credited"] == "10"
+        wallet.tokens.clear()  # the AS revoked the token
+        wallet.receive(url, 5)
+        assert await site.verifier.poll(url) == 5
+        assert [r.method for r in wallet.signed] == ["POST", "GET", "GET", "POST", "GET"]
+        wallet.complete(url)
+        assert await site.verifier.poll(url) == 0
+        assert not site.verifier.is_watched(url)
+        assert await site.monetizer.balance(visitor) == 15
+    finally:
+        await site.close()
+
+
+def test_gnap_key_settings(tmp_path: Path) -> None:
+    from ilp_receiver.errors import ConfigError
+    from ilp_receiver.monetization_verifier import verifier_from_settings
+
+    monetizer = Monetizer(secret=SITE_SECRET)
+    key = GnapSigningKey.generate("kid-9")
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.private_pem())
+    verifier = verifier_from_settings(
+        monetizer,
+        {
+            "WALLET_ADDRESS": "https://wallet.example/site",
+            "GNAP_KEY": str(pem),
+            "GNAP_KEY_ID": "kid-9",
+        },
+    )
+    assert verifier is not None
+    assert verifier.gnap is not None
+    assert verifier.gnap.key.jwk() == key.jwk()
+    with pytest.raises(ConfigError, match="GNAP_KEY_ID"):
+        verifier_from_settings(
+            monetizer, {"WALLET_ADDRESS": "https://wallet.example/site", "GNAP_KEY": str(pem)}
+        )
+    with pytest.raises(ConfigError, match="WALLET_ADDRESS"):
+        verifier_from_settings(monetizer, {"WALLET_ADDRESS": "http://wallet.example:99/x"})

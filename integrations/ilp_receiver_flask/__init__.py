@@ -56,7 +56,8 @@ Web Monetization and Web Payments (``docs/web-monetization.md``, ``docs/web-paym
 Today's Web Monetization (a ``<link rel="monetization">`` to the site's Open Payments
 wallet address, visitors credited from their verified incoming payments):
 ``ILP_MONETIZATION_WALLET_ADDRESS`` switches it on (``ASSET_CODE``, ``ASSET_SCALE``,
-``RESOURCE_SERVERS``, ``ALLOW_PRIVATE``, ``ALLOW_INSECURE`` likewise, each falling back
+``RESOURCE_SERVERS``, ``GNAP_KEY``, ``GNAP_KEY_ID``, ``ALLOW_PRIVATE``,
+``ALLOW_INSECURE`` likewise, each falling back
 to the environment variable of the same name); the Jinja globals
 ``monetization_wallet_link()`` and ``monetization_wallet_script()`` put the link and the
 client script (``/__monetizer/wm.js``) into a page.

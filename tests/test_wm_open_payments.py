@@ -349,6 +349,9 @@ async def main(dsn, prefix, wallet, url, visitor_id, count):
         monetizer, wallet, allow_private=True, allow_insecure=True
     )
     visitor = monetizer.ids.visitor(visitor_id)
+    await store.balance("warm-up")  # connected
+    print("ready", flush=True)
+    sys.stdin.readline()  # both processes start reporting together
     results = await asyncio.gather(*(verifier.report(visitor, url) for _ in range(count)))
     await verifier.close()
     await store.close()
@@ -368,7 +371,7 @@ async def test_two_processes_on_postgres_credit_once(wallet: FakeWallet) -> None
     store = PostgresStore(dsn, prefix=prefix)
     site = Site(wallet, store=store)
     try:
-        visitor, _cookie = site.visitor()
+        visitor, cookie = site.visitor()
         url = wallet.create()
 
         async def both() -> int:
@@ -384,19 +387,25 @@ async def test_two_processes_on_postgres_credit_once(wallet: FakeWallet) -> None
                     visitor.id,
                     "8",
                     cwd=ROOT,
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
                 for _ in range(2)
             ]
-            outs = [await proc.communicate() for proc in procs]
+            for proc in procs:
+                assert proc.stdout is not None
+                assert await proc.stdout.readline() == b"ready\n"
+            outs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
             assert all(proc.returncode == 0 for proc in procs)
             return sum(json.loads(out) for out, _err in outs)
 
         wallet.receive(url, 500)
         assert await both() == 500
         assert await site.monetizer.balance(visitor) == 500
+        # this process sees the same counter: only growth counts
+        assert body(await site.report(cookie, url))["credited"] == "0"
         wallet.receive(url, 300)
-        assert await both() == 300
+        assert body(await site.report(cookie, url))["credited"] == "300"
         assert await site.monetizer.balance(visitor) == 800
     finally:
         await site.close()

@@ -143,10 +143,11 @@ class IncomingPaymentVerifier:
     most ``poll_lifetime`` seconds per incoming payment and only while the visitor
     reported within ``active_window`` seconds; at most ``max_watches`` at once and
     ``max_watches_per_visitor`` per visitor (beyond them a report is still verified and
-    credited, only not polled).  ``gnap_key``: read incoming payments with a GNAP
-    ``read-all`` grant signed with this key (registered on ``wallet_address``), which
-    returns ``walletAddress`` -- proving the payment is this wallet address's -- and
-    ``completed`` / ``expiresAt``; None: the public read.
+    credited, only not polled); ``reports_per_minute`` reports per visitor and process
+    (more are refused with ``429 TooManyReports``).  ``gnap_key``: read incoming
+    payments with a GNAP ``read-all`` grant signed with this key (registered on
+    ``wallet_address``), which returns ``walletAddress`` -- proving the payment is this
+    wallet address's -- and ``completed`` / ``expiresAt``; None: the public read.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class IncomingPaymentVerifier:
         active_window: float = 120.0,
         max_watches: int = 10_000,
         max_watches_per_visitor: int = 16,
+        reports_per_minute: int = 60,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         gnap_key: GnapSigningKey | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -206,6 +208,8 @@ class IncomingPaymentVerifier:
         self.active_window = active_window
         self.max_watches = max_watches
         self.max_watches_per_visitor = max_watches_per_visitor
+        self.reports_per_minute = reports_per_minute
+        self._report_budget: dict[str, tuple[float, float]] = {}
         self.key_prefix = key_prefix
         self.clock = clock
         #: the authenticated read (None: the public GET)
@@ -324,7 +328,7 @@ class IncomingPaymentVerifier:
         credited): ``NotOurWallet`` (the URL or ``payment_pointer`` is not the site's
         wallet), ``IncomingPaymentClaimed`` (another visitor reported it first),
         ``UnknownIncomingPayment``, ``AssetMismatch``, ``WalletUnreachable``,
-        ``WalletBadResponse``, ``PrivateAddress``.
+        ``WalletBadResponse``, ``PrivateAddress``, ``GrantRefused``, ``TooManyReports``.
         """
         wallet = await self.wallet()
         if payment_pointer is not None and payment_pointer.rstrip("/") not in (
@@ -340,14 +344,16 @@ class IncomingPaymentVerifier:
                 "incomingPayment is not an incoming payment of this site's wallet",
                 400,
             )
+        self._rate_limit(visitor)
         key = self._hash(incoming_payment)
+        # fetched before it is claimed, so made-up URLs leave nothing in the store
+        state = await self._fetch(incoming_payment, wallet)
         if not await self._claim(key, visitor.account):
             raise OpenPaymentsError(
                 "IncomingPaymentClaimed",
                 "this incoming payment was reported for another visitor",
                 409,
             )
-        state = await self._fetch(incoming_payment, wallet)
         credited = await self._credit_growth(key, visitor, state.received)
         watching = self._watch(incoming_payment, key, visitor, state)
         code, scale = self._asset(wallet)
@@ -359,6 +365,20 @@ class IncomingPaymentVerifier:
             asset_scale=scale,
             watching=watching,
         )
+
+    def _rate_limit(self, visitor: Visitor) -> None:
+        """At most ``reports_per_minute`` reports per visitor (a token bucket, per process)."""
+        now = self.clock()
+        rate = self.reports_per_minute / 60.0
+        tokens, last = self._report_budget.get(visitor.account, (self.reports_per_minute, now))
+        tokens = min(float(self.reports_per_minute), tokens + (now - last) * rate)
+        if tokens < 1:
+            raise OpenPaymentsError(
+                "TooManyReports", "too many reports from this visitor: try again later", 429
+            )
+        if len(self._report_budget) >= 4 * self.max_watches:
+            self._report_budget.clear()  # bounded memory; a rare reset only loosens the limit
+        self._report_budget[visitor.account] = (tokens - 1, now)
 
     async def _fetch(self, url: str, wallet: WalletAddress) -> IncomingPaymentState:
         gnap = self.gnap

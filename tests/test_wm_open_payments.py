@@ -544,6 +544,34 @@ async def test_replayed_report_from_another_visitor_is_refused(
     assert body(await site.report(owner_cookie, url))["credited"] == "100"
 
 
+async def test_a_visitor_reporting_too_often_is_refused(wallet: FakeWallet) -> None:
+    now = [0.0]
+    site = Site(wallet, reports_per_minute=3, clock=lambda: now[0])
+    try:
+        visitor, cookie = site.visitor()
+        _other, other_cookie = site.visitor()
+        url = wallet.create()
+        wallet.receive(url, 7)
+        assert [(await site.report(cookie, url)).status for _ in range(3)] == [200] * 3
+        wallet.receive(url, 7)
+        reply = await site.report(cookie, url)
+        assert (reply.status, body(reply)["id"]) == (429, "TooManyReports")
+        assert await site.monetizer.balance(visitor) == 7  # the refused report counted nothing
+        assert (await site.report(other_cookie, wallet.create())).status == 200  # per visitor
+        now[0] += 20  # one report's worth of budget back
+        assert body(await site.report(cookie, url))["credited"] == "7"
+    finally:
+        await site.close()
+
+
+async def test_made_up_urls_leave_nothing_in_the_store(site: Site, wallet: FakeWallet) -> None:
+    _visitor, cookie = site.visitor()
+    for _ in range(5):
+        reply = await site.report(cookie, f"{wallet.base}/incoming-payments/{uuid.uuid4()}")
+        assert (reply.status, body(reply)["id"]) == (404, "UnknownIncomingPayment")
+    assert await site.monetizer.store.balances("wm-op:") == {}
+
+
 async def test_asset_mismatch_is_refused_not_converted(wallet: FakeWallet) -> None:
     site = Site(wallet)
     try:

@@ -188,7 +188,8 @@ class IncomingPaymentVerifier:
             not poll_lifetime > 0
             or not active_window > 0
             or not max_watches > 0
-            or not (max_watches_per_visitor > 0)
+            or not max_watches_per_visitor > 0
+            or not reports_per_minute > 0
         ):
             raise ConfigError("poll_lifetime", "polling bounds must be positive")
         self.monetizer = monetizer

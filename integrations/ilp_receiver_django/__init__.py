@@ -26,7 +26,12 @@ is a :class:`~ilp_receiver.errors.ConfigError` naming ``ILP_RECEIVER['KEY']``.
 ``RECEIVER``: a function returning a sync :class:`~ilp_receiver.Receiver` instead (tests).
 ``ILP_MONETIZATION`` (a dict, possibly empty) turns Web Monetization on: ``SECRET``
 (default ``SECRET_KEY``), ``MAX_BALANCE``, ``IDLE_EXPIRY``, ``COOKIE``, ``PREFIX``,
-``POINTER`` (what the tags name).
+``POINTER`` (what the tags name).  ``WALLET_ADDRESS`` adds today's Web Monetization (the
+site's Open Payments wallet; ``ASSET_CODE``, ``ASSET_SCALE``, ``RESOURCE_SERVERS``,
+``GNAP_KEY``, ``GNAP_KEY_ID``, ``ALLOW_PRIVATE``, ``ALLOW_INSECURE``; each falls back to
+the environment variable ``ILP_MONETIZATION_<NAME>``): ``/__monetizer/wm.js``, the
+report endpoint and the tags ``{% monetization_wallet_link %}`` and
+``{% monetization_wallet_script %}``.
 
 The receiver runs on the sync facade's background event-loop thread and starts on the
 first request **in each process** -- never in runserver's autoreloader parent, once in

@@ -25,7 +25,9 @@ refund rule, one charge per request).
 Web Monetization and Web Payments: add :class:`MonetizationMiddleware` *after* (inside)
 the receiver middleware; it sets the ``__monetizer`` visitor cookie and serves
 ``/__monetizer/client.js``, ``/__monetizer/<id>``, ``/__monetizer`` (era C) and, with an
-:class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``.  :func:`monetized`
+:class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``; with ``wallet_address``
+(today's Web Monetization, the site's Open Payments wallet) also ``/__monetizer/wm.js``,
+``POST /__monetizer/incoming-payments`` and ``/__monetizer/balance``.  :func:`monetized`
 guards endpoints; :func:`install_templates` adds the tag helpers to
 ``starlette.templating.Jinja2Templates``.
 

@@ -20,7 +20,9 @@ on the page's ``<link>`` with ``incomingPayment``.  The page posts that URL to t
    advanced by compare-and-set (``add`` with ``minimum == maximum ==`` the new value,
    atomic in every store, across processes), and only the process whose compare-and-set
    succeeded credits the difference, with an idempotency key naming the incoming
-   payment and the new amount;
+   payment and the new amount; the counter also records that last transition, so the
+   next report or poll re-applies its credit under the same key (a no-op unless the
+   winner died in between);
 5. keeps polling it while the visitor is active (reports keep it active), with
    exponential backoff, and stops when it expires, completes, disappears, or after
    ``poll_lifetime`` seconds.
@@ -33,8 +35,7 @@ read is authenticated (a GNAP ``read-all`` grant, signed requests:
 :mod:`ilp_receiver.open_payments_gnap`) and returns ``walletAddress``, which must be the
 site's (``docs/web-monetization.md``).
 
-A crash between the compare-and-set and the credit loses that one delta for the visitor
-(it is never credited twice).  Money above a bucket's ``max_balance`` is still credited:
+Money above a bucket's ``max_balance`` is still credited:
 it has already been received at the wallet.
 """
 
@@ -83,6 +84,7 @@ log = logging.getLogger(__name__)
 #: Where the verifier's counters live in the balance store (``<prefix>seen:<hash>``...).
 DEFAULT_KEY_PREFIX: Final = "wm-op:"
 _CAS_ATTEMPTS: Final = 8
+_MASK: Final = (1 << 64) - 1
 _MAX_ERRORS: Final = 5
 
 
@@ -173,6 +175,7 @@ class IncomingPaymentVerifier:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         gnap_key: GnapSigningKey | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         try:
             self.wallet_address = wallet_address_url(wallet_address, allow_insecure=allow_insecure)
@@ -213,6 +216,7 @@ class IncomingPaymentVerifier:
         self._report_budget: dict[str, tuple[float, float]] = {}
         self.key_prefix = key_prefix
         self.clock = clock
+        self.wall_clock = wall_clock
         #: the authenticated read (None: the public GET)
         self.gnap: GnapReader | None = None
         if gnap_key is not None:
@@ -300,23 +304,44 @@ class IncomingPaymentVerifier:
         return True
 
     async def _credit_growth(self, key: str, visitor: Visitor, received: int) -> int:
+        """Credit the growth of ``received`` once; what this call credited.
+
+        The counter packs the last transition, ``seen << 128 | before << 64 | at``:
+        advancing it is a compare-and-set (``add`` with ``minimum == maximum``), and the
+        winner credits ``seen - before`` under the idempotency key
+        ``credit:<payment>:<seen>``.  Every later call first re-applies the last
+        transition's credit under that same key -- a no-op unless the process that won
+        died before crediting -- while the key is surely still remembered (less than half
+        the store's retention after ``at``): a crash never doubles money, and loses none
+        when the payment is reported or polled again within that time.
+        """
         store = self.monetizer.store
         seen_key = f"{self.key_prefix}seen:{key}"
+        credited = 0
         for _ in range(_CAS_ATTEMPTS):
-            seen = await store.balance(seen_key)
+            code = await store.balance(seen_key)
+            seen, before, at = code >> 128, (code >> 64) & _MASK, code & _MASK
+            if seen > before and self.wall_clock() - at < store.retention / 2:
+                recovered = await self.monetizer.credit_once(
+                    visitor, seen - before, f"{self.key_prefix}credit:{key}:{seen}"
+                )
+                if recovered.applied:
+                    log.warning("credited an incoming payment's growth its reporter left")
+                    credited += seen - before
             if received <= seen:
-                return 0
-            delta = received - seen
+                return credited
+            now = min(int(self.wall_clock()), _MASK)
+            new_code = received << 128 | seen << 64 | now
             try:
-                # compare-and-set: applies only when the counter still holds ``seen``
-                await store.add(seen_key, delta, minimum=received, maximum=received)
+                # compare-and-set: applies only when the counter still holds ``code``
+                await store.add(seen_key, new_code - code, minimum=new_code, maximum=new_code)
             except BalanceLimitError:
                 continue  # another report or process moved it: read again
-            await self.monetizer.credit_once(
-                visitor, delta, f"{self.key_prefix}credit:{key}:{received}"
+            result = await self.monetizer.credit_once(
+                visitor, received - seen, f"{self.key_prefix}credit:{key}:{received}"
             )
-            return delta
-        return 0
+            return credited + (received - seen if result.applied else 0)
+        return credited
 
     # -- reports -----------------------------------------------------------------------
 

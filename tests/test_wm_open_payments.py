@@ -333,6 +333,40 @@ async def test_a_visitor_cannot_fill_the_poller(wallet: FakeWallet) -> None:
         await site.close()
 
 
+async def test_a_reporter_dying_before_its_credit_loses_nothing(
+    wallet: FakeWallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = [1000.0]
+    store = MemoryStore(retention=100, clock=lambda: t[0])
+    site = Site(wallet, store=store, wall_clock=lambda: t[0])
+    try:
+        visitor, cookie = site.visitor()
+        url = wallet.create()
+        wallet.receive(url, 100)
+        credit_once = site.monetizer.credit_once
+
+        async def dies(*args: Any) -> Any:
+            raise RuntimeError("the process died after its compare-and-set")
+
+        monkeypatch.setattr(site.monetizer, "credit_once", dies)
+        with pytest.raises(RuntimeError):
+            await site.verifier.report(visitor, url)
+        monkeypatch.setattr(site.monetizer, "credit_once", credit_once)
+        assert await site.monetizer.balance(visitor) == 0
+        # the next report finds the transition its predecessor left, and credits it once
+        assert body(await site.report(cookie, url))["credited"] == "100"
+        assert body(await site.report(cookie, url))["credited"] == "0"
+        assert await site.monetizer.balance(visitor) == 100
+        # once the store may have forgotten the credit's key, it is never re-applied
+        t[0] += 200
+        assert await site.verifier.poll(url) == 0
+        wallet.receive(url, 1)
+        assert await site.verifier.poll(url) == 1
+        assert await site.monetizer.balance(visitor) == 101
+    finally:
+        await site.close()
+
+
 _WORKER = """
 import asyncio, json, sys
 from ilp_receiver.monetization import Monetizer

@@ -76,7 +76,7 @@ from .crypto import hmac_sha256
 from .errors import ConfigError, IlpError, IlpReceiverError
 from .receiver import DEFAULT_ACCOUNT, IncomingPayment, PaymentEvent
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
-from .stores.base import BalanceLimitError
+from .stores.base import AddResult, BalanceLimitError
 
 if TYPE_CHECKING:
     from .receiver import AsyncReceiver
@@ -89,6 +89,7 @@ __all__ = [
     "EXPIRED_ACCOUNT",
     "MONETIZATION_ID_ACCOUNT_PREFIX",
     "MONETIZATION_ID_HEADER",
+    "OP_CLIENT_SCRIPT_NAME",
     "VISITOR_ACCOUNT_PREFIX",
     "VISITOR_ID_BYTES",
     "InsufficientBalanceError",
@@ -103,6 +104,7 @@ __all__ = [
     "link_tag",
     "meta_tag",
     "new_visitor_id",
+    "open_payments_client_script",
     "script_tag",
     "site_pointer",
     "visitor_account",
@@ -116,6 +118,8 @@ COOKIE_NAME: Final = "__monetizer"
 ENDPOINT_PREFIX: Final = "/__monetizer"
 #: "(served at ``/__monetizer/client.js`` by the Koa version)".
 CLIENT_SCRIPT_NAME: Final = "client.js"
+#: The client script of today's Web Monetization (link tag + Open Payments).
+OP_CLIENT_SCRIPT_NAME: Final = "wm.js"
 #: Era C: "sends it on the SPSP query as ``Web-Monetization-Id: <uuid>``".
 MONETIZATION_ID_HEADER: Final = "Web-Monetization-Id"
 #: "16 random bytes, hex-encode (32 chars)".
@@ -501,6 +505,174 @@ def client_script(*, cookie_name: str = COOKIE_NAME, prefix: str = ENDPOINT_PREF
     }
 
 
+_OP_CLIENT_JS: Final = """\
+/* ilp-receiver Web Monetization client for today's browsers (the W3C CG spec and the
+ * Interledger extension, 2023 on): the page has <link rel="monetization" href="<the
+ * site's Open Payments wallet address>">; the extension fires "monetization" on that
+ * link with event.incomingPayment (the incoming payment it is paying at the site's
+ * wallet) and event.paymentPointer.  This script posts each incoming payment to
+ * %(prefix_comment)s/incoming-payments (same-origin, with the visitor cookie), once per
+ * URL at a time and at most every 15 s per URL, retrying network failures and 5xx
+ * answers with backoff; the server verifies the payment at the wallet and credits the
+ * visitor's bucket.  window.ilpWebMonetization tells the page about the bucket:
+ *   .paid              a promise resolving with the balance once it is above zero;
+ *   .whenBalance(n)    a promise resolving once the balance is at least n;
+ *   .balance           the last balance the server gave (a number, null before);
+ *   .reports           {url: {status, id, attempts}} for each incoming payment;
+ * and an "ilp-monetization-balance" event on document (detail: balance, credited,
+ * assetCode, assetScale) whenever the balance changes. */
+(function () {
+  "use strict";
+  var PREFIX = %(prefix)s;
+  var REPORT_URL = PREFIX + "/incoming-payments";
+  var BALANCE_URL = PREFIX + "/balance";
+  var MAX_ATTEMPTS = 5;
+  var REFRESH_MS = 15000;
+  var WATCH_MS = 120000;
+  var entries = {};
+  var waiters = [];
+  var watchingUntil = 0;
+  var polling = false;
+  var api = {
+    balance: null,
+    assetCode: null,
+    assetScale: null,
+    reports: {},
+    whenBalance: function (minimum) {
+      return new Promise(function (resolve) {
+        if (api.balance !== null && api.balance >= minimum) { resolve(api.balance); return; }
+        waiters.push({minimum: minimum, resolve: resolve});
+      });
+    }
+  };
+  api.paid = api.whenBalance(1);
+  window.ilpWebMonetization = api;
+
+  function update(body, credited) {
+    if (!body || typeof body.balance !== "string") { return; }
+    var balance = Number(body.balance);
+    var changed = balance !== api.balance;
+    api.balance = balance;
+    if (body.receivedAmount) {
+      api.assetCode = body.receivedAmount.assetCode;
+      api.assetScale = body.receivedAmount.assetScale;
+    } else if (body.assetCode) {
+      api.assetCode = body.assetCode;
+      api.assetScale = body.assetScale;
+    }
+    waiters = waiters.filter(function (waiter) {
+      if (balance >= waiter.minimum) { waiter.resolve(balance); return false; }
+      return true;
+    });
+    if (changed) {
+      document.dispatchEvent(new CustomEvent("ilp-monetization-balance", {detail: {
+        balance: balance, credited: Number(credited || 0),
+        assetCode: api.assetCode, assetScale: api.assetScale
+      }}));
+    }
+  }
+
+  /* While an incoming payment is watched, wait at the server for the next credit. */
+  function pollBalance(delay) {
+    if (polling) { return; }
+    polling = true;
+    setTimeout(function () {
+      var wanted = String((api.balance || 0) + 1);
+      fetch(BALANCE_URL, {credentials: "same-origin", cache: "no-store",
+                          headers: {"Accept": "application/json",
+                                    "Monetization-Wait-For": wanted}})
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.json();
+        })
+        .then(function (body) {
+          var before = api.balance || 0;
+          update(body, Number(body.balance) - before);
+          polling = false;
+          if (Date.now() < watchingUntil) { pollBalance(250); }
+        })
+        .catch(function () {
+          polling = false;
+          if (Date.now() < watchingUntil) { pollBalance(Math.min(delay * 2 || 1000, 15000)); }
+        });
+    }, delay || 0);
+  }
+
+  function send(url, pointer, entry) {
+    entry.attempts += 1;
+    var report = {incomingPayment: url};
+    if (typeof pointer === "string" && pointer) { report.paymentPointer = pointer; }
+    fetch(REPORT_URL, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify(report)
+    }).then(function (response) {
+      return response.json().catch(function () { return null; }).then(function (body) {
+        entry.status = response.status;
+        entry.id = body && body.id ? body.id : null;
+        if (response.status >= 500 || response.status === 429) { throw new Error("retry"); }
+        entry.inFlight = false;
+        if (response.ok) {
+          update(body, body && body.credited);
+          if (body && body.watching) {
+            watchingUntil = Date.now() + WATCH_MS;
+            pollBalance(250);
+          }
+        }
+      });
+    }).catch(function () {
+      if (entry.attempts < MAX_ATTEMPTS) {
+        setTimeout(function () { send(url, pointer, entry); },
+                   500 * Math.pow(2, entry.attempts - 1));
+      } else {
+        entry.inFlight = false;
+      }
+    });
+  }
+
+  function report(url, pointer) {
+    if (typeof url !== "string" || !url || url.length > 2048) { return; }
+    var now = Date.now();
+    var entry = entries[url];
+    if (entry && (entry.inFlight || now - entry.at < REFRESH_MS)) { return; }
+    if (entry && entry.status >= 400 && entry.status < 500) { return; }  /* refused */
+    entry = entries[url] = {inFlight: true, at: now, attempts: 0, status: null, id: null};
+    api.reports[url] = entry;
+    send(url, pointer, entry);
+  }
+
+  document.addEventListener("monetization", function (event) {
+    var link = event.target;
+    if (!link || link.tagName !== "LINK" || !/(^|\\s)monetization(\\s|$)/i.test(link.rel)) {
+      return;
+    }
+    report(event.incomingPayment, event.paymentPointer);
+  }, true);
+})();
+"""
+
+
+def open_payments_client_script(*, prefix: str = ENDPOINT_PREFIX) -> str:
+    """The client script of today's Web Monetization, served at ``<prefix>/wm.js``.
+
+    Listens (on ``document``, capturing) for ``monetization`` events fired on
+    ``<link rel="monetization">`` elements and posts each event's ``incomingPayment``
+    and ``paymentPointer`` to ``<prefix>/incoming-payments`` with the visitor cookie:
+    one request per URL at a time, at most every 15 seconds per URL, network failures
+    and 5xx retried up to five times with backoff, a 4xx never retried.
+    ``window.ilpWebMonetization.paid`` (a promise), ``.whenBalance(n)``, ``.balance``
+    and the ``ilp-monetization-balance`` document event tell the page when the
+    visitor's bucket has money; while the server watches an incoming payment the script
+    waits at ``<prefix>/balance`` for further credits.
+    """
+    return _OP_CLIENT_JS % {
+        "prefix": json.dumps(prefix),
+        "prefix_comment": prefix.replace("*/", ""),
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # Events
 
@@ -740,6 +912,30 @@ class Monetizer:
         self._touch(account)
         self._wake(account)
         return result.balance
+
+    async def credit_once(
+        self, visitor: Visitor | str, amount: int, idempotency_key: str
+    ) -> AddResult:
+        """Credit ``amount`` to the bucket at most once per ``idempotency_key``.
+
+        For money verified elsewhere (an Open Payments incoming payment's growth): a
+        second call with the same key changes nothing (``applied=False``), in any
+        process sharing the store.  An applied credit wakes :meth:`await_balance` and
+        emits ``start`` / ``progress`` events like a received packet.
+        """
+        account = self.account(visitor)
+        result = await self.store.credit(account, amount, idempotency_key=idempotency_key)
+        if result.applied:
+            self._touch(account)
+            self._wake(account)
+            kind: Literal["start", "progress"] = "progress"
+            if account not in self._started:
+                self._started.add(account)
+                kind = "start"
+            await self._callbacks.emit(
+                MonetizationEvent(kind, account, _visitor_id_of(account), amount, result.balance)
+            )
+        return result
 
     async def try_spend(self, visitor: Visitor | str, amount: int) -> int | None:
         """Debit ``amount`` atomically; the new balance, or None when funds are short."""

@@ -32,7 +32,7 @@ from ilp_receiver.client import (
 from ilp_receiver.codec.pay_header import STREAM_METHOD, format_pay_token, parse_pay_header
 from ilp_receiver.paywall import token_account
 from ilp_receiver.testing import BtpGateway, InMemoryNetwork
-from ilp_receiver_flask import get_service
+from ilp_receiver_flask import get_monetization, get_service
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = os.urandom(32).hex()
@@ -248,3 +248,47 @@ async def test_aiohttp_example_end_to_end_with_the_http_ilp_client(tmp_path: Pat
     finally:
         await payer.close()
         await gateway.close()
+
+
+def test_flask_wallet_monetization_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's Web Monetization: the wallet address from configuration, 402 -> 200."""
+    import json as jsonlib
+
+    from tests.test_wm_adapters import Wallet
+
+    module = load("flask_wallet_monetization")
+    wallet = Wallet()
+    monkeypatch.setenv("ILP_MONETIZATION_WALLET_ADDRESS", wallet.fake.wallet_address)
+    portal = BlockingPortal("test-wallet-example")
+    try:
+        app = module.create_app(
+            store=str(tmp_path / "buckets.db"),
+            monetization_secret=SECRET,
+            portal=portal,
+            local_wallet=True,
+        )
+        client = app.test_client()
+        page = client.get("/")
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert f'<link rel="monetization" href="{wallet.fake.wallet_address}">' in html
+        assert '<script src="/__monetizer/wm.js"></script>' in html
+        assert client.get("/article/body").status_code == 402
+        url = wallet.paid_payment(module.PRICE)
+        report = client.post(
+            "/__monetizer/incoming-payments",
+            data=jsonlib.dumps({"incomingPayment": url}),
+            content_type="application/json",
+        )
+        assert report.status_code == 200, report.data
+        body = client.get("/article/body")
+        assert body.status_code == 200
+        assert body.get_json()["balance"] == 0
+        assert client.get("/article/body").status_code == 402
+        verifier = get_monetization(app).service.verifier
+        assert verifier is not None
+        portal.call(verifier.close)
+        get_service(app).stop()
+    finally:
+        portal.stop()
+        wallet.close()

@@ -43,6 +43,7 @@ uplink not connected yet (SPSP queries) ``503`` ``UplinkUnavailable``, ``Retry-A
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -50,11 +51,14 @@ from typing import TYPE_CHECKING, Any, Final
 from ..monetization import (
     CLIENT_SCRIPT_NAME,
     MONETIZATION_ID_HEADER,
+    OP_CLIENT_SCRIPT_NAME,
     InvalidVisitorIdError,
     Monetizer,
     Visitor,
     client_script,
+    open_payments_client_script,
 )
+from ..open_payments import OpenPaymentsError
 from ..paywall import Price, RequestFacts, price_value, resolve_price, uplink_unavailable_reply
 from ..spsp import (
     SPSP4_MEDIA_TYPE,
@@ -71,13 +75,17 @@ from .spsp_endpoint import CORS_HEADERS, preflight_reply, receipt_fields
 
 if TYPE_CHECKING:
     from .._portal import BlockingPortal
+    from ..monetization_verifier import IncomingPaymentVerifier
     from ..receiver import AsyncReceiver
     from ..spsp import SpspResponse
     from .wsgi import SyncIlpService
 
 __all__ = [
+    "BALANCE_PATH",
     "LOOKUP_SCOPE_KEY",
+    "MAX_REPORT_BYTES",
     "MONETIZATION_SCOPE_KEY",
+    "REPORT_PATH",
     "MonetizationAsgiMiddleware",
     "MonetizationService",
     "MonetizedDecision",
@@ -91,6 +99,7 @@ __all__ = [
     "invalid_visitor_reply",
     "metered_sync",
     "order_spsp_reply",
+    "read_body",
     "service_and_lookup",
 ]
 
@@ -99,6 +108,17 @@ MONETIZATION_SCOPE_KEY: Final = "ilp_receiver.monetization"
 #: Where it puts the request's :class:`VisitorLookup`.
 LOOKUP_SCOPE_KEY: Final = "ilp_receiver.visitor"
 _JS_TYPE: Final = "application/javascript; charset=utf-8"
+#: Where the page posts ``monetization`` events (``<prefix>/incoming-payments``).
+REPORT_PATH: Final = "/incoming-payments"
+#: Where the page reads (and waits for) the visitor's balance (``<prefix>/balance``).
+BALANCE_PATH: Final = "/balance"
+#: The largest report body read (a report is two URLs).
+MAX_REPORT_BYTES: Final = 4096
+#: The request header asking ``<prefix>/balance`` to wait for at least that balance.
+WAIT_FOR_HEADER: Final = "Monetization-Wait-For"
+#: The longest ``<prefix>/balance`` waits.
+MAX_BALANCE_WAIT: Final = 10.0
+_NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 def cookie_value(cookie_header: str | None, name: str) -> str | None:
@@ -152,6 +172,32 @@ class MonetizedDecision:
 def invalid_visitor_reply(reason: str) -> HttpReply:
     """``400`` for a tampered or malformed visitor id (the value is not echoed)."""
     return json_reply(400, {"id": "InvalidVisitorId", "message": reason})
+
+
+def _error_reply(status: int, error_id: str, message: str) -> HttpReply:
+    return json_reply(status, {"id": error_id, "message": message}, headers=_NO_STORE)
+
+
+def _declared_length(facts: RequestFacts) -> int:
+    value = (facts.header("content-length") or "0").strip()
+    return int(value) if value.isdigit() and len(value) < 19 else 0
+
+
+def _parse_report(body: bytes) -> tuple[str, str | None] | str:
+    """``(incomingPayment, paymentPointer)`` of a report body, or why it is refused."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "the report is not JSON"
+    if not isinstance(doc, dict):
+        return "the report is not a JSON object"
+    url = doc.get("incomingPayment")
+    pointer = doc.get("paymentPointer")
+    if not isinstance(url, str) or not 0 < len(url) <= 2048:
+        return "incomingPayment must be a URL"
+    if pointer is not None and (not isinstance(pointer, str) or len(pointer) > 2048):
+        return "paymentPointer must be a URL"
+    return url, pointer
 
 
 def insufficient_balance_reply(visitor: Visitor | None, price: int, balance: int) -> HttpReply:
@@ -297,7 +343,10 @@ class MonetizationService:
     ``monetizer``: the :class:`~ilp_receiver.monetization.Monetizer`; ``orders``: an
     :class:`~ilp_receiver.webpayments.OrderBook` whose pointers are served at
     ``<orders_prefix>/<id>`` (None: no order pointers).  ``cookie_max_age``: seconds
-    the visitor cookie lives (None: a session cookie).
+    the visitor cookie lives (None: a session cookie).  ``verifier``: an
+    :class:`~ilp_receiver.monetization_verifier.IncomingPaymentVerifier` for today's
+    Web Monetization: ``<prefix>/wm.js``, ``POST <prefix>/incoming-payments`` (see
+    :meth:`handle_report`) and ``GET <prefix>/balance`` are served when it is given.
     """
 
     def __init__(
@@ -307,11 +356,13 @@ class MonetizationService:
         *,
         orders_prefix: str = "/orders",
         cookie_max_age: int | None = None,
+        verifier: IncomingPaymentVerifier | None = None,
     ) -> None:
         self.monetizer = monetizer
         self.orders = orders
         self.orders_prefix = orders_prefix.rstrip("/")
         self.cookie_max_age = cookie_max_age
+        self.verifier = verifier
         self._receiver: AsyncReceiver | None = None
 
     def bind(self, receiver: AsyncReceiver) -> None:
@@ -362,6 +413,16 @@ class MonetizationService:
             script = client_script(cookie_name=self.monetizer.cookie_name, prefix=prefix)
             headers = {"Content-Type": _JS_TYPE, "Cache-Control": "no-cache"}
             return HttpReply(200, headers, script.encode("utf-8"))
+        if self.verifier is not None:
+            # today's Web Monetization needs no uplink: the money is at the wallet
+            if path == f"{prefix}/{OP_CLIENT_SCRIPT_NAME}":
+                script = open_payments_client_script(prefix=prefix)
+                headers = {"Content-Type": _JS_TYPE, "Cache-Control": "no-cache"}
+                return HttpReply(200, headers, script.encode("utf-8"))
+            if path == prefix + BALANCE_PATH:
+                return await self.balance_reply(facts)
+            if path == prefix + REPORT_PATH:
+                return _error_reply(405, "MethodNotAllowed", "POST a report here")
         accept = facts.header("accept")
         nonce, secret = facts.header("receipt-nonce"), facts.header("receipt-secret")
         if (ours or _is_spsp_query(accept)) and not self._uplink_ready():
@@ -439,6 +500,103 @@ class MonetizationService:
             receipt_nonce=receipt_nonce,
             receipt_secret=receipt_secret,
         )
+
+    # -- today's Web Monetization (Open Payments) ---------------------------------------
+
+    def report_limit(self, facts: RequestFacts) -> int | None:
+        """The body size to read for ``facts`` when it is a report, else None (no I/O).
+
+        Adapters read at most one byte more than this and call :meth:`handle_report`.
+        """
+        if (
+            self.verifier is not None
+            and facts.method == "POST"
+            and facts.path == self.monetizer.prefix + REPORT_PATH
+        ):
+            return MAX_REPORT_BYTES
+        return None
+
+    def _reporting_visitor(self, facts: RequestFacts) -> Visitor | HttpReply:
+        presented = cookie_value(facts.header("cookie"), self.monetizer.cookie_name)
+        if presented is None:
+            return _error_reply(
+                400, "NoVisitor", "no visitor cookie: load a monetized page of this site first"
+            )
+        try:
+            return self.monetizer.ids.visitor(self.monetizer.ids.verify(presented))
+        except InvalidVisitorIdError as exc:
+            return invalid_visitor_reply(str(exc))
+
+    async def handle_report(self, facts: RequestFacts, body: bytes) -> HttpReply:
+        """``POST <prefix>/incoming-payments``: verify a ``monetization`` event's payment.
+
+        The body is JSON ``{"incomingPayment": <url>, "paymentPointer": <url>?}`` (at
+        most :data:`MAX_REPORT_BYTES`, ``Content-Type: application/json``, which also
+        keeps other sites from posting it without a CORS preflight); the visitor is the
+        signed cookie.  ``200`` with what was credited, the balance and whether the
+        payment is watched; otherwise a JSON error ``{"id", "message"}``: ``413``
+        ``ReportTooLarge``, ``415`` ``UnsupportedMediaType``, ``400`` ``InvalidReport`` /
+        ``NoVisitor`` / ``InvalidVisitorId`` / ``NotOurWallet`` / ``PrivateAddress``,
+        ``409`` ``IncomingPaymentClaimed`` / ``AssetMismatch``, ``404``
+        ``UnknownIncomingPayment``, ``502``/``504`` ``WalletUnreachable`` /
+        ``WalletBadResponse``.  Nothing is credited unless the answer is 200.
+        """
+        verifier = self.verifier
+        if verifier is None:
+            return _error_reply(404, "NotFound", "no verifier configured")
+        if len(body) > MAX_REPORT_BYTES or _declared_length(facts) > MAX_REPORT_BYTES:
+            return _error_reply(
+                413, "ReportTooLarge", f"a report is at most {MAX_REPORT_BYTES} bytes"
+            )
+        media_type = (facts.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            return _error_reply(415, "UnsupportedMediaType", "send the report as application/json")
+        visitor = self._reporting_visitor(facts)
+        if isinstance(visitor, HttpReply):
+            return visitor
+        report = _parse_report(body)
+        if isinstance(report, str):
+            return _error_reply(400, "InvalidReport", report)
+        incoming_payment, pointer = report
+        try:
+            result = await verifier.report(visitor, incoming_payment, pointer)
+        except OpenPaymentsError as exc:
+            return _error_reply(exc.status, exc.error_id, str(exc))
+        return json_reply(200, result.to_json(), headers=_NO_STORE)
+
+    async def balance_reply(self, facts: RequestFacts) -> HttpReply:
+        """``GET <prefix>/balance``: the visitor's balance, optionally waited for.
+
+        With ``Monetization-Wait-For: <n>`` it waits (event-driven, at most
+        :data:`MAX_BALANCE_WAIT` seconds) until the bucket holds ``n``; it answers the
+        balance either way: ``{"balance", "assetCode", "assetScale"}``.
+        """
+        visitor = self._reporting_visitor(facts)
+        if isinstance(visitor, HttpReply):
+            return visitor
+        wanted = facts.header(WAIT_FOR_HEADER)
+        monetizer = self.monetizer
+        balance: int | None = None
+        if wanted is not None:
+            text = wanted.strip()
+            if not text.isdigit() or len(text) > 20:
+                return _error_reply(400, "InvalidWait", f"{WAIT_FOR_HEADER} is an amount")
+            with contextlib.suppress(TimeoutError):
+                balance = await monetizer.await_balance(visitor, int(text), MAX_BALANCE_WAIT)
+        if balance is None:
+            balance = await monetizer.balance(visitor)
+        payload: dict[str, object] = {"balance": str(max(balance, 0))}
+        verifier = self.verifier
+        if verifier is not None:
+            if verifier.asset_code is not None:
+                payload["assetCode"] = verifier.asset_code
+                payload["assetScale"] = verifier.asset_scale
+            else:
+                with contextlib.suppress(OpenPaymentsError):
+                    wallet = await verifier.wallet()
+                    payload["assetCode"] = wallet.asset_code
+                    payload["assetScale"] = wallet.asset_scale
+        return json_reply(200, payload, headers=_NO_STORE)
 
     # -- visitors ----------------------------------------------------------------------
 
@@ -592,8 +750,23 @@ class MonetizationAsgiMiddleware:
     def _bind(self, scope: Scope) -> None:
         self.service.bind(_receiver_of(scope, self.receiver))
 
+    def _closing_on_shutdown(self, receive: Receive) -> Receive:
+        """``receive`` that stops the verifier's polling when the server shuts down."""
+        verifier = self.service.verifier
+
+        async def receive_and_close() -> Any:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown" and verifier is not None:
+                await verifier.close()
+            return message
+
+        return receive_and_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
+        if scope["type"] == "lifespan" and self.service.verifier is not None:
+            await self.app(scope, self._closing_on_shutdown(receive), send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -601,6 +774,11 @@ class MonetizationAsgiMiddleware:
         service = self.service
         scope[MONETIZATION_SCOPE_KEY] = service
         facts = facts_from_scope(scope)
+        limit = service.report_limit(facts)
+        if limit is not None:
+            body = await read_body(receive, limit)
+            await send_reply(send, await service.handle_report(facts, body))
+            return
         if service.handles(facts.path):
             reply = await service.handle(facts)
             if reply is not None:
@@ -650,6 +828,19 @@ class OrdersAsgiMiddleware:
                 await send_reply(send, reply, head=facts.method == "HEAD")
                 return
         await self.app(scope, receive, send)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """An ASGI request body, read up to ``limit + 1`` bytes (the caller refuses more)."""
+    body = bytearray()
+    while len(body) <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    return bytes(body[: limit + 1])
 
 
 def _receiver_of(scope: Scope, receiver: AsyncReceiver | None) -> AsyncReceiver:
@@ -710,6 +901,14 @@ class SyncMonetizationService:
         if facts.method not in ("GET", "HEAD", "OPTIONS") or not self.service.handles(facts.path):
             return None
         return self._portal().call(self.service.handle, facts)
+
+    def report_limit(self, facts: RequestFacts) -> int | None:
+        """See :meth:`MonetizationService.report_limit` (no I/O)."""
+        return self.service.report_limit(facts)
+
+    def handle_report(self, facts: RequestFacts, body: bytes) -> HttpReply:
+        """See :meth:`MonetizationService.handle_report`."""
+        return self._portal().call(self.service.handle_report, facts, body)
 
     def lookup(self, facts: RequestFacts, *, secure: bool = False) -> VisitorLookup:
         """See :meth:`MonetizationService.lookup` (no I/O)."""

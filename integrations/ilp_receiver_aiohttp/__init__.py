@@ -46,7 +46,9 @@ try:
 except ImportError as exc:  # pragma: no cover - aiohttp is a core dependency
     raise ImportError("ilp_receiver_aiohttp needs aiohttp: pip install 'ilp-receiver'") from exc
 
-from ilp_receiver.monetization import Monetizer, Visitor
+from ilp_receiver.monetization import OP_CLIENT_SCRIPT_NAME, Monetizer, Visitor, script_tag
+from ilp_receiver.monetization_verifier import IncomingPaymentVerifier, verifier_from_settings
+from ilp_receiver.open_payments import monetization_link_tag
 from ilp_receiver.options import ReceiverOptions, ReceiverSettings
 from ilp_receiver.paywall import PaidRoute, PayMethod, Price, RequestFacts, check_pay_method
 from ilp_receiver.receiver import AsyncReceiver
@@ -77,6 +79,7 @@ __all__ = [
     "ilp_middleware",
     "metered",
     "monetization_middleware",
+    "monetization_tags",
     "monetized",
     "paid",
     "request_facts",
@@ -363,20 +366,37 @@ def setup_monetization(
     orders: OrderBook | None = None,
     orders_prefix: str = "/orders",
     cookie_max_age: int | None = None,
+    wallet_address: str | None = None,
+    verifier: IncomingPaymentVerifier | None = None,
 ) -> MonetizationService:
     """Add Web Monetization (and order pointers) to ``app``; call it after :func:`setup`.
 
     Give a ready ``monetizer`` or the options to build one (``secret`` signs visitor
     ids: the same in every process).  For ``max_balance`` and 2018-style spliced
     addresses pass ``monetizer.payment_hook`` as ``on_payment`` to :func:`setup`.
+    Today's Web Monetization: ``wallet_address`` (default
+    ``ILP_MONETIZATION_WALLET_ADDRESS`` and the other ``ILP_MONETIZATION_*`` variables)
+    or a ready ``verifier``; :func:`monetization_tags` gives the page's link and script.
     """
     if SERVICE_KEY not in app:
         raise RuntimeError("call ilp_receiver_aiohttp.setup(app, ...) before setup_monetization")
     if monetizer is None:
         monetizer = Monetizer(secret=secret, max_balance=max_balance, idle_expiry=idle_expiry)
+    if verifier is None:
+        verifier = verifier_from_settings(monetizer, {"WALLET_ADDRESS": wallet_address})
     service = MonetizationService(
-        monetizer, orders, orders_prefix=orders_prefix, cookie_max_age=cookie_max_age
+        monetizer,
+        orders,
+        orders_prefix=orders_prefix,
+        cookie_max_age=cookie_max_age,
+        verifier=verifier,
     )
+    if verifier is not None:
+
+        async def close_verifier(_app: web.Application) -> None:
+            await verifier.close()
+
+        app.on_cleanup.append(close_verifier)
     service.bind(app[SERVICE_KEY].receiver)
     app[MONETIZATION_KEY] = service
     app.middlewares.append(monetization_middleware)
@@ -402,6 +422,23 @@ def _lookup(request: web.Request) -> VisitorLookup:
     return lookup
 
 
+def monetization_tags(request: web.Request, wallet_address: str | None = None) -> str:
+    """``<link rel="monetization">`` to the site's wallet address and the client script.
+
+    HTML for a page's ``<head>`` (today's Web Monetization); ``wallet_address`` defaults
+    to the verifier's.
+    """
+    service = get_monetization(request)
+    verifier = service.verifier
+    if wallet_address is None:
+        if verifier is None:
+            raise RuntimeError("give wallet_address to setup_monetization (or here)")
+        wallet_address = verifier.wallet_address
+    insecure = verifier is not None and verifier.fetcher.allow_insecure
+    link = monetization_link_tag(wallet_address, allow_insecure=insecure)
+    return link + script_tag(f"{service.monetizer.prefix}/{OP_CLIENT_SCRIPT_NAME}")
+
+
 def current_visitor(request: web.Request) -> Visitor | None:
     """The visitor of ``request`` (None when its id was refused)."""
     return _lookup(request).visitor
@@ -412,6 +449,15 @@ async def monetization_middleware(request: web.Request, handler: Handler) -> web
     """The monetization endpoints, and the visitor cookie on every other response."""
     service = get_monetization(request)
     facts = request_facts(request)
+    limit = service.report_limit(facts)
+    if limit is not None:
+        body = bytearray()
+        while len(body) <= limit:
+            chunk = await request.content.read(limit + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return to_response(await service.handle_report(facts, bytes(body)))
     if service.handles(facts.path):
         reply = await service.handle(facts)
         if reply is not None:

@@ -26,7 +26,12 @@ is a :class:`~ilp_receiver.errors.ConfigError` naming ``ILP_RECEIVER['KEY']``.
 ``RECEIVER``: a function returning a sync :class:`~ilp_receiver.Receiver` instead (tests).
 ``ILP_MONETIZATION`` (a dict, possibly empty) turns Web Monetization on: ``SECRET``
 (default ``SECRET_KEY``), ``MAX_BALANCE``, ``IDLE_EXPIRY``, ``COOKIE``, ``PREFIX``,
-``POINTER`` (what the tags name).
+``POINTER`` (what the tags name).  ``WALLET_ADDRESS`` adds today's Web Monetization (the
+site's Open Payments wallet; ``ASSET_CODE``, ``ASSET_SCALE``, ``RESOURCE_SERVERS``,
+``GNAP_KEY``, ``GNAP_KEY_ID``, ``ALLOW_PRIVATE``, ``ALLOW_INSECURE``; each falls back to
+the environment variable ``ILP_MONETIZATION_<NAME>``): ``/__monetizer/wm.js``, the
+report endpoint and the tags ``{% monetization_wallet_link %}`` and
+``{% monetization_wallet_script %}``.
 
 The receiver runs on the sync facade's background event-loop thread and starts on the
 first request **in each process** -- never in runserver's autoreloader parent, once in
@@ -68,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.monetization import COOKIE_NAME, ENDPOINT_PREFIX, Monetizer, Visitor
+from ilp_receiver.monetization_verifier import VERIFIER_SETTINGS, verifier_from_settings
 from ilp_receiver.options import ReceiverOptions
 from ilp_receiver.paywall import (
     Price,
@@ -178,7 +184,15 @@ def _build() -> tuple[SyncIlpService, SyncMonetizationService | None]:
     service = SyncIlpService(source, options=options)
     sync_monetization = None
     if monetizer is not None:
-        sync_monetization = SyncMonetizationService(service, MonetizationService(monetizer))
+        assert monetization is not None  # the monetizer was built from it
+        verifier = verifier_from_settings(
+            monetizer,
+            {name: monetization.get(name) for name in VERIFIER_SETTINGS},
+            label="ILP_MONETIZATION.",
+        )
+        sync_monetization = SyncMonetizationService(
+            service, MonetizationService(monetizer, verifier=verifier)
+        )
     return service, sync_monetization
 
 

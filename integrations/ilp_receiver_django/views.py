@@ -38,9 +38,16 @@ def payment_pointer(request: HttpRequest, name: str | None = None) -> HttpRespon
 @csrf_exempt
 def monetization(request: HttpRequest, rest: str = "") -> HttpResponse:
     """``<prefix>/client.js``, ``<prefix>/<visitor id>`` (eras A, B) and ``<prefix>``
-    (era C, ``Web-Monetization-Id``); ``OPTIONS`` with CORS."""
+    (era C, ``Web-Monetization-Id``); ``OPTIONS`` with CORS; with a wallet address,
+    ``<prefix>/wm.js``, ``POST <prefix>/incoming-payments`` and ``<prefix>/balance``."""
     service = get_monetization()
-    reply = service.handle(request_facts(request))
+    facts = request_facts(request)
+    limit = service.report_limit(facts)
+    if limit is not None:
+        # a monetization event's report (POST <prefix>/incoming-payments): at most
+        # limit + 1 bytes are read
+        return to_response(service.handle_report(facts, request.read(limit + 1)))
+    reply = service.handle(facts)
     if reply is None:
         return HttpResponseNotFound()
     return to_response(reply)

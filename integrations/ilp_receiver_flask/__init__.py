@@ -53,6 +53,14 @@ Web Monetization and Web Payments (``docs/web-monetization.md``, ``docs/web-paym
 :class:`~ilp_receiver.webpayments.OrderBook`, and the Jinja globals
 ``monetization_meta()``, ``monetization_link()``, ``monetization_script()``,
 ``monetization_pointer()`` (filters ``monetization_meta`` and ``monetization_link``).
+Today's Web Monetization (a ``<link rel="monetization">`` to the site's Open Payments
+wallet address, visitors credited from their verified incoming payments):
+``ILP_MONETIZATION_WALLET_ADDRESS`` switches it on (``ASSET_CODE``, ``ASSET_SCALE``,
+``RESOURCE_SERVERS``, ``GNAP_KEY``, ``GNAP_KEY_ID``, ``ALLOW_PRIVATE``,
+``ALLOW_INSECURE`` likewise, each falling back
+to the environment variable of the same name); the Jinja globals
+``monetization_wallet_link()`` and ``monetization_wallet_script()`` put the link and the
+client script (``/__monetizer/wm.js``) into a page.
 Configuration: ``ILP_MONETIZATION_SECRET`` (default ``SECRET_KEY``),
 ``ILP_MONETIZATION_MAX_BALANCE``, ``ILP_MONETIZATION_IDLE_EXPIRY``,
 ``ILP_MONETIZATION_COOKIE``, ``ILP_MONETIZATION_PREFIX``, ``ILP_MONETIZATION_POINTER``
@@ -82,6 +90,7 @@ from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
     COOKIE_NAME,
     ENDPOINT_PREFIX,
+    OP_CLIENT_SCRIPT_NAME,
     Monetizer,
     Visitor,
     link_tag,
@@ -89,6 +98,12 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
+from ilp_receiver.monetization_verifier import (
+    VERIFIER_SETTINGS,
+    IncomingPaymentVerifier,
+    verifier_from_settings,
+)
+from ilp_receiver.open_payments import monetization_link_tag
 from ilp_receiver.options import ENV_PREFIX, ReceiverOptions, ReceiverSettings
 from ilp_receiver.paywall import PaidRoute, PayMethod, Price, check_pay_method
 from ilp_receiver.receiver import Receiver
@@ -399,11 +414,13 @@ class Monetization:
         orders: OrderBook | None = None,
         orders_prefix: str = "/orders",
         cookie_max_age: int | None = None,
+        verifier: IncomingPaymentVerifier | None = None,
     ) -> None:
         self.monetizer = monetizer
         self.orders = orders
         self.orders_prefix = orders_prefix
         self.cookie_max_age = cookie_max_age
+        self.verifier = verifier
         self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -426,11 +443,20 @@ class Monetization:
                 max_balance=config["ILP_MONETIZATION_MAX_BALANCE"],
                 idle_expiry=config["ILP_MONETIZATION_IDLE_EXPIRY"],
             )
+        verifier = self.verifier
+        if verifier is None:
+            configured = {
+                name: config.get(f"ILP_MONETIZATION_{name}") for name in VERIFIER_SETTINGS
+            }
+            verifier = self.verifier = verifier_from_settings(
+                monetizer, configured, label="ILP_MONETIZATION_"
+            )
         service = MonetizationService(
             monetizer,
             self.orders,
             orders_prefix=self.orders_prefix,
             cookie_max_age=self.cookie_max_age,
+            verifier=verifier,
         )
         app.extensions[MONETIZATION_KEY] = SyncMonetizationService(get_service(app), service)
         self._app = app
@@ -441,6 +467,8 @@ class Monetization:
             monetization_link=_link_global,
             monetization_script=_script_global,
             monetization_pointer=monetization_pointer,
+            monetization_wallet_link=_wallet_link_global,
+            monetization_wallet_script=_wallet_script_global,
         )
         app.jinja_env.filters["monetization_meta"] = _meta_filter
         app.jinja_env.filters["monetization_link"] = _link_filter
@@ -474,6 +502,22 @@ def _script_global() -> Markup:
     return Markup(script_tag(f"{prefix}/{CLIENT_SCRIPT_NAME}"))  # noqa: S704 (escaped)
 
 
+def _wallet_link_global(href: str | None = None) -> Markup:
+    service = get_monetization()
+    verifier = service.service.verifier
+    if href is None:
+        if verifier is None:
+            raise RuntimeError("set ILP_MONETIZATION_WALLET_ADDRESS (or give the wallet address)")
+        href = verifier.wallet_address
+    insecure = verifier is not None and verifier.fetcher.allow_insecure
+    return Markup(monetization_link_tag(href, allow_insecure=insecure))  # noqa: S704 (escaped)
+
+
+def _wallet_script_global() -> Markup:
+    prefix = get_monetization().monetizer.prefix
+    return Markup(script_tag(f"{prefix}/{OP_CLIENT_SCRIPT_NAME}"))  # noqa: S704 (escaped)
+
+
 def _meta_filter(pointer: str) -> Markup:
     return Markup(meta_tag(str(pointer)))  # noqa: S704 (escaped)
 
@@ -485,6 +529,12 @@ def _link_filter(href: str) -> Markup:
 def _monetization_before_request() -> Response | None:
     service = get_monetization()
     facts = facts_from_environ(request.environ)
+    limit = service.report_limit(facts)
+    if limit is not None:
+        # a monetization event's report: at most limit + 1 bytes are read
+        size = body_reader(limit)
+        body = request.get_data() if size is not None else b"\0" * (limit + 1)
+        return to_response(service.handle_report(facts, body))
     reply = service.handle(facts)
     if reply is not None:
         return to_response(reply)

@@ -25,7 +25,9 @@ refund rule, one charge per request).
 Web Monetization and Web Payments: add :class:`MonetizationMiddleware` *after* (inside)
 the receiver middleware; it sets the ``__monetizer`` visitor cookie and serves
 ``/__monetizer/client.js``, ``/__monetizer/<id>``, ``/__monetizer`` (era C) and, with an
-:class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``.  :func:`monetized`
+:class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``; with ``wallet_address``
+(today's Web Monetization, the site's Open Payments wallet) also ``/__monetizer/wm.js``,
+``POST /__monetizer/incoming-payments`` and ``/__monetizer/balance``.  :func:`monetized`
 guards endpoints; :func:`install_templates` adds the tag helpers to
 ``starlette.templating.Jinja2Templates``.
 
@@ -52,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
+    OP_CLIENT_SCRIPT_NAME,
     Monetizer,
     Visitor,
     link_tag,
@@ -59,6 +62,8 @@ from ilp_receiver.monetization import (
     script_tag,
     site_pointer,
 )
+from ilp_receiver.monetization_verifier import IncomingPaymentVerifier, verifier_from_settings
+from ilp_receiver.open_payments import monetization_link_tag
 from ilp_receiver.options import ReceiverOptions, ReceiverSettings
 from ilp_receiver.paywall import PaidRoute, PayMethod, Price, RequestFacts, check_pay_method
 from ilp_receiver.receiver import AsyncReceiver
@@ -296,6 +301,11 @@ class MonetizationMiddleware(MonetizationAsgiMiddleware):
     receiver) or give ``receiver``.  Give a ready ``monetizer`` or the options to build
     one (``secret`` signs visitor ids: the same in every process).  ``orders``: an
     :class:`~ilp_receiver.webpayments.OrderBook` served at ``<orders_prefix>/<id>``.
+    Today's Web Monetization: ``wallet_address`` (the site's Open Payments wallet
+    address; default ``ILP_MONETIZATION_WALLET_ADDRESS`` and the other
+    ``ILP_MONETIZATION_*`` variables of
+    :func:`~ilp_receiver.monetization_verifier.verifier_from_settings`) or a ready
+    ``verifier`` serves ``/__monetizer/wm.js`` and verifies the page's reports.
     """
 
     def __init__(
@@ -310,11 +320,19 @@ class MonetizationMiddleware(MonetizationAsgiMiddleware):
         orders_prefix: str = "/orders",
         cookie_max_age: int | None = None,
         receiver: AsyncReceiver | None = None,
+        wallet_address: str | None = None,
+        verifier: IncomingPaymentVerifier | None = None,
     ) -> None:
         if monetizer is None:
             monetizer = Monetizer(secret=secret, max_balance=max_balance, idle_expiry=idle_expiry)
+        if verifier is None:
+            verifier = verifier_from_settings(monetizer, {"WALLET_ADDRESS": wallet_address})
         service = MonetizationService(
-            monetizer, orders, orders_prefix=orders_prefix, cookie_max_age=cookie_max_age
+            monetizer,
+            orders,
+            orders_prefix=orders_prefix,
+            cookie_max_age=cookie_max_age,
+            verifier=verifier,
         )
         super().__init__(app, service, receiver=receiver)
 
@@ -378,7 +396,9 @@ def install_templates(templates: Any, *, pointer: str | None = None) -> None:
     """Add the monetization tag helpers to a ``Jinja2Templates`` (needs jinja2).
 
     Globals ``monetization_meta(pointer=None)``, ``monetization_link(href=None)``,
-    ``monetization_script()`` and ``monetization_pointer()``; filters
+    ``monetization_script()`` and ``monetization_pointer()``, and for today's Web
+    Monetization ``monetization_wallet_link(href=None)`` (default: the middleware's
+    wallet address) and ``monetization_wallet_script()``; filters
     ``monetization_meta`` and ``monetization_link``.  Without ``pointer`` the tags name
     this site's ``/__monetizer`` (from the template context's ``request``).
     """
@@ -416,12 +436,32 @@ def install_templates(templates: Any, *, pointer: str | None = None) -> None:
     def current_pointer(context: Any) -> str:
         return default_pointer(context)
 
+    @pass_context
+    def wallet_link(context: Any, href: str | None = None) -> Markup:
+        request = context.get("request")
+        verifier = get_monetization(request).verifier if request is not None else None
+        if href is None:
+            if verifier is None:
+                raise RuntimeError("give the wallet address, or configure the middleware's")
+            href = verifier.wallet_address
+        insecure = verifier is not None and verifier.fetcher.allow_insecure
+        return Markup(monetization_link_tag(href, allow_insecure=insecure))  # noqa: S704
+
+    @pass_context
+    def wallet_script(context: Any) -> Markup:
+        request = context.get("request")
+        prefix = get_monetization(request).monetizer.prefix if request is not None else None
+        src = f"{prefix or '/__monetizer'}/{OP_CLIENT_SCRIPT_NAME}"
+        return Markup(script_tag(src))  # noqa: S704 (escaped)
+
     env = templates.env
     env.globals.update(
         monetization_meta=meta,
         monetization_link=link,
         monetization_script=script,
         monetization_pointer=current_pointer,
+        monetization_wallet_link=wallet_link,
+        monetization_wallet_script=wallet_script,
     )
     env.filters["monetization_meta"] = lambda value: Markup(meta_tag(str(value)))  # noqa: S704
     env.filters["monetization_link"] = lambda value: Markup(link_tag(str(value)))  # noqa: S704

@@ -25,4 +25,5 @@ urlpatterns = [
     path("reports/<str:name>", views.Report.as_view()),
     path("monetized", views.monetized_view),
     path("page", views.page),
+    path("wallet-page", views.wallet_page),
 ]

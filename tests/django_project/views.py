@@ -115,3 +115,10 @@ def page(request: HttpRequest) -> HttpResponse:
         "{% monetization_pointer %}"
     )
     return HttpResponse(template.render(RequestContext(request)))
+
+
+def wallet_page(request: HttpRequest) -> HttpResponse:
+    template = Template(
+        "{% load ilp_receiver %}{% monetization_wallet_link %}{% monetization_wallet_script %}"
+    )
+    return HttpResponse(template.render(RequestContext(request)))

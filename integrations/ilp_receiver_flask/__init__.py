@@ -181,6 +181,9 @@ def body_reader(limit: int) -> int | None:
     request.max_content_length = ceiling + 1
     try:
         size = len(request.get_data(cache=True))
+    except RequestEntityTooLarge:
+        # a Content-Length above the ceiling is refused before any byte is read
+        size = ceiling + 1
     finally:
         request.max_content_length = previous
     if size > ceiling and ceiling < limit:

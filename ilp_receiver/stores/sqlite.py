@@ -73,12 +73,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from .base import (
@@ -91,6 +93,15 @@ from .base import (
     StoreError,
     check_add_args,
     check_debit_amount,
+)
+from .outbox import (
+    CLAIM_SCAN,
+    MAX_ERROR,
+    OutboxEntry,
+    OutboxEvent,
+    OutboxState,
+    check_claim_args,
+    select_heads,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -124,7 +135,30 @@ CREATE TABLE IF NOT EXISTS ilp_idempotency_1 (
 CREATE VIEW IF NOT EXISTS ilp_idempotency AS
     SELECT key, account, delta, at FROM ilp_idempotency_0
     UNION ALL
-    SELECT key, account, delta, at FROM ilp_idempotency_1
+    SELECT key, account, delta, at FROM ilp_idempotency_1;
+CREATE TABLE IF NOT EXISTS ilp_outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    account TEXT NOT NULL,
+    merge_key TEXT,
+    amount TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    balance TEXT,
+    data TEXT NOT NULL,
+    created REAL NOT NULL,
+    last REAL NOT NULL,
+    due REAL NOT NULL,
+    sealed INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT '',
+    acked TEXT NOT NULL DEFAULT '[]',
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ilp_outbox_open ON ilp_outbox (merge_key) WHERE sealed = 0;
+CREATE INDEX IF NOT EXISTS ilp_outbox_state ON ilp_outbox (state, seq)
 """
 # Version 1 kept the keys in one table (renamed ilp_idempotency_v1 while migrating) with an
 # index on ``at``; the keys still inside the retention move to the current generation.
@@ -133,8 +167,8 @@ INSERT OR REPLACE INTO ilp_idempotency_{generation} (key, account, delta, at)
     SELECT key, account, delta, at FROM ilp_idempotency_v1 WHERE at >= ?
 """
 
-# One change: (key, delta, minimum, maximum, idempotency_key)
-_Item = tuple[str, int, int | None, int | None, str | None]
+# One change: (key, delta, minimum, maximum, idempotency_key, outbox events)
+_Item = tuple[str, int, int | None, int | None, str | None, tuple[OutboxEntry, ...]]
 _Outcome = AddResult | BaseException
 # Entry queued for the writer: (changes, future of their outcomes, the caller's loop)
 _Entry = tuple[list[_Item], "asyncio.Future[list[_Outcome]]", asyncio.AbstractEventLoop]
@@ -166,6 +200,103 @@ _SET_PERIOD = (
     "INSERT INTO ilp_meta (name, value) VALUES ('idempotency_period', ?) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
+
+
+_OUTBOX_OPEN = (
+    "SELECT seq, amount, count FROM ilp_outbox WHERE merge_key = ? AND sealed = 0"
+    " AND due > ? ORDER BY seq DESC LIMIT 1"
+)
+_OUTBOX_MERGE = "UPDATE ilp_outbox SET amount = ?, count = ?, balance = ?, last = ? WHERE seq = ?"
+_OUTBOX_INSERT = (
+    "INSERT INTO ilp_outbox (id, type, account, merge_key, amount, count, balance, data,"
+    " created, last, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OUTBOX_COLUMNS = (
+    "id, seq, type, account, amount, count, balance, data, created, last, attempts, state,"
+    " token, acked, error, due"
+)
+
+
+def _write_outbox(
+    conn: sqlite3.Connection, events: list[tuple[OutboxEntry, int | None]], now: float
+) -> None:
+    """Inside a write transaction: write ``events`` (entry, balance after its credit),
+    merging entries with a merge key into the open row of that key (one read and one
+    write per merge key and transaction, however many credits it sums)."""
+    merged: dict[str, list[Any]] = {}  # merge key -> [entry, amount, count, balance]
+    inserts: list[tuple[object, ...]] = []
+    for entry, balance in events:
+        if balance is None:
+            balance = entry.balance
+        key = entry.merge_key
+        if key is None:
+            inserts.append(_insert_row(entry, entry.amount, 1, balance, now))
+            continue
+        group = merged.get(key)
+        if group is None:
+            merged[key] = [entry, entry.amount, 1, balance]
+        else:
+            group[1] += entry.amount
+            group[2] += 1
+            if balance is not None:
+                group[3] = balance
+    for key, (entry, amount, count, balance) in merged.items():
+        row = conn.execute(_OUTBOX_OPEN, (key, now)).fetchone()
+        if row is None:
+            inserts.append(_insert_row(entry, amount, count, balance, now))
+        else:
+            conn.execute(
+                _OUTBOX_MERGE,
+                (
+                    str(int(row[1]) + amount),
+                    row[2] + count,
+                    None if balance is None else str(balance),
+                    now,
+                    row[0],
+                ),
+            )
+    if inserts:
+        conn.executemany(_OUTBOX_INSERT, inserts)
+
+
+def _insert_row(
+    entry: OutboxEntry, amount: int, count: int, balance: int | None, now: float
+) -> tuple[object, ...]:
+    return (
+        entry.event_id,
+        entry.type,
+        entry.account,
+        entry.merge_key,
+        str(amount),
+        count,
+        None if balance is None else str(balance),
+        entry.data_json(),
+        now,
+        now,
+        now + entry.window,
+    )
+
+
+def _event(row: Sequence[Any]) -> OutboxEvent:
+    """An :class:`OutboxEvent` from a row of ``_OUTBOX_COLUMNS``."""
+    return OutboxEvent(
+        event_id=row[0],
+        seq=row[1],
+        type=row[2],
+        account=row[3],
+        amount=int(row[4]),
+        count=row[5],
+        balance=None if row[6] is None else int(row[6]),
+        data=json.loads(row[7]),
+        created=row[8],
+        last=row[9],
+        attempts=row[10],
+        state=row[11],
+        token=row[12],
+        acked=tuple(json.loads(row[13])),
+        error=row[14],
+        due=row[15],
+    )
 
 
 # fork() detection without a getpid() system call per operation: a counter bumped in
@@ -487,7 +618,8 @@ class SqliteStore(BalanceStore):
         added: set[str] = set()  # keys this transaction adds (a batch may repeat one)
         new_keys: list[tuple[str, str, str, float]] = []
         outcomes: list[_Outcome] = []
-        for key, delta, minimum, maximum, idempotency_key in batch:
+        events: list[tuple[OutboxEntry, int | None]] = []
+        for key, delta, minimum, maximum, idempotency_key, outbox in batch:
             current = balances.get(key)
             if current is None:
                 current = balances[key] = balance_of(key)
@@ -505,10 +637,14 @@ class SqliteStore(BalanceStore):
                 added.add(idempotency_key)
                 new_keys.append((idempotency_key, key, str(delta), now))
             outcomes.append(AddResult(new, True))
+            for event in outbox:
+                events.append((event, new))
         if new_keys:
             conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
         if dirty:
             conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
+        if events:
+            _write_outbox(conn, events, now)
         execute("COMMIT")  # also after refusals or duplicates only: nothing was written
         self._ready_period = period
         return outcomes
@@ -571,10 +707,21 @@ class SqliteStore(BalanceStore):
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``, returning after COMMIT; see ``BalanceStore.add``."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
+
+    async def _add(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: tuple[OutboxEntry, ...],
+    ) -> AddResult:
         self._check_writable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[_Outcome]] = loop.create_future()
-        entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key)], future, loop)
+        entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key, outbox)], future, loop)
         pending = self._loop_batch
         if self._synchronous != "NORMAL":
             self._queue.put(entry)
@@ -631,7 +778,7 @@ class SqliteStore(BalanceStore):
         check_add_args(key, -amount, 0, None, None)
         self._check_writable()
         if self._synchronous == "NORMAL" and not self._loop_batch and self._queue.empty():
-            outcomes = self._inline_transaction([(key, -amount, 0, None, None)])
+            outcomes = self._inline_transaction([(key, -amount, 0, None, None, ())])
             if outcomes is not None:
                 outcome = outcomes[0]
                 if isinstance(outcome, BalanceLimitError):
@@ -648,7 +795,7 @@ class SqliteStore(BalanceStore):
         items: list[_Item] = []
         for key, delta in changes:
             check_add_args(key, delta, None, None, None)
-            items.append((key, delta, None, None, None))
+            items.append((key, delta, None, None, None, ()))
         if not items:
             return []
         self._check_writable()
@@ -760,7 +907,9 @@ class SqliteStore(BalanceStore):
         if not self.supports_blocking:
             raise NotImplementedError('no blocking methods with synchronous="FULL"')
         self._check_writable()
-        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key)])[0]
+        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key, ())])[
+            0
+        ]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -796,14 +945,25 @@ class SqliteStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+    async def revert(
+        self,
+        key: str,
+        delta: int,
+        idempotency_key: str,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Undo an idempotent change; see ``BalanceStore.revert``.  One transaction in
         a worker thread (a rare operation: it takes the blocking twins' path)."""
         check_add_args(key, delta, None, None, idempotency_key)
         self._check_writable()
-        return await asyncio.to_thread(self._revert_blocking, key, delta, idempotency_key)
+        return await asyncio.to_thread(
+            self._revert_blocking, key, delta, idempotency_key, tuple(outbox)
+        )
 
-    def _revert_blocking(self, key: str, delta: int, idempotency_key: str) -> bool:
+    def _revert_blocking(
+        self, key: str, delta: int, idempotency_key: str, outbox: tuple[OutboxEntry, ...] = ()
+    ) -> bool:
         with self._blocking_write("revert") as conn:
             cutoff = self.clock() - self.retention
             conn.execute("BEGIN IMMEDIATE")
@@ -818,8 +978,192 @@ class SqliteStore(BalanceStore):
                 row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
                 current = 0 if row is None else int(row[0])
                 conn.execute(_UPSERT, (key, str(current - delta)))
+                if outbox:
+                    _write_outbox(
+                        conn, [(entry, current - delta) for entry in outbox], self.clock()
+                    )
             conn.execute("COMMIT")
         return forgotten > 0
+
+    # -- the webhook outbox ----------------------------------------------------------------
+
+    supports_outbox = True
+
+    async def add_with_outbox(
+        self,
+        key: str,
+        delta: int,
+        outbox: Sequence[OutboxEntry],
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` with its events in the same transaction (the same group commit);
+        see ``BalanceStore.add_with_outbox``."""
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, tuple(outbox))
+
+    async def _outbox_call(self, what: str, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``function(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the blocking
+        path, in a worker thread (every process sharing the file is excluded)."""
+        self._check_writable()
+
+        def run() -> Any:
+            with self._blocking_write(what) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                result = function(conn)
+                conn.execute("COMMIT")
+                return result
+
+        return await asyncio.to_thread(run)
+
+    async def outbox_write(self, entries: Sequence[OutboxEntry]) -> None:
+        """Write events on their own; see ``BalanceStore.outbox_write``."""
+        if not entries:
+            return
+        now = self.clock()
+        events = [(entry, entry.balance) for entry in entries]
+        await self._outbox_call("outbox write", lambda conn: _write_outbox(conn, events, now))
+
+    async def outbox_claim(self, worker: str, limit: int, lease: float) -> list[OutboxEvent]:
+        """Claim due events under ``BEGIN IMMEDIATE``; see ``BalanceStore.outbox_claim``."""
+        check_claim_args(limit, lease)
+        now = self.clock()
+
+        def claim(conn: sqlite3.Connection) -> list[OutboxEvent]:
+            rows = conn.execute(
+                "SELECT id, account, due, lease_until FROM ilp_outbox WHERE state = 'pending'"
+                " ORDER BY seq LIMIT ?",
+                (CLAIM_SCAN,),
+            ).fetchall()
+            claimed: list[OutboxEvent] = []
+            for event_id in select_heads(rows, now, limit):
+                token = secrets.token_hex(16)
+                conn.execute(
+                    "UPDATE ilp_outbox SET sealed = 1, lease_until = ?, token = ?,"
+                    " attempts = attempts + 1 WHERE id = ?",
+                    (now + lease, token, event_id),
+                )
+                row = conn.execute(
+                    f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE id = ?",  # noqa: S608 (fixed names)
+                    (event_id,),
+                ).fetchone()
+                claimed.append(_event(row))
+            return claimed
+
+        result: list[OutboxEvent] = await self._outbox_call("outbox claim", claim)
+        return result
+
+    async def outbox_ack(self, event_id: str, token: str) -> bool:
+        """Forget a delivered event; see ``BalanceStore.outbox_ack``."""
+
+        def ack(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "DELETE FROM ilp_outbox WHERE id = ? AND token = ? AND token != ''"
+                    " AND state = 'pending'",
+                    (event_id, token),
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox ack", ack)
+        return result
+
+    async def outbox_retry(
+        self,
+        event_id: str,
+        token: str,
+        *,
+        due: float,
+        error: str,
+        acked: Sequence[str] = (),
+        dead: bool = False,
+    ) -> bool:
+        """Schedule another attempt (or give up); see ``BalanceStore.outbox_retry``."""
+        values = (
+            due,
+            error[:MAX_ERROR],
+            json.dumps(list(acked)),
+            "dead" if dead else "pending",
+            event_id,
+            token,
+        )
+
+        def retry(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE ilp_outbox SET due = ?, error = ?, acked = ?, state = ?,"
+                    " lease_until = 0, token = '' WHERE id = ? AND token = ? AND token != ''"
+                    " AND state = 'pending'",
+                    values,
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox retry", retry)
+        return result
+
+    async def outbox_list(self, state: OutboxState, limit: int = 100) -> list[OutboxEvent]:
+        """Events in ``state``; see ``BalanceStore.outbox_list``."""
+        self._check_fork()
+
+        def scan() -> list[OutboxEvent]:
+            with self._scan_lock:
+                if self._closed:
+                    raise StoreClosedError("store is closed")
+                if self._scanner is None:
+                    self._scanner = self._connect()
+                try:
+                    rows = self._scanner.execute(
+                        f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE state = ?"  # noqa: S608 (fixed names)
+                        " ORDER BY seq LIMIT ?",
+                        (state, limit),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite read failed: {exc}") from exc
+                return [_event(row) for row in rows]
+
+        return await asyncio.to_thread(scan)
+
+    async def outbox_replay(self, event_id: str) -> bool:
+        """Send an event again now; see ``BalanceStore.outbox_replay``."""
+        now = self.clock()
+
+        def replay(conn: sqlite3.Connection) -> bool:
+            dead = conn.execute(
+                "UPDATE ilp_outbox SET state = 'pending', attempts = 0, acked = '[]', due = ?"
+                " WHERE id = ? AND state = 'dead'",
+                (now, event_id),
+            ).rowcount
+            if dead:
+                return True
+            return (
+                conn.execute(
+                    "UPDATE ilp_outbox SET due = min(due, ?) WHERE id = ?", (now, event_id)
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox replay", replay)
+        return result
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """The outbox's depth; see ``BalanceStore.outbox_counts``."""
+        self._check_fork()
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            try:
+                rows = self._reader.execute(
+                    "SELECT state, count(*) FROM ilp_outbox GROUP BY state"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from exc
+        counts = {"pending": 0, "dead": 0}
+        counts.update({state: n for state, n in rows})
+        return counts
 
     async def balance(self, key: str) -> int:
         """The committed balance of ``key`` (0 if unknown); a point read on this thread."""

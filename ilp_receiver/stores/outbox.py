@@ -1,0 +1,156 @@
+"""Outbox rows: the webhook events a store writes in the same transaction as a credit.
+
+An :class:`OutboxEntry` is handed to a store's credit path
+(``store.add(..., outbox=[entry])``) and written in the same transaction as the
+credit, only when the credit applies (a duplicate or refused change writes nothing).
+Entries with a ``merge_key`` are *aggregated in the store*: a credit whose merge key
+matches an event row that is still open (written less than ``window`` seconds ago and
+not yet claimed by a dispatcher) adds its amount to that row instead of writing a new
+one, so one streamed payment of thousands of packets is one event per window.  A row
+keeps the event id it was created with, so every credit belongs to exactly one event
+and a redelivery carries the same id.
+
+Claiming (:meth:`~ilp_receiver.stores.BalanceStore.outbox_claim`) seals a row (no more
+merging), leases it to one dispatcher (a token and a lease deadline) and counts an
+attempt; only the oldest pending row of each account is claimable, so an account's
+events are delivered in order.  Acknowledged rows are deleted; rows that failed for
+longer than the dispatcher's dead-letter age are kept as ``dead`` until replayed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+__all__ = [
+    "CLAIM_SCAN",
+    "MAX_ERROR",
+    "OutboxEntry",
+    "OutboxEvent",
+    "OutboxState",
+    "check_claim_args",
+    "iso_time",
+    "new_event_id",
+    "select_heads",
+]
+
+#: How many of the oldest pending rows one claim looks at to find each account's first
+#: (an account with more pending rows than this delays the accounts behind it).
+CLAIM_SCAN = 1000
+#: The longest error text a row keeps (characters).
+MAX_ERROR = 300
+
+
+def new_event_id() -> str:
+    """A fresh event id: ``evt_`` and 26 characters of base32 (128 random bits)."""
+    return "evt_" + base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+
+
+def iso_time(at: float) -> str:
+    """``at`` (seconds since the epoch) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    moment = datetime.fromtimestamp(at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+OutboxState = Literal["pending", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One event to write with a credit (or on its own, :meth:`outbox_write`).
+
+    ``data`` is the JSON object of fields that do not change when credits are merged
+    (protocol, payment id, asset); the store keeps ``amount`` (summed), the number of
+    credits and the ``balance`` after the latest one.  ``merge_key`` (None: never
+    merged) names what may be aggregated; ``window`` is how long the event stays open
+    for merging and so the earliest a dispatcher sends it, in seconds.
+    """
+
+    type: str
+    account: str
+    amount: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+    merge_key: str | None = None
+    window: float = 0.0
+    #: the balance after the credit (set by the store on the credit path)
+    balance: int | None = None
+    event_id: str = field(default_factory=new_event_id)
+
+    def data_json(self) -> str:
+        """``data`` as compact JSON text (what the stores keep)."""
+        return json.dumps(dict(self.data), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event row as a store returns it (claimed by a dispatcher, or listed)."""
+
+    event_id: str
+    #: the store's order of events (creation order; per account the delivery order)
+    seq: int
+    type: str
+    account: str
+    amount: int
+    #: credits merged into this event
+    count: int
+    balance: int | None
+    data: Mapping[str, Any]
+    #: when the first credit was written, and the latest (seconds since the epoch)
+    created: float
+    last: float
+    #: delivery attempts started (a claim counts one)
+    attempts: int
+    state: OutboxState = "pending"
+    #: the claim's token (ack and retry must present it); "" when not claimed
+    token: str = ""
+    #: endpoints that already acknowledged this event (retries skip them)
+    acked: tuple[str, ...] = ()
+    error: str = ""
+    #: the earliest time of the next attempt
+    due: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description for operators (CLI, admin API)."""
+        return {
+            "id": self.event_id,
+            "type": self.type,
+            "account": self.account,
+            "amount": str(self.amount),
+            "credits": self.count,
+            "state": self.state,
+            "attempts": self.attempts,
+            "created_at": iso_time(self.created),
+            "next_attempt_at": iso_time(self.due) if self.state == "pending" else None,
+            "acknowledged_by": list(self.acked),
+            "last_error": self.error or None,
+        }
+
+
+def check_claim_args(limit: int, lease: float) -> None:
+    """ValueError unless ``limit`` is a positive int and ``lease`` positive seconds."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError("limit must be a positive integer")
+    if not isinstance(lease, int | float) or isinstance(lease, bool) or not lease > 0:
+        raise ValueError("lease must be a positive number of seconds")
+
+
+def select_heads(rows: list[tuple[str, str, float, float]], now: float, limit: int) -> list[str]:
+    """From ``(event id, account, due, lease deadline)`` of pending rows in ``seq``
+    order, the ids a claim takes: each account's first row, when it is due and not
+    leased, at most ``limit``."""
+    seen: set[str] = set()
+    chosen: list[str] = []
+    for event_id, account, due, lease_until in rows:
+        if account in seen:
+            continue
+        seen.add(account)
+        if due <= now and lease_until <= now:
+            chosen.append(event_id)
+            if len(chosen) >= limit:
+                break
+    return chosen

@@ -206,7 +206,10 @@ _OUTBOX_OPEN = (
     "SELECT seq, amount, count FROM ilp_outbox WHERE merge_key = ? AND sealed = 0"
     " AND due > ? ORDER BY seq DESC LIMIT 1"
 )
-_OUTBOX_MERGE = "UPDATE ilp_outbox SET amount = ?, count = ?, balance = ?, last = ? WHERE seq = ?"
+_OUTBOX_MERGE = (
+    "UPDATE ilp_outbox SET amount = ?, count = ?, balance = coalesce(?, balance), last = ?"
+    " WHERE seq = ?"
+)
 _OUTBOX_INSERT = (
     "INSERT INTO ilp_outbox (id, type, account, merge_key, amount, count, balance, data,"
     " created, last, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -220,30 +223,32 @@ _OUTBOX_COLUMNS = (
 def _write_outbox(
     conn: sqlite3.Connection, events: list[tuple[OutboxEntry, int | None]], now: float
 ) -> None:
-    """Inside a write transaction: write ``events`` (entry, balance after its credit),
-    merging entries with a merge key into the open row of that key (one read and one
-    write per merge key and transaction, however many credits it sums)."""
-    merged: dict[str, list[Any]] = {}  # merge key -> [entry, amount, count, balance]
-    inserts: list[tuple[object, ...]] = []
+    """Inside a write transaction: write ``events`` (entry, balance after its credit) in
+    order, merging entries with a merge key into the open row of that key (one read and
+    one write per merge key and transaction, however many credits it sums)."""
+    # rows in the order of their first entry: [entry, amount, count, balance]
+    rows: list[list[Any]] = []
+    by_key: dict[str, list[Any]] = {}
     for entry, balance in events:
         if balance is None:
             balance = entry.balance
         key = entry.merge_key
-        if key is None:
-            inserts.append(_insert_row(entry, entry.amount, 1, balance, now))
-            continue
-        group = merged.get(key)
+        group = None if key is None else by_key.get(key)
         if group is None:
-            merged[key] = [entry, entry.amount, 1, balance]
+            group = [entry, entry.amount, 1, balance]
+            rows.append(group)
+            if key is not None:
+                by_key[key] = group
         else:
             group[1] += entry.amount
             group[2] += 1
             if balance is not None:
                 group[3] = balance
-    for key, (entry, amount, count, balance) in merged.items():
-        row = conn.execute(_OUTBOX_OPEN, (key, now)).fetchone()
+    for entry, amount, count, balance in rows:
+        key = entry.merge_key
+        row = None if key is None else conn.execute(_OUTBOX_OPEN, (key, now)).fetchone()
         if row is None:
-            inserts.append(_insert_row(entry, amount, count, balance, now))
+            conn.execute(_OUTBOX_INSERT, _insert_row(entry, amount, count, balance, now))
         else:
             conn.execute(
                 _OUTBOX_MERGE,
@@ -255,8 +260,6 @@ def _write_outbox(
                     row[0],
                 ),
             )
-    if inserts:
-        conn.executemany(_OUTBOX_INSERT, inserts)
 
 
 def _insert_row(

@@ -160,6 +160,7 @@ async def _receive(args: argparse.Namespace) -> int:
             receiver_name=args.name,
             stream=not args.no_stream,
             stream_limits=StreamLimits(echo_data=args.echo_stream_data),
+            webhooks=args.webhooks,
         )
         holder.append(receiver)
         log_payments(receiver)
@@ -280,6 +281,20 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds a client has to send a complete request head; also the keep-alive idle time",
     )
+    receive.add_argument(
+        "--webhook-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST a signed event per payment here; repeat for more (default: "
+        "$ILP_RECEIVER_WEBHOOK_URL; docs/webhooks.md)",
+    )
+    receive.add_argument(
+        "--webhook-key-file",
+        default=None,
+        help="file with the webhook signing key, whsk_... or whsec_... (default: "
+        "$ILP_RECEIVER_WEBHOOK_KEY_FILE, or the key in $ILP_RECEIVER_WEBHOOK_KEY)",
+    )
     add_log_format_argument(receive)
 
 
@@ -305,7 +320,8 @@ def _positive_float(text: str) -> float:
 
 def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
     """Fill what the command line left out from the ``ILP_RECEIVER_*`` environment
-    (``UPLINK``, ``SECRET`` / ``SECRET_FILE``, ``STORE``, ``NAME``, ``MAX_BALANCE``), so
+    (``UPLINK``, ``SECRET`` / ``SECRET_FILE``, ``STORE``, ``NAME``, ``MAX_BALANCE``, the
+    ``WEBHOOK_*`` settings), so
     no credential has to sit in argv; a bad value is a ConfigError naming the variable."""
     from ..options import ReceiverOptions
 
@@ -325,6 +341,12 @@ def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | Non
         args.name = env.receiver_name
     if args.max_balance is None:
         args.max_balance = env.max_balance
+    flags: dict[str, tuple[object, str]] = {}
+    if getattr(args, "webhook_url", None):
+        flags["webhook_url"] = (args.webhook_url, "--webhook-url")
+    if getattr(args, "webhook_key_file", None) is not None:
+        flags["webhook_key_file"] = (args.webhook_key_file, "--webhook-key-file")
+    args.webhooks = env.replace_from(flags).webhook_config()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,7 +84,7 @@ class WebhookConfig:
     payment are aggregated into one event (and the least delay before it is sent).
     ``max_age``: seconds after which an undelivered event becomes a dead letter.
     ``dispatch``: run a dispatcher in the receiver process (else only write the
-    outbox, for a standalone ``ilp-receiver webhooks run``).
+    outbox, for a standalone ``ilp-receiver webhooks run``; then ``keys`` may be empty).
     """
 
     urls: tuple[str, ...]
@@ -101,7 +101,7 @@ class WebhookConfig:
     dispatch: bool = True
 
     def __post_init__(self) -> None:
-        if not self.keys:
+        if not self.keys and self.dispatch:
             raise ConfigError("webhook_key", "a signing key is needed (whsk_... or whsec_...)")
         for key in self.keys:
             if not isinstance(key, SigningKey):
@@ -229,6 +229,8 @@ class WebhookDispatcher:
     ) -> None:
         if not store.supports_outbox:
             raise ConfigError("store", f"{type(store).__name__} has no webhook outbox")
+        if not config.keys or not config.urls:
+            raise ConfigError("webhook_key", "a dispatcher needs endpoints and a signing key")
         self.store = store
         self.config = config
         #: names this dispatcher's claims in logs

@@ -70,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before an undelivered event is a dead letter "
         "(default: $ILP_RECEIVER_WEBHOOK_MAX_AGE, else 259200)",
     )
+    run_parser.add_argument(
+        "--lease",
+        type=float,
+        default=300.0,
+        help="seconds a claimed event is reserved for this dispatcher; after a crash its "
+        "events are sent again (same webhook-id) once the lease runs out",
+    )
     run_parser.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     run_parser.add_argument("--admin-host", default="127.0.0.1", help="admin API address")
     run_parser.add_argument(
@@ -183,7 +190,7 @@ def _dispatcher_config(args: argparse.Namespace) -> WebhookConfig:
         max_age=base.max_age,
         timeout=args.timeout,
         concurrency=args.concurrency,
-        lease=max(300.0, args.timeout * 3),
+        lease=args.lease,
     )
 
 

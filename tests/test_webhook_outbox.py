@@ -89,24 +89,37 @@ async def test_credits_of_one_payment_merge_until_the_window_ends_or_a_claim(
 async def test_one_account_is_delivered_in_order_and_leases_hold(make_store: Factory) -> None:
     clock = FakeClock()
     async with make_store(clock=clock) as store:
-        a1, a2, b1 = received("a", 1, "p1", 0), received("a", 2, "p2", 0), received("b", 3, "q", 0)
-        for n, entry in enumerate((a1, a2, b1)):
+        a1, a2, a3 = (
+            received("a", 1, "p1", 0),
+            received("a", 2, "p2", 0),
+            received("a", 3, "p3", 100),
+        )
+        a4, b1 = received("a", 4, "p4", 0), received("b", 5, "q", 0)
+        for n, entry in enumerate((a1, a2, a3, a4, b1)):
             await store.add_with_outbox(
                 entry.account, entry.amount, [entry], idempotency_key=f"k{n}"
             )
+        # an account's consecutive due events, up to the first that is not due (a3)
         claimed = await store.outbox_claim("w1", 10, 30)
-        assert [e.event_id for e in claimed] == [a1.event_id, b1.event_id]
-        # leased: another claimer gets nothing, a2 waits behind a1
+        assert [e.event_id for e in claimed] == [a1.event_id, a2.event_id, b1.event_id]
+        # leased: another claimer gets nothing, a3 and a4 wait behind a1 and a2
         assert await store.outbox_claim("w2", 10, 30) == []
-        clock.now += 31  # the lease ran out (the claimer died): claimed again, same id
+        clock.now += 31  # the lease ran out (the claimer died): claimed again, same ids
         again = await store.outbox_claim("w2", 10, 30)
-        assert [e.event_id for e in again] == [a1.event_id, b1.event_id]
-        assert [e.attempts for e in again] == [2, 2]
+        assert [e.event_id for e in again] == [a1.event_id, a2.event_id, b1.event_id]
+        assert [e.attempts for e in again] == [2, 2, 2]
         # the first claimer's token no longer holds
         assert not await store.outbox_ack(a1.event_id, claimed[0].token)
         assert await store.outbox_ack(a1.event_id, again[0].token)
-        [next_event] = await store.outbox_claim("w2", 10, 30)
-        assert next_event.event_id == a2.event_id
+        assert await store.outbox_ack(a2.event_id, again[1].token)
+        clock.now += 70  # a3 is due, the second lease ran out too
+        later = await store.outbox_claim("w2", 10, 30)
+        assert [e.event_id for e in later] == [a3.event_id, a4.event_id, b1.event_id]
+        assert [e.event_id for e in await store.outbox_list("pending")] == [
+            a3.event_id,
+            a4.event_id,
+            b1.event_id,
+        ]
 
 
 async def test_retry_dead_letter_and_replay(make_store: Factory) -> None:
@@ -115,21 +128,24 @@ async def test_retry_dead_letter_and_replay(make_store: Factory) -> None:
         a1, a2 = received("a", 1, "p1", 0), received("a", 2, "p2", 0)
         await store.add_with_outbox("a", 1, [a1], idempotency_key="k1")
         await store.add_with_outbox("a", 2, [a2], idempotency_key="k2")
-        [event] = await store.outbox_claim("w", 10, 30)
+        first, second = await store.outbox_claim("w", 10, 30)
         assert await store.outbox_retry(
-            event.event_id, event.token, due=clock.now + 10, error="HTTP 500", acked=["http://x/"]
+            first.event_id, first.token, due=clock.now + 10, error="HTTP 500", acked=["http://x/"]
         )
-        assert not await store.outbox_retry(event.event_id, event.token, due=0, error="stale")
+        assert not await store.outbox_retry(first.event_id, first.token, due=0, error="stale")
+        # what a dispatcher does with the rest of the account's run: release it
+        assert await store.outbox_retry(second.event_id, second.token, due=second.due, error="")
         assert await store.outbox_claim("w", 10, 30) == []  # a1 not due, a2 behind it
         clock.now += 10
-        [event] = await store.outbox_claim("w", 10, 30)
-        assert (event.event_id, event.attempts, event.acked, event.error) == (
+        first, second = await store.outbox_claim("w", 10, 30)
+        assert (first.event_id, first.attempts, first.acked, first.error) == (
             a1.event_id,
             2,
             ("http://x/",),
             "HTTP 500",
         )
-        assert await store.outbox_retry(event.event_id, event.token, due=0, error="gone", dead=True)
+        assert await store.outbox_retry(first.event_id, first.token, due=0, error="gone", dead=True)
+        assert await store.outbox_retry(second.event_id, second.token, due=second.due, error="")
         assert await store.outbox_counts() == {"pending": 1, "dead": 1}
         [dead] = await store.outbox_list("dead")
         assert (dead.event_id, dead.state, dead.error) == (a1.event_id, "dead", "gone")
@@ -143,6 +159,24 @@ async def test_retry_dead_letter_and_replay(make_store: Factory) -> None:
         assert (pending.event_id, pending.attempts, pending.acked) == (a1.event_id, 0, ())
         [event] = await store.outbox_claim("w", 10, 30)
         assert event.event_id == a1.event_id
+
+
+async def test_a_claim_takes_at_most_a_run_of_one_account(make_store: Factory) -> None:
+    from ilp_receiver.stores.outbox import CLAIM_RUN
+
+    clock = FakeClock()
+    async with make_store(clock=clock) as store:
+        for n in range(CLAIM_RUN + 3):
+            await store.add_with_outbox("a", 1, [received("a", 1, f"p{n}", 0)])
+        await store.add_with_outbox("b", 1, [received("b", 1, "q", 0)])
+        assert [e.account for e in await store.outbox_claim("w", 2, 30)] == ["a", "a"]
+        # a's head is leased: only b
+        assert [e.account for e in await store.outbox_claim("w", 100, 30)] == ["b"]
+        clock.now += 31
+        claimed = await store.outbox_claim("w", 100, 30)
+        assert [e.account for e in claimed] == ["a"] * CLAIM_RUN + ["b"]
+        seqs = [e.seq for e in claimed[:CLAIM_RUN]]
+        assert seqs == sorted(seqs)
 
 
 async def test_a_reverted_credit_writes_its_reversal(make_store: Factory) -> None:

@@ -23,6 +23,7 @@ from .base import (
     limit_error,
 )
 from .outbox import (
+    CLAIM_RUN,
     CLAIM_SCAN,
     MAX_ERROR,
     OutboxEntry,
@@ -218,7 +219,7 @@ class MemoryStore(BalanceStore):
                 if row.event.state == "pending"
             ][:CLAIM_SCAN]
             claimed: list[OutboxEvent] = []
-            for event_id in select_heads(rows, now, limit):
+            for event_id in select_heads(rows, now, limit, CLAIM_RUN):
                 row = self._outbox[event_id]
                 row.sealed = True
                 row.lease_until = now + lease

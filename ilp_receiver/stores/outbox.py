@@ -12,7 +12,8 @@ and a redelivery carries the same id.
 
 Claiming (:meth:`~ilp_receiver.stores.BalanceStore.outbox_claim`) seals a row (no more
 merging), leases it to one dispatcher (a token and a lease deadline) and counts an
-attempt; only the oldest pending row of each account is claimable, so an account's
+attempt; only an account's oldest pending rows are claimable (up to :data:`CLAIM_RUN`
+consecutive due ones, which the dispatcher sends one after another), so an account's
 events are delivered in order.  Acknowledged rows are deleted; rows that failed for
 longer than the dispatcher's dead-letter age are kept as ``dead`` until replayed.
 """
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 __all__ = [
+    "CLAIM_RUN",
     "CLAIM_SCAN",
     "MAX_ERROR",
     "OutboxEntry",
@@ -44,6 +46,9 @@ __all__ = [
 CLAIM_SCAN = 1000
 #: The longest error text a row keeps (characters).
 MAX_ERROR = 300
+#: The most consecutive events of one account one claim takes (delivered one after
+#: another, in order; the rest are released when one fails).
+CLAIM_RUN = 16
 
 
 def new_event_id() -> str:
@@ -139,18 +144,24 @@ def check_claim_args(limit: int, lease: float) -> None:
         raise ValueError("lease must be a positive number of seconds")
 
 
-def select_heads(rows: list[tuple[str, str, float, float]], now: float, limit: int) -> list[str]:
+def select_heads(
+    rows: list[tuple[str, str, float, float]], now: float, limit: int, run: int = 1
+) -> list[str]:
     """From ``(event id, account, due, lease deadline)`` of pending rows in ``seq``
-    order, the ids a claim takes: each account's first row, when it is due and not
-    leased, at most ``limit``."""
-    seen: set[str] = set()
+    order, the ids a claim takes: from each account's first row on, up to ``run``
+    consecutive rows that are due and not leased (an account stops at its first row
+    that is not), at most ``limit`` in all."""
+    taken: dict[str, int] = {}  # account -> rows taken, or -1: blocked
     chosen: list[str] = []
     for event_id, account, due, lease_until in rows:
-        if account in seen:
+        count = taken.get(account, 0)
+        if count < 0:
             continue
-        seen.add(account)
-        if due <= now and lease_until <= now:
+        if count < run and due <= now and lease_until <= now:
+            taken[account] = count + 1
             chosen.append(event_id)
             if len(chosen) >= limit:
                 break
+        else:
+            taken[account] = -1
     return chosen

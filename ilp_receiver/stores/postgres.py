@@ -51,7 +51,16 @@ from .base import (
     check_add_args,
     limit_error,
 )
-from .outbox import MAX_ERROR, OutboxEntry, OutboxEvent, OutboxState, check_claim_args
+from .outbox import (
+    CLAIM_RUN,
+    CLAIM_SCAN,
+    MAX_ERROR,
+    OutboxEntry,
+    OutboxEvent,
+    OutboxState,
+    check_claim_args,
+    select_heads,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -164,14 +173,17 @@ class PostgresStore(BalanceStore):
             " created, last, due) VALUES ($1, $2, $3, $4, $5::numeric, $6, $7::numeric, $8,"
             " $9, $9, $10)"
         )
-        # each account's oldest pending row, when due and not leased; rows another
-        # claimer holds locked are skipped, and once it commits their lease excludes them
-        self._sql_outbox_claim = (
-            f"WITH heads AS (SELECT min(seq) AS seq FROM {o} WHERE state = 'pending'"  # noqa: S608 (prefix validated)
-            " GROUP BY account)"
-            f" SELECT o.seq FROM {o} o JOIN heads ON o.seq = heads.seq"
-            " WHERE o.due <= $1 AND o.lease_until <= $1 AND o.state = 'pending'"
-            " ORDER BY o.seq LIMIT $2 FOR UPDATE OF o SKIP LOCKED"
+        # each account's oldest pending rows; the claimable ones are chosen in Python
+        # (select_heads), then locked: rows another claimer holds locked are skipped,
+        # and once it commits their lease (rechecked on the locked row) excludes them
+        self._sql_outbox_candidates = (
+            "SELECT seq, account, due, lease_until FROM (SELECT seq, account, due,"  # noqa: S608 (prefix validated)
+            " lease_until, row_number() OVER (PARTITION BY account ORDER BY seq) AS rank"
+            f" FROM {o} WHERE state = 'pending') t WHERE rank <= $1 ORDER BY seq LIMIT $2"
+        )
+        self._sql_outbox_lock = (
+            f"SELECT seq FROM {o} WHERE seq = ANY($1::bigint[]) AND state = 'pending'"  # noqa: S608 (prefix validated)
+            " AND due <= $2 AND lease_until <= $2 FOR UPDATE SKIP LOCKED"
         )
         self._sql_outbox_lease = (
             f"UPDATE {o} SET sealed = true, lease_until = $2, token = $3 || seq::text,"  # noqa: S608 (prefix validated)
@@ -418,12 +430,32 @@ class PostgresStore(BalanceStore):
 
         async def claim(conn: Any) -> list[OutboxEvent]:
             async with conn.transaction():
-                rows = await conn.fetch(self._sql_outbox_claim, now, limit)
-                if not rows:
+                rows = await conn.fetch(self._sql_outbox_candidates, CLAIM_RUN, CLAIM_SCAN)
+                candidates = [(str(seq), account, due, until) for seq, account, due, until in rows]
+                chosen = select_heads(candidates, now, limit, CLAIM_RUN)
+                if not chosen:
                     return []
-                leased = await conn.fetch(
-                    self._sql_outbox_lease, [row[0] for row in rows], now + lease, token
-                )
+                locked = {
+                    str(row[0])
+                    for row in await conn.fetch(
+                        self._sql_outbox_lock, [int(seq) for seq in chosen], now
+                    )
+                }
+                # an account whose row another claimer holds stops there (order)
+                accounts = {seq: account for seq, account, _, _ in candidates}
+                blocked: set[str] = set()
+                taken: list[int] = []
+                for seq in chosen:
+                    account = accounts[seq]
+                    if account in blocked:
+                        continue
+                    if seq not in locked:
+                        blocked.add(account)
+                        continue
+                    taken.append(int(seq))
+                if not taken:
+                    return []
+                leased = await conn.fetch(self._sql_outbox_lease, taken, now + lease, token)
             return sorted((_event(row) for row in leased), key=lambda event: event.seq)
 
         result: list[OutboxEvent] = await self._outbox("outbox claim", claim)

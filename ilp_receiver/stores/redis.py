@@ -49,6 +49,7 @@ from .base import (
     check_add_args,
 )
 from .outbox import (
+    CLAIM_RUN,
     CLAIM_SCAN,
     MAX_ERROR,
     OutboxEntry,
@@ -235,23 +236,29 @@ return 1
 """
 )
 
-#: Claims due rows: each account's first pending row (of the ``scan`` oldest), when due
-#: and not leased.  ARGV: prefix, now, lease deadline, limit, scan, token base.
+#: Claims due rows: from each account's first pending row (of the ``scan`` oldest), up
+#: to ``run`` consecutive ones that are due and not leased.  ARGV: prefix, now, lease
+#: deadline, limit, scan, token base, run.
 #: Returns the claimed rows as flat HGETALL lists, each followed by its id.
 CLAIM_SCRIPT = r"""
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local limit, scan = tonumber(ARGV[4]), tonumber(ARGV[5])
 local queue, open = prefix .. "wh:q", prefix .. "wh:open"
 local ids = redis.call("ZRANGE", queue, 0, scan - 1)
-local seen, out = {}, {}
+local run = tonumber(ARGV[7])
+local taken, out = {}, {}
 for i, id in ipairs(ids) do
   local h = prefix .. "wh:e:" .. id
   local v = redis.call("HMGET", h, "account", "due", "lease_until", "merge_key")
+  local count = 0
+  if v[1] then count = taken[v[1]] or 0 end
   if not v[1] then
     redis.call("ZREM", queue, id)
-  elseif not seen[v[1]] then
-    seen[v[1]] = true
-    if tonumber(v[2]) <= now and tonumber(v[3]) <= now then
+  elseif count >= 0 then
+    if count >= run or tonumber(v[2]) > now or tonumber(v[3]) > now then
+      taken[v[1]] = -1
+    else
+      taken[v[1]] = count + 1
       redis.call("HSET", h, "sealed", "1", "lease_until", ARGV[3], "token", ARGV[6] .. ":" .. i)
       redis.call("HINCRBY", h, "attempts", 1)
       if v[4] ~= "" and redis.call("HGET", open, v[4]) == id then
@@ -505,6 +512,7 @@ class RedisStore(BalanceStore):
             str(limit),
             str(CLAIM_SCAN),
             secrets.token_hex(12),
+            str(CLAIM_RUN),
         ]
         reply = await self._call("outbox claim", self._claim_script, args)
         return [_event(_pairs(row)) for row in reply]

@@ -95,6 +95,7 @@ from .base import (
     check_debit_amount,
 )
 from .outbox import (
+    CLAIM_RUN,
     CLAIM_SCAN,
     MAX_ERROR,
     OutboxEntry,
@@ -1041,7 +1042,7 @@ class SqliteStore(BalanceStore):
                 (CLAIM_SCAN,),
             ).fetchall()
             claimed: list[OutboxEvent] = []
-            for event_id in select_heads(rows, now, limit):
+            for event_id in select_heads(rows, now, limit, CLAIM_RUN):
                 token = secrets.token_hex(16)
                 conn.execute(
                     "UPDATE ilp_outbox SET sealed = 1, lease_until = ?, token = ?,"

@@ -7,10 +7,11 @@ any number may share one store, each row being claimed by one of them at a time 
 
 Delivery is at least once:
 
-* each round claims up to ``batch`` due events (each account's oldest, so an account's
-  events arrive in order) under a lease of ``lease`` seconds, and POSTs each to every
-  configured endpoint that has not acknowledged it yet -- at most ``concurrency``
-  requests in flight per endpoint;
+* each round claims up to ``batch`` due events (each account's oldest, up to
+  :data:`~ilp_receiver.stores.outbox.CLAIM_RUN` in a row, sent one after another so an
+  account's events arrive in order; accounts in parallel) under a lease of ``lease``
+  seconds, and POSTs each to every configured endpoint that has not acknowledged it
+  yet -- at most ``concurrency`` requests in flight per endpoint;
 * an answer ``2xx`` within ``timeout`` seconds acknowledges; anything else (another
   status, a timeout, a refused connection) is a failure: the event is tried again after
   ``backoff_first * 2**(attempts-1)`` seconds (at most ``backoff_max``), times a random
@@ -298,13 +299,36 @@ class WebhookDispatcher:
         return self._session
 
     async def run_once(self) -> int:
-        """Claim due events once and deliver them all; returns how many were claimed."""
+        """Claim due events once and deliver them all; returns how many were claimed.
+
+        Accounts are served concurrently; one account's events one after another, in
+        order: after a failure the account's remaining claims are released untouched
+        (they wait behind the failed one)."""
         events = await self.store.outbox_claim(self.worker, self.config.batch, self.config.lease)
-        if events:
-            await asyncio.gather(*(self._deliver(event) for event in events))
+        by_account: dict[str, list[OutboxEvent]] = {}
+        for event in events:
+            by_account.setdefault(event.account, []).append(event)
+        if by_account:
+            await asyncio.gather(*(self._deliver_run(run) for run in by_account.values()))
         return len(events)
 
-    async def _deliver(self, event: OutboxEvent) -> None:
+    async def _deliver_run(self, run: list[OutboxEvent]) -> None:
+        for index, event in enumerate(run):
+            if not await self._deliver(event):
+                for later in run[index + 1 :]:
+                    with contextlib.suppress(Exception):  # else the lease runs out
+                        await self.store.outbox_retry(
+                            later.event_id,
+                            later.token,
+                            due=later.due,
+                            error=later.error,
+                            acked=later.acked,
+                        )
+                return
+
+    async def _deliver(self, event: OutboxEvent) -> bool:
+        """POST one event to the endpoints that have not acknowledged it; whether every
+        endpoint has now."""
         body = event_body(event)
         acked = list(event.acked)
         targets = [url for url in self.config.urls if url not in acked]
@@ -319,7 +343,7 @@ class WebhookDispatcher:
             if not errors:
                 if await self.store.outbox_ack(event.event_id, event.token):
                     self.metrics.latency(max(0.0, self._clock() - event.created))
-                return
+                return True
             now = self._clock()
             error = "; ".join(errors)
             dead = now - event.created >= self.config.max_age
@@ -352,6 +376,7 @@ class WebhookDispatcher:
         except Exception:
             # the lease runs out and the event is claimed again: nothing is lost
             log.warning("could not record the outcome of webhook %s", event.event_id)
+        return False
 
     async def _post(self, url: str, event: OutboxEvent, body: bytes) -> str | None:
         """POST ``body`` to ``url``; None when acknowledged (2xx), else why not."""

@@ -8,6 +8,7 @@ atomic with respect to other tasks on the event loop and to the blocking twins
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from collections.abc import Sequence
@@ -189,7 +190,7 @@ class MemoryStore(BalanceStore):
                 amount=entry.amount,
                 count=1,
                 balance=balance if balance is not None else entry.balance,
-                data=dict(entry.data),
+                data=json.loads(entry.data_json()),
                 created=now,
                 last=now,
                 attempts=0,

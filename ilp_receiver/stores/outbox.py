@@ -69,9 +69,10 @@ OutboxState = Literal["pending", "dead"]
 class OutboxEntry:
     """One event to write with a credit (or on its own, :meth:`outbox_write`).
 
-    ``data`` is the JSON object of fields that do not change when credits are merged
-    (protocol, payment id, asset); the store keeps ``amount`` (summed), the number of
-    credits and the ``balance`` after the latest one.  ``merge_key`` (None: never
+    ``data`` is the JSON object (a mapping, or its JSON text) of fields that do not
+    change when credits are merged (protocol, payment id, asset); the store keeps
+    ``amount`` (summed), the number of credits and the ``balance`` after the latest
+    one.  ``merge_key`` (None: never
     merged) names what may be aggregated; ``window`` is how long the event stays open
     for merging and so the earliest a dispatcher sends it, in seconds.
     """
@@ -79,7 +80,7 @@ class OutboxEntry:
     type: str
     account: str
     amount: int
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] | str = field(default_factory=dict)
     merge_key: str | None = None
     window: float = 0.0
     #: the balance after the credit (set by the store on the credit path)
@@ -87,7 +88,10 @@ class OutboxEntry:
     event_id: str = field(default_factory=new_event_id)
 
     def data_json(self) -> str:
-        """``data`` as compact JSON text (what the stores keep)."""
+        """``data`` as compact JSON text (what the stores keep); ``data`` may be given
+        as that text already (a JSON object)."""
+        if isinstance(self.data, str):
+            return self.data
         return json.dumps(dict(self.data), separators=(",", ":"), sort_keys=True)
 
 

@@ -139,7 +139,7 @@ CREATE VIEW IF NOT EXISTS ilp_idempotency AS
     SELECT key, account, delta, at FROM ilp_idempotency_1;
 CREATE TABLE IF NOT EXISTS ilp_outbox (
     seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     type TEXT NOT NULL,
     account TEXT NOT NULL,
     merge_key TEXT,
@@ -158,8 +158,8 @@ CREATE TABLE IF NOT EXISTS ilp_outbox (
     acked TEXT NOT NULL DEFAULT '[]',
     error TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS ilp_outbox_open ON ilp_outbox (merge_key) WHERE sealed = 0;
-CREATE INDEX IF NOT EXISTS ilp_outbox_state ON ilp_outbox (state, seq)
+CREATE INDEX IF NOT EXISTS ilp_outbox_open ON ilp_outbox (merge_key)
+    WHERE sealed = 0 AND merge_key IS NOT NULL
 """
 # Version 1 kept the keys in one table (renamed ilp_idempotency_v1 while migrating) with an
 # index on ``at``; the keys still inside the retention move to the current generation.
@@ -203,9 +203,14 @@ _SET_PERIOD = (
 )
 
 
+# The outbox table has one index, on the open rows' merge keys: an insert of an event
+# that never merges writes only the table's own B-tree (the group commit's budget).
+# Rows are found by seq (the token a claim hands out starts with it); claims scan the
+# table in seq order (delivered rows are deleted; dead ones are few); an operator's
+# replay by id scans the table.
 _OUTBOX_OPEN = (
     "SELECT seq, amount, count FROM ilp_outbox WHERE merge_key = ? AND sealed = 0"
-    " AND due > ? ORDER BY seq DESC LIMIT 1"
+    " AND merge_key IS NOT NULL AND due > ? ORDER BY seq DESC LIMIT 1"
 )
 _OUTBOX_MERGE = (
     "UPDATE ilp_outbox SET amount = ?, count = ?, balance = coalesce(?, balance), last = ?"
@@ -245,11 +250,12 @@ def _write_outbox(
             group[2] += 1
             if balance is not None:
                 group[3] = balance
+    inserts: list[tuple[object, ...]] = []
     for entry, amount, count, balance in rows:
         key = entry.merge_key
         row = None if key is None else conn.execute(_OUTBOX_OPEN, (key, now)).fetchone()
-        if row is None:
-            conn.execute(_OUTBOX_INSERT, _insert_row(entry, amount, count, balance, now))
+        if row is None:  # inserted below, in this order (seq is the order of events)
+            inserts.append(_insert_row(entry, amount, count, balance, now))
         else:
             conn.execute(
                 _OUTBOX_MERGE,
@@ -261,6 +267,8 @@ def _write_outbox(
                     row[0],
                 ),
             )
+    if inserts:
+        conn.executemany(_OUTBOX_INSERT, inserts)
 
 
 def _insert_row(
@@ -279,6 +287,13 @@ def _insert_row(
         now,
         now + entry.window,
     )
+
+
+def _token_seq(token: str) -> int:
+    """The seq a claim token names (``<seq>:<random>``); -1 for anything else (which
+    then matches no row)."""
+    seq, sep, _ = token.partition(":")
+    return int(seq) if sep and seq.isascii() and seq.isdigit() and len(seq) < 19 else -1
 
 
 def _event(row: Sequence[Any]) -> OutboxEvent:
@@ -1037,21 +1052,22 @@ class SqliteStore(BalanceStore):
 
         def claim(conn: sqlite3.Connection) -> list[OutboxEvent]:
             rows = conn.execute(
-                "SELECT id, account, due, lease_until FROM ilp_outbox WHERE state = 'pending'"
+                "SELECT seq, account, due, lease_until FROM ilp_outbox WHERE state = 'pending'"
                 " ORDER BY seq LIMIT ?",
                 (CLAIM_SCAN,),
             ).fetchall()
+            candidates = [(str(seq), account, due, until) for seq, account, due, until in rows]
+            base = secrets.token_hex(12)
             claimed: list[OutboxEvent] = []
-            for event_id in select_heads(rows, now, limit, CLAIM_RUN):
-                token = secrets.token_hex(16)
+            for seq in select_heads(candidates, now, limit, CLAIM_RUN):
                 conn.execute(
                     "UPDATE ilp_outbox SET sealed = 1, lease_until = ?, token = ?,"
-                    " attempts = attempts + 1 WHERE id = ?",
-                    (now + lease, token, event_id),
+                    " attempts = attempts + 1 WHERE seq = ?",
+                    (now + lease, f"{seq}:{base}", int(seq)),
                 )
                 row = conn.execute(
-                    f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE id = ?",  # noqa: S608 (fixed names)
-                    (event_id,),
+                    f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE seq = ?",  # noqa: S608 (fixed names)
+                    (int(seq),),
                 ).fetchone()
                 claimed.append(_event(row))
             return claimed
@@ -1062,12 +1078,14 @@ class SqliteStore(BalanceStore):
     async def outbox_ack(self, event_id: str, token: str) -> bool:
         """Forget a delivered event; see ``BalanceStore.outbox_ack``."""
 
+        seq = _token_seq(token)
+
         def ack(conn: sqlite3.Connection) -> bool:
             return (
                 conn.execute(
-                    "DELETE FROM ilp_outbox WHERE id = ? AND token = ? AND token != ''"
+                    "DELETE FROM ilp_outbox WHERE seq = ? AND id = ? AND token = ?"
                     " AND state = 'pending'",
-                    (event_id, token),
+                    (seq, event_id, token),
                 ).rowcount
                 > 0
             )
@@ -1091,6 +1109,7 @@ class SqliteStore(BalanceStore):
             error[:MAX_ERROR],
             json.dumps(list(acked)),
             "dead" if dead else "pending",
+            _token_seq(token),
             event_id,
             token,
         )
@@ -1099,7 +1118,7 @@ class SqliteStore(BalanceStore):
             return (
                 conn.execute(
                     "UPDATE ilp_outbox SET due = ?, error = ?, acked = ?, state = ?,"
-                    " lease_until = 0, token = '' WHERE id = ? AND token = ? AND token != ''"
+                    " lease_until = 0, token = '' WHERE seq = ? AND id = ? AND token = ?"
                     " AND state = 'pending'",
                     values,
                 ).rowcount

@@ -21,10 +21,11 @@ longer than the dispatcher's dead-letter age are kept as ``dead`` until replayed
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 #: How many of the oldest pending rows one claim looks at to find each account's first
 #: (an account with more pending rows than this delays the accounts behind it).
-CLAIM_SCAN = 1000
+CLAIM_SCAN = 256
 #: The longest error text a row keeps (characters).
 MAX_ERROR = 300
 #: The most consecutive events of one account one claim takes (delivered one after
@@ -56,9 +57,14 @@ def new_event_id() -> str:
 
 
 def iso_time(at: float) -> str:
-    """``at`` (seconds since the epoch) as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
-    moment = datetime.fromtimestamp(at, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``at`` (seconds since the epoch) as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC)."""
+    whole = math.floor(at)
+    t = time.gmtime(whole)
+    ms = min(999, int((at - whole) * 1000))
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}Z"
+    )
 
 
 OutboxState = Literal["pending", "dead"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -74,6 +75,12 @@ def _b64decode(text: str, what: str) -> bytes:
         raise ConfigError(what, "not valid base64") from None
 
 
+@functools.lru_cache(maxsize=16)
+def _ed25519(seed: bytes) -> nacl.signing.SigningKey:
+    """The expanded Ed25519 key of ``seed`` (expanding costs as much as signing)."""
+    return nacl.signing.SigningKey(seed)
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     """What the dispatcher signs with: an Ed25519 seed (``whsk_``) or an HMAC secret
@@ -85,7 +92,7 @@ class SigningKey:
     def sign(self, content: bytes) -> str:
         """The ``<scheme>,<base64 signature>`` of ``content``."""
         if self.scheme == "v1a":
-            signature = nacl.signing.SigningKey(self.key).sign(content).signature
+            signature = _ed25519(self.key).sign(content).signature
         else:
             signature = hmac.new(self.key, content, hashlib.sha256).digest()
         return f"{self.scheme},{base64.b64encode(signature).decode('ascii')}"

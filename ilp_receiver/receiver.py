@@ -80,6 +80,7 @@ __all__ = [
     "Receiver",
     "StreamEventCallback",
     "StreamOpenPolicy",
+    "WebhookSource",
     "account_for_endpoint",
 ]
 
@@ -152,6 +153,11 @@ class PaymentEvent:
 #: or raise :class:`~ilp_receiver.errors.IlpError` to refuse with a chosen code.
 PaymentHook = Callable[[IncomingPayment], "Awaitable[str | bool | None] | str | bool | None"]
 EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
+#: Adds webhook events to a credit's outbox entries (``docs/webhooks.md``): called with
+#: the account, the amount and the JSON text of the credit's ``payment.received`` data,
+#: before the credit; its entries are written in the credit's transaction (typically
+#: conditional ones, ``OutboxEntry.when``: an order becoming paid).
+WebhookSource = Callable[[str, int, str], Awaitable[list[OutboxEntry]]]
 #: Called (synchronously, right after the packet that caused it) for every STREAM event:
 #: connections and streams opening and closing, data arriving, money credited.
 StreamEventCallback = Callable[[StreamEvent], None]
@@ -379,6 +385,7 @@ class AsyncReceiver:
         #: the in-process dispatcher (``webhooks.dispatch``), once started
         self.webhook_dispatcher: WebhookDispatcher | None = None
         self._asset_json: tuple[object, str] = (None, "null")
+        self._webhook_sources: list[WebhookSource] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -882,6 +889,14 @@ class AsyncReceiver:
             )
         ]
 
+    def add_webhook_source(self, source: WebhookSource) -> None:
+        """Let ``source`` add events to every credit written with webhooks on (the
+        :class:`~ilp_receiver.webpayments.OrderBook` adds ``order.paid`` /
+        ``order.overpaid``).  A source that raises refuses the packet (T00), as a
+        failing store does: nothing is credited without its events."""
+        if source not in self._webhook_sources:
+            self._webhook_sources.append(source)
+
     def _spawn_stream_completed_event(self, event: ConnectionClosed) -> None:
         """``payment.completed`` for a STREAM connection the client closed after paying
         (written on its own: it describes no credit)."""
@@ -928,6 +943,10 @@ class AsyncReceiver:
             return _Refusal("T01", "the connection of this Prepare has closed")
         try:
             maximum = _UINT64_MAX if self.max_balance is None else self.max_balance
+            if outbox and self._webhook_sources:
+                data = outbox[0].data_json()
+                for source in self._webhook_sources:
+                    outbox = [*outbox, *await source(account, amount, data)]
             if outbox:
                 result = await self.store.add_with_outbox(
                     account, amount, outbox, maximum=maximum, idempotency_key=idempotency_key

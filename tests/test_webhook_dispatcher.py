@@ -251,3 +251,34 @@ async def test_the_dispatcher_refuses_a_store_without_outbox_and_bad_settings() 
         WebhookConfig(("http://x/",), (parse_key(PUBLIC),))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="webhook_concurrency"):
         config("http://x/", concurrency=0)
+
+
+async def test_orders_write_paid_and_overpaid_with_their_credits() -> None:
+    from ilp_receiver.client import AsyncPaymentClient
+    from ilp_receiver.spsp import parse_spsp_response
+    from ilp_receiver.testing import InMemoryNetwork
+    from ilp_receiver.webpayments import OrderBook
+
+    network = InMemoryNetwork("test.net")
+    receiver = AsyncReceiver(
+        await network.add_child("shop"),
+        secret=SECRET,
+        webhooks=config("http://127.0.0.1:9/", dispatch=False),
+    )
+    payer = AsyncPaymentClient(await network.add_child("buyer"))
+    async with receiver, payer:
+        orders = OrderBook(receiver)
+        await orders.create_order("o-1", 1000)
+        for amount in (900, 150, 30):
+            answer = await orders.spsp_response("o-1")
+            assert answer is not None
+            result = await payer.pay(parse_spsp_response(answer.to_json()), amount)
+            assert result.delivered_amount == amount
+        events = await receiver.store.outbox_list("pending")
+    kinds = [(e.type, e.amount) for e in events if e.type.startswith("order.")]
+    assert kinds == [("order.paid", 150), ("order.overpaid", 50), ("order.overpaid", 30)]
+    paid = next(e for e in events if e.type == "order.paid")
+    assert paid.data["order_id"] == "o-1" and paid.data["total"] == "1000"
+    assert paid.balance == 1050
+    received = sum(e.amount for e in events if e.type == "payment.received")
+    assert received == 1080

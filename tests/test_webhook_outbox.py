@@ -210,3 +210,30 @@ async def test_events_without_a_credit(make_store: Factory) -> None:
 def test_every_store_of_the_package_has_an_outbox(make_store: Factory) -> None:
     store: BalanceStore = make_store()
     assert store.supports_outbox
+
+
+async def test_conditional_events_are_decided_in_the_credits_transaction(
+    make_store: Factory,
+) -> None:
+    """An order of 100: ``order.paid`` with the credit that reaches it, once;
+    ``order.overpaid`` with each credit beyond it, for the part above the total."""
+
+    def order_events(amount: int) -> list[OutboxEntry]:
+        return [
+            OutboxEntry("order.paid", "o", amount, {"total": "100"}, when="reaches", threshold=100),
+            OutboxEntry(
+                "order.overpaid", "o", amount, {"total": "100"}, when="exceeds", threshold=100
+            ),
+        ]
+
+    async with make_store() as store:
+        for n, amount in enumerate((60, 30, 25, 5)):
+            await store.add_with_outbox("o", amount, order_events(amount), idempotency_key=f"k{n}")
+        # a duplicate delivery of the packet that completed the order: nothing again
+        await store.add_with_outbox("o", 25, order_events(25), idempotency_key="k2")
+        events = await store.outbox_list("pending")
+        assert [(e.type, e.amount, e.balance) for e in events] == [
+            ("order.paid", 25, 115),
+            ("order.overpaid", 15, 115),
+            ("order.overpaid", 5, 120),
+        ]

@@ -30,6 +30,7 @@ from .outbox import (
     OutboxEntry,
     OutboxEvent,
     OutboxState,
+    applicable_entries,
     check_claim_args,
     select_heads,
 )
@@ -160,7 +161,9 @@ class MemoryStore(BalanceStore):
         with self._mutex:
             result = self._add(key, delta, minimum, maximum, idempotency_key)
             if result.applied:
-                self._write_events(outbox, result.balance)
+                self._write_events(
+                    applicable_entries(outbox, result.balance, delta), result.balance
+                )
             return result
 
     def _write_events(self, entries: Sequence[OutboxEntry], balance: int | None) -> None:

@@ -24,8 +24,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
@@ -35,7 +35,9 @@ __all__ = [
     "OutboxEntry",
     "OutboxEvent",
     "OutboxState",
+    "applicable_entries",
     "check_claim_args",
+    "conditional_amount",
     "iso_time",
     "new_event_id",
     "select_heads",
@@ -80,9 +82,16 @@ class OutboxEntry:
     ``data`` is the JSON object (a mapping, or its JSON text) of fields that do not
     change when credits are merged (protocol, payment id, asset); the store keeps
     ``amount`` (summed), the number of credits and the ``balance`` after the latest
-    one.  ``merge_key`` (None: never
-    merged) names what may be aggregated; ``window`` is how long the event stays open
-    for merging and so the earliest a dispatcher sends it, in seconds.
+    one.  ``merge_key`` (None: never merged) names what may be aggregated; ``window``
+    is how long the event stays open for merging and so the earliest a dispatcher sends
+    it, in seconds.
+
+    ``when`` makes an entry of the credit path conditional on the balance, decided
+    inside the credit's transaction (:func:`conditional_amount`): ``"reaches"`` --
+    written only when this credit takes the balance from below ``threshold`` to it or
+    beyond (an order becomes paid); ``"exceeds"`` -- written when the balance ends
+    above ``threshold``, with the amount of this credit that lies above it (an
+    overpayment).
     """
 
     type: str
@@ -94,6 +103,8 @@ class OutboxEntry:
     #: the balance after the credit (set by the store on the credit path)
     balance: int | None = None
     event_id: str = field(default_factory=new_event_id)
+    when: Literal["reaches", "exceeds"] | None = None
+    threshold: int = 0
 
     def data_json(self) -> str:
         """``data`` as compact JSON text (what the stores keep); ``data`` may be given
@@ -177,3 +188,29 @@ def select_heads(
         else:
             taken[account] = -1
     return chosen
+
+
+def conditional_amount(entry: OutboxEntry, balance: int, delta: int) -> int | None:
+    """The amount to write ``entry`` with after a credit of ``delta`` that left
+    ``balance``, or None when its condition (``when``) does not hold."""
+    if entry.when is None:
+        return entry.amount
+    before = balance - delta
+    if entry.when == "reaches":
+        return entry.amount if before < entry.threshold <= balance else None
+    if balance > entry.threshold:
+        return min(delta, balance - entry.threshold)
+    return None
+
+
+def applicable_entries(
+    entries: Sequence[OutboxEntry], balance: int, delta: int
+) -> list[OutboxEntry]:
+    """The entries of a credit of ``delta`` that left ``balance`` whose condition
+    holds, each with the amount to write."""
+    found = []
+    for entry in entries:
+        amount = conditional_amount(entry, balance, delta)
+        if amount is not None:
+            found.append(entry if amount == entry.amount else replace(entry, amount=amount))
+    return found

@@ -58,6 +58,7 @@ from .outbox import (
     OutboxEntry,
     OutboxEvent,
     OutboxState,
+    applicable_entries,
     check_claim_args,
     select_heads,
 )
@@ -276,7 +277,8 @@ class PostgresStore(BalanceStore):
                 if idempotency_key is None and outbox:
                     async with conn.transaction():
                         result = await self._change(conn, key, delta, minimum, maximum)
-                        await self._write_events(conn, outbox, result.balance)
+                        events = applicable_entries(outbox, result.balance, delta)
+                        await self._write_events(conn, events, result.balance)
                 elif idempotency_key is None:
                     result = await self._change(conn, key, delta, minimum, maximum)
                 else:
@@ -295,7 +297,8 @@ class PostgresStore(BalanceStore):
                             return AddResult(0 if current is None else int(current), False)
                         result = await self._change(conn, key, delta, minimum, maximum)
                         if outbox:
-                            await self._write_events(conn, outbox, result.balance)
+                            events = applicable_entries(outbox, result.balance, delta)
+                            await self._write_events(conn, events, result.balance)
                     if now >= self._next_prune:
                         self._next_prune = now + self._prune_interval
                         await conn.execute(self._sql_prune, now - self.retention)

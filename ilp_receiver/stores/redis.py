@@ -140,10 +140,33 @@ end
 #: a list of ``{id, type, account, merge_key ("" for none), amount, data, due}`` (amounts
 #: and times as decimal strings), ``balance`` the balance after the credit or "".
 _OUTBOX = r"""
-local function write_events(prefix, now, entries, balance)
+local function negate(a)
+  if string.sub(a, 1, 1) == "-" then return string.sub(a, 2) end
+  if a == "0" then return a end
+  return "-" .. a
+end
+-- the amount of a conditional entry after a credit of delta that left balance, or nil
+local function conditional(e, balance, delta)
+  if e.when == "" then return e.amount end
+  if delta == "" then return nil end
+  if e.when == "reaches" then
+    local before = add(balance, negate(delta))
+    if cmp(before, e.threshold) < 0 and cmp(e.threshold, balance) <= 0 then return e.amount end
+    return nil
+  end
+  if cmp(balance, e.threshold) > 0 then
+    local above = add(balance, negate(e.threshold))
+    if cmp(above, delta) < 0 then return above end
+    return delta
+  end
+  return nil
+end
+local function write_events(prefix, now, entries, balance, delta)
   local open = prefix .. "wh:open"
   for _, e in ipairs(entries) do
     local merged = false
+    local amount = conditional(e, balance, delta)
+    if amount == nil then merged = true else e.amount = amount end
     if e.merge_key ~= "" then
       local id = redis.call("HGET", open, e.merge_key)
       if id then
@@ -200,7 +223,7 @@ if #KEYS > 2 then
   redis.call("SET", KEYS[3], ARGV[1], "PX", ARGV[5])
 end
 if #ARGV > 5 then
-  write_events(ARGV[6], ARGV[7], cjson.decode(ARGV[8]), new)
+  write_events(ARGV[6], ARGV[7], cjson.decode(ARGV[8]), new, ARGV[1])
 end
 return {1, new}
 """
@@ -220,7 +243,7 @@ redis.call("DEL", KEYS[2])
 local new = add(redis.call("GET", KEYS[1]) or "0", ARGV[2])
 redis.call("SET", KEYS[1], new)
 if #ARGV > 2 then
-  write_events(ARGV[3], ARGV[4], cjson.decode(ARGV[5]), new)
+  write_events(ARGV[3], ARGV[4], cjson.decode(ARGV[5]), new, "")
 end
 return 1
 """
@@ -231,7 +254,7 @@ WRITE_SCRIPT = (
     _DECIMAL
     + _OUTBOX
     + r"""
-write_events(ARGV[1], ARGV[2], cjson.decode(ARGV[3]), "")
+write_events(ARGV[1], ARGV[2], cjson.decode(ARGV[3]), "", "")
 return 1
 """
 )
@@ -469,6 +492,8 @@ class RedisStore(BalanceStore):
                 "balance": "" if entry.balance is None else str(entry.balance),
                 "data": entry.data_json(),
                 "due": repr(now + entry.window),
+                "when": entry.when or "",
+                "threshold": str(entry.threshold),
             }
             for entry in outbox
         ]

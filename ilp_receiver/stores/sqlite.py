@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -102,6 +103,7 @@ from .outbox import (
     OutboxEvent,
     OutboxState,
     check_claim_args,
+    conditional_amount,
     select_heads,
 )
 
@@ -661,7 +663,12 @@ class SqliteStore(BalanceStore):
                 new_keys.append((idempotency_key, key, str(delta), now))
             outcomes.append(AddResult(new, True))
             for event in outbox:
-                events.append((event, new))
+                if event.when is None:
+                    events.append((event, new))
+                else:
+                    amount = conditional_amount(event, new, delta)
+                    if amount is not None:
+                        events.append((dataclasses.replace(event, amount=amount), new))
         if new_keys:
             conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
         if dirty:

@@ -27,7 +27,13 @@ __all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "event_body"]
 #: The version of the event JSON schema (``version`` in every body).
 SCHEMA_VERSION: Final = 1
 #: The event types this version writes.
-EVENT_TYPES: Final = ("payment.received", "payment.completed")
+EVENT_TYPES: Final = (
+    "payment.received",
+    "payment.completed",
+    "payment.reverted",
+    "order.paid",
+    "order.overpaid",
+)
 
 
 def event_body(event: OutboxEvent) -> bytes:

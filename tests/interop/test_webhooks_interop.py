@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import sqlite3
 import subprocess
@@ -220,15 +221,16 @@ def test_crashes_lose_no_event_and_duplicates_share_the_id(harness: Path, tmp_pa
             receiver = start_receiver(
                 harness, tmp_path, sink.url, ILP_RECEIVER_WEBHOOK_DISPATCH="false"
             )
-            assert js_pay(harness, SPSP_URL, SENDER_BTP, 1234).last["ok"] is True
-            sink.wait(lambda s: any(p.event["data"]["amount"] == "1234" for p in s.acknowledged()))
+            paid = js_pay(harness, SPSP_URL, SENDER_BTP, 987, sender_timeout=60).last
+            assert paid["ok"] is True, json.dumps(paid)
+            sink.wait(lambda s: any(p.event["data"]["amount"] == "987" for p in s.acknowledged()))
         finally:
             receiver.kill(signal.SIGTERM)
             dispatcher.kill(signal.SIGTERM)
             connector.kill(signal.SIGTERM)
     bodies: dict[str, set[bytes]] = defaultdict(set)
     for post in sink.posts:
-        if post.event["data"]["amount"] == "1234":
+        if post.event["data"]["amount"] == "987":
             continue
         bodies[post.event["id"]].add(post.body)
         verify_webhook(post.body, post.headers, PUBLIC, tolerance=600)

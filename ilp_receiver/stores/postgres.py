@@ -21,6 +21,8 @@ advisory lock::
     {prefix}balances(key TEXT PRIMARY KEY, balance NUMERIC(1000, 0))
     {prefix}idempotency(key TEXT PRIMARY KEY, account TEXT, delta NUMERIC(1000, 0),
                         at DOUBLE PRECISION)   -- seconds since the epoch, from ``clock``
+    {prefix}outbox(seq BIGSERIAL PRIMARY KEY, id TEXT UNIQUE, ...)   -- webhook events
+                        (stores/outbox.py), written in the credit's transaction
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Keys (``prefix`` defaults to ``"ilp:"``)::
     {prefix}b:{key}     balance, a decimal string
     {prefix}i:{idem}    idempotency key -> applied delta, expires after ``retention``
     {prefix}index       sorted set of every account key (lexicographic range queries)
+    {prefix}wh:...      the webhook outbox (stores/outbox.py): a hash per event, the
+                        pending and dead ids by seq, the open events by merge key
 
 Durability is Redis's: a credit is as durable as the server's persistence settings make
 it (``appendonly yes`` with ``appendfsync always`` or ``everysec``). Idempotency keys

@@ -51,6 +51,10 @@ Schema (version 2), created on open (a version 1 file is migrated in place)::
     ilp_idempotency_0(key TEXT PRIMARY KEY, account TEXT, delta TEXT, at REAL)
     ilp_idempotency_1(...same columns...)
     VIEW ilp_idempotency AS the union of the two tables
+    ilp_outbox(seq INTEGER PRIMARY KEY, id, type, account, merge_key, amount, count,
+               balance, data, created, last, due, sealed, state, attempts,
+               lease_until, token, acked, error)   -- webhook events (stores/outbox.py),
+                                                  -- one partial index: open merge keys
 
 Balances and deltas are stored as decimal TEXT because SQLite's INTEGER is signed 64-bit
 and sums of UInt64 amounts exceed it; all arithmetic is done in Python ints inside the

@@ -77,6 +77,7 @@ from .errors import ConfigError, IlpError, IlpReceiverError
 from .receiver import DEFAULT_ACCOUNT, IncomingPayment, PaymentEvent
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores.base import BalanceLimitError
+from .stores.outbox import OutboxEntry
 
 if TYPE_CHECKING:
     from .receiver import AsyncReceiver
@@ -604,9 +605,25 @@ class Monetizer:
     # -- wiring ----------------------------------------------------------------------
 
     def attach(self, receiver: AsyncReceiver) -> None:
-        """Use ``receiver`` (its store, its addresses) and listen to its payment events."""
+        """Use ``receiver`` (its store, its addresses) and listen to its payment events;
+        with webhooks on, its credits to a bucket also write ``visitor.credited``."""
         if self._attachment.attach(receiver):
             self._wakeups.clear()
+        receiver.add_webhook_source(self._webhook_events)
+
+    async def _webhook_events(self, account: str, amount: int, data: str) -> list[OutboxEntry]:
+        """``visitor.credited`` for a credit to a bucket: aggregated per visitor (over
+        all its connections) within the webhook window, in the credit's transaction."""
+        receiver = self._attachment.current
+        if not is_bucket_account(account) or receiver is None or receiver.webhooks is None:
+            return []
+        fields = json.loads(data)
+        fields["visitor_id"] = _visitor_id_of(account)  # era C: None (a bearer id)
+        fields.pop("payment_id", None)
+        text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+        window = receiver.webhooks.window
+        merge_key = account + "\x1fvisitor"
+        return [OutboxEntry("visitor.credited", account, amount, text, merge_key, window)]
 
     @property
     def receiver(self) -> AsyncReceiver:

@@ -282,3 +282,34 @@ async def test_orders_write_paid_and_overpaid_with_their_credits() -> None:
     assert paid.balance == 1050
     received = sum(e.amount for e in events if e.type == "payment.received")
     assert received == 1080
+
+
+async def test_visitors_credits_are_one_visitor_credited_per_window() -> None:
+    from ilp_receiver.client import AsyncPaymentClient
+    from ilp_receiver.monetization import Monetizer
+    from ilp_receiver.paywall import combine_hooks, paywall_payment_hook
+    from ilp_receiver.testing import InMemoryNetwork
+    from tests.test_monetization import SITE_SECRET, Site
+
+    network = InMemoryNetwork("test.net")
+    monetizer = Monetizer(secret=SITE_SECRET)
+    receiver = AsyncReceiver(
+        await network.add_child("site"),
+        secret=SECRET,
+        on_payment=combine_hooks(paywall_payment_hook, monetizer.payment_hook),
+        webhooks=config("http://127.0.0.1:9/", window=60, dispatch=False),
+    )
+    payer = AsyncPaymentClient(await network.add_child("browser"))
+    async with receiver, payer:
+        site = Site(receiver, monetizer, payer)
+        visitor, cookie = monetizer.new_visitor()
+        await site.pay_visitor(cookie, 10)  # two payments: two STREAM connections
+        await site.pay_visitor(cookie, 20)
+        events = await receiver.store.outbox_list("pending")
+    credited = [e for e in events if e.type == "visitor.credited"]
+    assert [(e.account, e.amount, e.count, e.balance) for e in credited] == [
+        (visitor.account, 30, 2, 30)
+    ]
+    assert credited[0].data["visitor_id"] == visitor.id
+    received = [e for e in events if e.type == "payment.received"]
+    assert sum(e.amount for e in received) == 30 and len(received) == 2

@@ -33,6 +33,7 @@ EVENT_TYPES: Final = (
     "payment.reverted",
     "order.paid",
     "order.overpaid",
+    "visitor.credited",
 )
 
 

@@ -186,7 +186,7 @@ async def test_at_most_concurrency_requests_per_endpoint() -> None:
         endpoint.hold.clear()
         dispatcher = WebhookDispatcher(store, config(endpoint.url, concurrency=3))
         round_ = asyncio.ensure_future(dispatcher.run_once())
-        for _ in range(200):  # until the dispatcher waits on its limit
+        for _ in range(2000):  # until the dispatcher waits on its limit
             if endpoint.in_flight == 3:
                 break
             await asyncio.sleep(0.005)

@@ -243,6 +243,7 @@ class WebhookDispatcher:
         self._limits = {url: asyncio.Semaphore(config.concurrency) for url in config.urls}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self._failures_logged = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -253,13 +254,19 @@ class WebhookDispatcher:
             self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
-        """Stop after the current round is cancelled (its claims stay leased and are
-        sent again after the lease), and close the HTTP session."""
+        """Let the current round finish (at most ``timeout`` + 1 seconds; then it is
+        cancelled, and its claims stay leased until the lease runs out and are sent
+        again), then close the HTTP session."""
         task, self._task = self._task, None
         if task is not None:
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait({task}, timeout=self.config.timeout + 1)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self._stopping = False
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -270,7 +277,7 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         delay = self.config.poll_interval
-        while True:
+        while not self._stopping:
             try:
                 claimed = await self.run_once()
                 delay = self.config.poll_interval
@@ -280,7 +287,7 @@ class WebhookDispatcher:
                 claimed = 0
                 delay = min(30.0, delay * 2)
                 log.warning("webhook round failed (%s); retrying in %.1f s", exc, delay)
-            if claimed:
+            if claimed or self._stopping:
                 continue  # more may be due at once
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -313,3 +313,33 @@ async def test_visitors_credits_are_one_visitor_credited_per_window() -> None:
     assert credited[0].data["visitor_id"] == visitor.id
     received = [e for e in events if e.type == "payment.received"]
     assert sum(e.amount for e in received) == 30 and len(received) == 2
+
+
+async def test_paywall_debits_and_refunds_write_their_events(tmp_path: Path) -> None:
+    from ilp_receiver.paywall import Paywall, token_account
+    from tests.test_paywall import TOKEN, MemoryParent, async_receiver, facts
+
+    parent = MemoryParent()
+    await parent.start()
+    store = SqliteStore(tmp_path / "b.db")
+    rx = async_receiver(parent, store=store, webhooks=config("http://x/", dispatch=False))
+    account = token_account(TOKEN)
+    async with store, rx:
+        wall = Paywall(rx)
+        await store.credit(account, 25)
+        served = await wall.check(facts("POST"), 10)
+        assert served.reply is None and served.charged == 10
+        assert await wall.refund(served) == 25  # the route failed: given back
+        blocking = await asyncio.to_thread(wall.check_blocking, facts("POST"), 20)
+        assert blocking is not None and blocking.charged == 20
+        assert await asyncio.to_thread(wall.refund_blocking_balance, blocking) == 25
+        short = await wall.check(facts("POST"), 30)  # refused: no event
+        assert short.reply is not None and short.reply.status == 402
+        events = await store.outbox_list("pending")
+    assert [(e.type, e.account, e.amount, e.balance) for e in events] == [
+        ("paywall.debited", account, 10, 15),
+        ("paywall.refunded", account, 10, 25),
+        ("paywall.debited", account, 20, 5),
+        ("paywall.refunded", account, 20, 25),
+    ]
+    assert events[0].data["asset"] == {"code": "XYZ", "scale": 9}

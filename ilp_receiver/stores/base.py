@@ -229,6 +229,34 @@ class BalanceStore(abc.ABC):
         PostgreSQL) or the outcome is unknown for both together (Redis)."""
         raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
+    async def try_debit_with_outbox(
+        self, key: str, amount: int, outbox: Sequence[OutboxEntry]
+    ) -> int | None:
+        """:meth:`try_debit` with its events in the same transaction (written only when
+        the debit happens): the new balance, or None when funds are short."""
+        check_debit_amount(amount)
+        try:
+            return (await self.add_with_outbox(key, -amount, outbox, minimum=0)).balance
+        except BalanceLimitError:
+            return None
+
+    def add_blocking_with_outbox(
+        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
+    ) -> AddResult:
+        """:meth:`add_with_outbox` on the calling thread (stores that
+        :attr:`supports_blocking` and :attr:`supports_outbox`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking outbox writes")
+
+    def try_debit_blocking_with_outbox(
+        self, key: str, amount: int, outbox: Sequence[OutboxEntry]
+    ) -> int | None:
+        """:meth:`try_debit_with_outbox` on the calling thread."""
+        check_debit_amount(amount)
+        try:
+            return self.add_blocking_with_outbox(key, -amount, outbox, minimum=0).balance
+        except BalanceLimitError:
+            return None
+
     async def outbox_write(self, entries: Sequence[OutboxEntry]) -> None:
         """Write events that describe no credit (``payment.completed``), in one
         transaction; merge keys are honoured as in :meth:`add_with_outbox`."""

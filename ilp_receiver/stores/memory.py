@@ -166,6 +166,16 @@ class MemoryStore(BalanceStore):
                 )
             return result
 
+    def add_blocking_with_outbox(
+        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
+    ) -> AddResult:
+        """:meth:`add_with_outbox` on the calling thread."""
+        check_add_args(key, delta, minimum, None, None)
+        with self._mutex:
+            result = self._add(key, delta, minimum, None, None)
+            self._write_events(applicable_entries(outbox, result.balance, delta), result.balance)
+            return result
+
     def _write_events(self, entries: Sequence[OutboxEntry], balance: int | None) -> None:
         now = self.clock()
         for entry in entries:

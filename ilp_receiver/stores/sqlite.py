@@ -1038,6 +1038,21 @@ class SqliteStore(BalanceStore):
         check_add_args(key, delta, minimum, maximum, idempotency_key)
         return await self._add(key, delta, minimum, maximum, idempotency_key, tuple(outbox))
 
+    def add_blocking_with_outbox(
+        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
+    ) -> AddResult:
+        """:meth:`add_with_outbox` as one transaction on the calling thread (see
+        :meth:`add_blocking`)."""
+        check_add_args(key, delta, minimum, None, None)
+        if not self.supports_blocking:
+            raise NotImplementedError('no blocking methods with synchronous="FULL"')
+        self._check_writable()
+        item = (key, delta, minimum, None, None, tuple(outbox))
+        outcome = self._blocking_transaction([item])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
     async def _outbox_call(self, what: str, function: Callable[[sqlite3.Connection], Any]) -> Any:
         """``function(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (every process
         sharing the file is excluded): inline on this thread when nothing else is

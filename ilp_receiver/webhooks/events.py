@@ -34,6 +34,8 @@ EVENT_TYPES: Final = (
     "order.paid",
     "order.overpaid",
     "visitor.credited",
+    "paywall.debited",
+    "paywall.refunded",
 )
 
 

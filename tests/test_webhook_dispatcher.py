@@ -29,7 +29,7 @@ from ilp_receiver.webhooks import (
 )
 from ilp_receiver.webhooks.dispatcher import signing_keys
 from tests.test_receiver import SECRET, chunk, parent_link
-from tests.test_stores import FakeClock
+from tests.test_stores import Factory, FakeClock
 from tests.test_stream_receiver import connect
 from tests.webhook_endpoint import Endpoint
 
@@ -151,9 +151,12 @@ async def test_credits_within_the_window_are_one_event(tmp_path: Path) -> None:
         )
 
 
-async def test_endpoint_down_then_up_everything_arrives_in_order_per_account() -> None:
+async def test_endpoint_down_then_up_everything_arrives_in_order_per_account(
+    make_store: Factory,
+) -> None:
     clock = FakeClock()
-    store = MemoryStore(clock=clock)
+    store = make_store(clock=clock)
+    await store.open()
     for n in range(4):
         for account in ("a", "b"):
             await store.add_with_outbox(account, n + 1, [event(account, n + 1)])

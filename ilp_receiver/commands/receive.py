@@ -111,6 +111,7 @@ async def _receive(args: argparse.Namespace) -> int:
     from ..web.spsp_endpoint import EndpointDirectory
 
     started = False
+    cleanups: list[web.AppRunner] = []
 
     @web.middleware
     async def until_started(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -178,6 +179,25 @@ async def _receive(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.5)
         started = True
         host = f"[{args.host}]" if ":" in args.host else args.host
+        extra: dict[str, object] = {}
+        if args.webhook_admin_port is not None:
+            from .webhooks import start_webhook_admin
+
+            if receiver.webhook_dispatcher is None:
+                raise ConfigError(
+                    "--webhook-admin-port",
+                    "needs webhooks delivered by this process (ILP_RECEIVER_WEBHOOK_URL and a "
+                    "key, ILP_RECEIVER_WEBHOOK_DISPATCH not false)",
+                )
+            admin_runner, extra["webhook_admin"] = await start_webhook_admin(
+                receiver.webhook_dispatcher,
+                args.webhook_admin_host,
+                args.webhook_admin_port,
+                args.webhook_admin_token,
+                "ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN",
+                "--webhook-admin-port",
+            )
+            cleanups.append(admin_runner)
         emit(
             "ready",
             ilp_address=receiver.address,
@@ -187,10 +207,13 @@ async def _receive(args: argparse.Namespace) -> int:
             asset_scale=receiver.config.asset_scale,
             secret_file=args.secret_file,
             store=describe_store(args.store),
+            **extra,
         )
         await wait_for_signal()
         return 0
     finally:
+        for admin in cleanups:
+            await admin.cleanup()
         await runner.cleanup()
         for receiver in holder:
             await receiver.stop()
@@ -295,6 +318,16 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         help="file with the webhook signing key, whsk_... or whsec_... (default: "
         "$ILP_RECEIVER_WEBHOOK_KEY_FILE, or the key in $ILP_RECEIVER_WEBHOOK_KEY)",
     )
+    receive.add_argument(
+        "--webhook-admin-port",
+        type=int,
+        default=None,
+        help="serve the webhook admin API (list, replay, metrics; docs/webhooks.md) on this "
+        "port, its bearer token from $ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN (default: none)",
+    )
+    receive.add_argument(
+        "--webhook-admin-host", default="127.0.0.1", help="webhook admin API address"
+    )
     add_log_format_argument(receive)
 
 
@@ -347,6 +380,8 @@ def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | Non
     if getattr(args, "webhook_key_file", None) is not None:
         flags["webhook_key_file"] = (args.webhook_key_file, "--webhook-key-file")
     args.webhooks = env.replace_from(flags).webhook_config()
+    environment = os.environ if environ is None else environ
+    args.webhook_admin_token = environment.get("ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN", "").strip()
 
 
 def run(args: argparse.Namespace) -> int:

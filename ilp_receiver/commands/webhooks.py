@@ -31,7 +31,7 @@ from ._common import add_log_format_argument, describe_store
 if TYPE_CHECKING:
     from ..webhooks.dispatcher import WebhookConfig
 
-__all__ = ["HELP", "NAME", "add_arguments", "run"]
+__all__ = ["HELP", "NAME", "add_arguments", "run", "start_webhook_admin"]
 
 NAME = "webhooks"
 HELP = "deliver signed payment webhooks from a store's outbox; keys, listing, replay"
@@ -246,28 +246,37 @@ async def _run(args: argparse.Namespace, config: WebhookConfig) -> int:
 
 
 async def _start_admin(args: argparse.Namespace, dispatcher: Any) -> tuple[Any, str]:
+    token, setting = args.admin_token
+    return await start_webhook_admin(
+        dispatcher, args.admin_host, args.admin_port, token, setting, "--admin-port"
+    )
+
+
+async def start_webhook_admin(
+    dispatcher: Any, host: str, port: int, token: str, token_setting: str, port_setting: str
+) -> tuple[Any, str]:
+    """Serve the webhook admin API of ``dispatcher`` on ``host:port`` (bounded
+    listener); returns the runner and the base URL.  A bad token is a ConfigError
+    naming ``token_setting``, a port that cannot be bound one naming ``port_setting``."""
     from aiohttp import web
 
     from ..links.listener import ServerLimits, start_listener
     from ..webhooks.admin import create_webhook_admin_app
 
-    token, setting = args.admin_token
     try:
         app = create_webhook_admin_app(dispatcher, token)
     except ConfigError as exc:
-        raise ConfigError(setting, exc.problem) from None
+        raise ConfigError(token_setting, exc.problem) from None
     limits = ServerLimits()
     runner = web.AppRunner(app, access_log=None, **limits.runner_options())
     await runner.setup()
     try:
-        listener = await start_listener(
-            runner, args.admin_host, args.admin_port, limits, setting="--admin-port"
-        )
+        listener = await start_listener(runner, host, port, limits, setting=port_setting)
     except ConfigError:
         await runner.cleanup()
         raise
-    host = f"[{args.admin_host}]" if ":" in args.admin_host else args.admin_host
-    return runner, f"http://{host}:{listener.port}/"
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{listener.port}/"
 
 
 def run(args: argparse.Namespace) -> int:

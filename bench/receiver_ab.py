@@ -16,6 +16,14 @@ The first ``--warmup-runs`` rounds (default 1, half the count) are not recorded.
 change of ours against the version before it in the same interleaved way; the table
 then calls it ``js``.
 
+``--webhooks outbox`` gives our receiver a webhook endpoint (a counting HTTP server in
+this process) with ``ILP_RECEIVER_WEBHOOK_DISPATCH=false``: every credit writes its
+outbox event, nothing is delivered (the cost of the write, on the group commit).
+``--webhooks dispatch`` also delivers them from the receiver process, signed (Ed25519);
+each run of ours then waits until the deliveries stop before reading its CPU time, so
+the dispatcher's work is counted with the packets that caused it.  With ``--versus``
+the same checkout without the flag, this measures webhooks on against off.
+
 Needs the harness installed in ``.interop/`` (the interop tests do that).
 """
 
@@ -28,7 +36,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +94,48 @@ def receive_command(
     ]
 
 
-def bench(url: str, pid: int, concurrency: int, count: int, sender_btp: str) -> dict[str, Any]:
-    """One ``sender.js bench`` run; adds the receiver's CPU ms per packet."""
+class Sink:
+    """A webhook endpoint that counts POSTs (answers 204), in a thread of this process."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sink.posts += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def settle(self) -> None:
+        """Wait until no POST arrived for half a second."""
+        last = -1
+        while self.posts != last:
+            last = self.posts
+            time.sleep(0.5)
+
+
+def bench(
+    url: str,
+    pid: int,
+    concurrency: int,
+    count: int,
+    sender_btp: str,
+    settle: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """One ``sender.js bench`` run; adds the receiver's CPU ms per packet (after
+    ``settle()``, when given: the receiver's deliveries caused by the run)."""
     before = cpu_ticks(pid)
     out = subprocess.run(
         [
@@ -113,6 +164,8 @@ def bench(url: str, pid: int, concurrency: int, count: int, sender_btp: str) -> 
         text=True,
         check=False,
     ).stdout
+    if settle is not None:
+        settle()
     after = cpu_ticks(pid)
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     packets = (result.get("warmup") or {}).get("fulfilled", 0) + result["fulfilled"]
@@ -140,7 +193,23 @@ def main() -> None:
         default=None,
         help="another checkout of this project to run instead of the JS receiver",
     )
+    parser.add_argument(
+        "--webhooks",
+        choices=("off", "outbox", "dispatch"),
+        default="off",
+        help="our receiver writes webhook events (outbox) and delivers them (dispatch)",
+    )
     opts = parser.parse_args()
+    sink = Sink() if opts.webhooks != "off" else None
+    ours_env: dict[str, str] = {}
+    if sink is not None:
+        from ilp_receiver.webhooks import generate_ed25519_key
+
+        ours_env["ILP_RECEIVER_WEBHOOK_URL"] = sink.url
+        if opts.webhooks == "dispatch":
+            ours_env["ILP_RECEIVER_WEBHOOK_KEY"] = generate_ed25519_key()[0]
+        else:
+            ours_env["ILP_RECEIVER_WEBHOOK_DISPATCH"] = "false"
     port = opts.base_port
     work = Path(tempfile.mkdtemp(prefix="receiver-ab."))
     procs: list[subprocess.Popen[str]] = []
@@ -191,8 +260,10 @@ def main() -> None:
                 work / "receiver.secret",
             ),
             work / "ours.err",
+            env=ours_env,
         )
         procs.append(ours)
+        settle = sink.settle if sink is not None and opts.webhooks == "dispatch" else None
         sender = f"btp+ws://:sender-token@127.0.0.1:{port + 1}"
         targets = {
             "js": (f"http://127.0.0.1:{port + 2}/.well-known/pay", js.pid),
@@ -201,14 +272,22 @@ def main() -> None:
         rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for _ in range(opts.warmup_runs):
             for concurrency in opts.concurrency:
-                for url, pid in targets.values():
-                    bench(url, pid, concurrency, opts.count // 2, sender)
+                for name, (url, pid) in targets.items():
+                    wait = settle if name == "ours" else None
+                    bench(url, pid, concurrency, opts.count // 2, sender, wait)
         for run in range(opts.runs):
             for concurrency in opts.concurrency:
                 order = ("js", "ours") if run % 2 == 0 else ("ours", "js")
                 for name in order:
                     url, pid = targets[name]
-                    result = bench(url, pid, concurrency, opts.count, sender)
+                    result = bench(
+                        url,
+                        pid,
+                        concurrency,
+                        opts.count,
+                        sender,
+                        settle if name == "ours" else None,
+                    )
                     assert result["ok"], result
                     rows.setdefault((name, concurrency), []).append(result)
                     print(
@@ -248,6 +327,8 @@ def main() -> None:
                 f"| {concurrency} | {statistics.median(pps_ratio):.2f} | "
                 f"{statistics.median(cpu_ratio):.2f} |"
             )
+        if sink is not None:
+            print(f"\nwebhook POSTs received: {sink.posts}")
     finally:
         for proc in reversed(procs):
             proc.terminate()

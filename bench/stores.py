@@ -1,7 +1,7 @@
 """Balance store throughput: credits/s and CPU microseconds per credit.
 
     .venv/bin/python bench/stores.py [--n 50000] [--concurrency 50] [--stores sqlite,memory]
-        [--accounts 1]
+        [--accounts 1] [--outbox]
 
 Each of ``concurrency`` tasks credits in a loop until ``n`` credits are acknowledged,
 spread over ``--accounts`` account keys, each credit with a random 64-hex-digit
@@ -9,6 +9,10 @@ idempotency key (the receiver uses the Prepare's condition) or none. CPU is
 ``time.process_time()`` for the whole process (event loop + writer thread), so it is
 the real cost of a credit. Redis and PostgreSQL run against the local services
 (``--stores redis,postgres``); their server-side CPU is not counted.
+
+``--outbox`` writes a webhook event with every credit (``add_with_outbox``, an event
+that never merges: a PSK2 request's), so the two runs compare the cost of the outbox
+write on each store's credit path.
 """
 
 from __future__ import annotations
@@ -22,33 +26,54 @@ import time
 import uuid
 
 from ilp_receiver.stores import BalanceStore, open_store
+from ilp_receiver.stores.outbox import OutboxEntry
+
+#: the constant data of a PSK2 request's event, as the receiver writes it
+_DATA = '{"asset":{"code":"XRP","scale":9},"payment_id":null,"protocol":"psk2-draft2"}'
 
 
 async def run(
-    store: BalanceStore, n: int, concurrency: int, idempotency: bool, accounts: int
+    store: BalanceStore,
+    n: int,
+    concurrency: int,
+    idempotency: bool,
+    accounts: int,
+    outbox: bool = False,
 ) -> None:
     counter = itertools.count()
     keys = [os.urandom(32).hex() if idempotency else None for _ in range(n)]
 
     async def worker() -> None:
         while (i := next(counter)) < n:
-            await store.credit(f"acct-{i % accounts}", 1000, idempotency_key=keys[i])
+            account = f"acct-{i % accounts}"
+            if outbox:
+                event = OutboxEntry("payment.received", account, 1000, _DATA, None, 1.0)
+                await store.add_with_outbox(account, 1000, [event], idempotency_key=keys[i])
+            else:
+                await store.credit(account, 1000, idempotency_key=keys[i])
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def bench(
-    url: str, n: int, concurrency: int, idempotency: bool, prefix: str | None, accounts: int
+    url: str,
+    n: int,
+    concurrency: int,
+    idempotency: bool,
+    prefix: str | None,
+    accounts: int,
+    outbox: bool = False,
 ) -> str:
     store = open_store(url, prefix=prefix)
     async with store:
-        await run(store, min(n, 2000), concurrency, idempotency, accounts)  # warm up
+        await run(store, min(n, 2000), concurrency, idempotency, accounts, outbox)  # warm up
         wall, cpu = time.perf_counter(), time.process_time()
-        await run(store, n, concurrency, idempotency, accounts)
+        await run(store, n, concurrency, idempotency, accounts, outbox)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return (
         f"{n / wall:>10,.0f} credits/s  {cpu / n * 1e6:>7.1f} µs CPU/credit"
-        f"  (n={n}, concurrency={concurrency}, idempotency keys={idempotency})"
+        f"  (n={n}, concurrency={concurrency}, idempotency keys={idempotency}"
+        f"{', outbox' if outbox else ''})"
     )
 
 
@@ -58,6 +83,9 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--stores", default="memory,sqlite")
     parser.add_argument("--accounts", type=int, default=1)
+    parser.add_argument(
+        "--outbox", action="store_true", help="also write a webhook event per credit"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tag = uuid.uuid4().hex[:8]
@@ -71,7 +99,7 @@ async def main() -> None:
             url, prefix = urls[name]
             for idempotency in (True, False):
                 line = await bench(
-                    url, args.n, args.concurrency, idempotency, prefix, args.accounts
+                    url, args.n, args.concurrency, idempotency, prefix, args.accounts, args.outbox
                 )
                 print(f"{name:<9}{line}", flush=True)
             await cleanup(name, url, prefix)
@@ -91,7 +119,7 @@ async def cleanup(name: str, url: str, prefix: str | None) -> None:
         import asyncpg  # type: ignore[import-untyped]
 
         conn = await asyncpg.connect(url)
-        for table in ("balances", "idempotency", "meta"):
+        for table in ("balances", "idempotency", "meta", "outbox"):
             await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
         await conn.close()
 

@@ -9,7 +9,9 @@ Subcommands live in :mod:`ilp_receiver.commands` (one module each):
 * ``connector --config FILE``: the bundled connector;
 * ``query POINTER``: an SPSP query;
 * ``pay POINTER AMOUNT --uplink URL [--chunked]``: a STREAM or PSK2 payment;
-* ``fetch URL --uplink URL [--max-price N]``: an HTTP request that pays a 402.
+* ``fetch URL --uplink URL [--max-price N]``: an HTTP request that pays a 402;
+* ``webhooks run|keygen|list|replay|stats``: the standalone webhook dispatcher and the
+  outbox's operations (``docs/webhooks.md``).
 
 ``python -m ilp_receiver`` runs the same command.
 """

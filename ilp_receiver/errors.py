@@ -28,6 +28,7 @@ Every error the library raises on purpose derives from :class:`IlpReceiverError`
     ├── client.HttpIlpError      an HTTP-ILP paid request could not be paid
     ├── monetization.InvalidVisitorIdError  a visitor id whose signature does not verify
     ├── webpayments.InvalidOrderIdError     an order id that cannot be an address segment
+    ├── webhooks.WebhookVerificationError  a webhook delivery that does not verify
     ├── stores.StoreError        a balance store backend failed
     │   └── StoreClosedError     the store was used after close()
     └── IlpError                 carries an ILP error code; application hooks raise it to

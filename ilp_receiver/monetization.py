@@ -64,7 +64,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -77,6 +77,7 @@ from .errors import ConfigError, IlpError, IlpReceiverError
 from .receiver import DEFAULT_ACCOUNT, IncomingPayment, PaymentEvent
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores.base import AddResult, BalanceLimitError
+from .stores.outbox import OutboxEntry
 
 if TYPE_CHECKING:
     from .receiver import AsyncReceiver
@@ -776,9 +777,44 @@ class Monetizer:
     # -- wiring ----------------------------------------------------------------------
 
     def attach(self, receiver: AsyncReceiver) -> None:
-        """Use ``receiver`` (its store, its addresses) and listen to its payment events."""
+        """Use ``receiver`` (its store, its addresses) and listen to its payment events;
+        with webhooks on, its credits to a bucket also write ``visitor.credited``."""
         if self._attachment.attach(receiver):
             self._wakeups.clear()
+        receiver.add_webhook_source(self._webhook_events)
+
+    async def _webhook_events(self, account: str, amount: int, data: str) -> list[OutboxEntry]:
+        """``visitor.credited`` for a credit to a bucket: aggregated per visitor (over
+        all its connections) within the webhook window, in the credit's transaction."""
+        receiver = self._attachment.current
+        if not is_bucket_account(account) or receiver is None or receiver.webhooks is None:
+            return []
+        fields = json.loads(data)
+        fields["visitor_id"] = _visitor_id_of(account)  # era C: None (a bearer id)
+        fields.pop("payment_id", None)
+        text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+        window = receiver.webhooks.window
+        merge_key = account + "\x1fvisitor"
+        return [OutboxEntry("visitor.credited", account, amount, text, merge_key, window)]
+
+    async def _verified_credit_events(
+        self, account: str, amount: int, incoming_payment: str | None
+    ) -> list[OutboxEntry]:
+        """``visitor.credited`` for money verified at the site's wallet (no
+        ``payment.received``: it did not come through this receiver), aggregated apart
+        from the bucket's ILP credits."""
+        receiver = self._attachment.current
+        if receiver is None or receiver.webhooks is None or not self.store.supports_outbox:
+            return []
+        data = json.dumps(
+            {"payment_id": None, "protocol": "open-payments", "incoming_payment": incoming_payment},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        return [
+            replace(entry, merge_key=f"{account}\x1fvisitor:open-payments")
+            for entry in await self._webhook_events(account, amount, data)
+        ]
 
     @property
     def receiver(self) -> AsyncReceiver:
@@ -914,17 +950,30 @@ class Monetizer:
         return result.balance
 
     async def credit_once(
-        self, visitor: Visitor | str, amount: int, idempotency_key: str
+        self,
+        visitor: Visitor | str,
+        amount: int,
+        idempotency_key: str,
+        *,
+        incoming_payment: str | None = None,
     ) -> AddResult:
         """Credit ``amount`` to the bucket at most once per ``idempotency_key``.
 
         For money verified elsewhere (an Open Payments incoming payment's growth): a
         second call with the same key changes nothing (``applied=False``), in any
         process sharing the store.  An applied credit wakes :meth:`await_balance` and
-        emits ``start`` / ``progress`` events like a received packet.
+        emits ``start`` / ``progress`` events like a received packet.  With webhooks on
+        (an attached receiver's), it writes ``visitor.credited`` (``protocol``
+        ``open-payments``, the ``incoming_payment`` URL) in the credit's transaction.
         """
         account = self.account(visitor)
-        result = await self.store.credit(account, amount, idempotency_key=idempotency_key)
+        events = await self._verified_credit_events(account, amount, incoming_payment)
+        if events:
+            result = await self.store.add_with_outbox(
+                account, amount, events, idempotency_key=idempotency_key
+            )
+        else:
+            result = await self.store.credit(account, amount, idempotency_key=idempotency_key)
         if result.applied:
             self._touch(account)
             self._wake(account)

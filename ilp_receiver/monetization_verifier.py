@@ -303,8 +303,11 @@ class IncomingPaymentVerifier:
             return False
         return True
 
-    async def _credit_growth(self, key: str, visitor: Visitor, received: int) -> int:
-        """Credit the growth of ``received`` once; what this call credited.
+    async def _credit_growth(
+        self, key: str, visitor: Visitor, received: int, url: str | None = None
+    ) -> int:
+        """Credit the growth of ``received`` once; what this call credited (``url``: the
+        incoming payment, named in the ``visitor.credited`` webhook event).
 
         The counter packs the last transition, ``seen << 128 | before << 64 | at``:
         advancing it is a compare-and-set (``add`` with ``minimum == maximum``), and the
@@ -323,7 +326,10 @@ class IncomingPaymentVerifier:
             seen, before, at = code >> 128, (code >> 64) & _MASK, code & _MASK
             if seen > before and self.wall_clock() - at < store.retention / 2:
                 recovered = await self.monetizer.credit_once(
-                    visitor, seen - before, f"{self.key_prefix}credit:{key}:{seen}"
+                    visitor,
+                    seen - before,
+                    f"{self.key_prefix}credit:{key}:{seen}",
+                    incoming_payment=url,
                 )
                 if recovered.applied:
                     log.warning("credited an incoming payment's growth its reporter left")
@@ -338,7 +344,10 @@ class IncomingPaymentVerifier:
             except BalanceLimitError:
                 continue  # another report or process moved it: read again
             result = await self.monetizer.credit_once(
-                visitor, received - seen, f"{self.key_prefix}credit:{key}:{received}"
+                visitor,
+                received - seen,
+                f"{self.key_prefix}credit:{key}:{received}",
+                incoming_payment=url,
             )
             return credited + (received - seen if result.applied else 0)
         return credited
@@ -380,7 +389,7 @@ class IncomingPaymentVerifier:
                 "this incoming payment was reported for another visitor",
                 409,
             )
-        credited = await self._credit_growth(key, visitor, state.received)
+        credited = await self._credit_growth(key, visitor, state.received, incoming_payment)
         watching = self._watch(incoming_payment, key, visitor, state)
         code, scale = self._asset(wallet)
         return ReportResult(
@@ -526,7 +535,7 @@ class IncomingPaymentVerifier:
         try:
             wallet = await self.wallet()
             state = await self._fetch(watch.url, wallet)
-            credited = await self._credit_growth(key, watch.visitor, state.received)
+            credited = await self._credit_growth(key, watch.visitor, state.received, watch.url)
         except OpenPaymentsError as exc:
             watch.errors += 1
             if exc.error_id in ("UnknownIncomingPayment", "AssetMismatch", "NotOurWallet") or (

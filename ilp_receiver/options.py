@@ -40,6 +40,21 @@ keyword            environment / Flask config /      meaning (default)
                                                      keep reconnecting)
 ``health_path``    ``ILP_RECEIVER_HEALTH_PATH``      serve the health report at this path
                                                      (none)
+``webhook_url``    ``ILP_RECEIVER_WEBHOOK_URL``      endpoints to POST signed payment events
+                                                     to (env: comma-separated); setting it
+                                                     switches webhooks on (docs/webhooks.md)
+``webhook_key``    ``ILP_RECEIVER_WEBHOOK_KEY``      signing key(s): ``whsk_...`` (Ed25519) or
+                                                     ``whsec_...`` (HMAC); space-separated
+                                                     while rotating
+``webhook_key_     ``ILP_RECEIVER_WEBHOOK_KEY_FILE`` a file holding the signing key(s)
+file``
+``webhook_window`` ``ILP_RECEIVER_WEBHOOK_WINDOW``   seconds one payment's credits are
+                                                     aggregated into one event (1)
+``webhook_max_     ``ILP_RECEIVER_WEBHOOK_MAX_AGE``  seconds before an undelivered event is a
+age``                                                dead letter (259200: 3 days)
+``webhook_         ``ILP_RECEIVER_WEBHOOK_DISPATCH`` deliver from the receiver process (true);
+dispatch``                                           false: only write the outbox, for
+                                                     ``ilp-receiver webhooks run``
 =================  ================================  ==========================================
 
 ``secret`` and ``secret_file`` exclude each other within one layer; a higher layer's
@@ -77,6 +92,7 @@ if TYPE_CHECKING:
     from .links.base import Link
     from .receiver import AsyncReceiver, PaymentHook, Receiver
     from .stores.base import BalanceStore
+    from .webhooks.dispatcher import WebhookConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -110,6 +126,12 @@ SETTING_NAMES: Final = {
     "pay_wait": "PAY_WAIT",
     "require_uplink": "REQUIRE_UPLINK",
     "health_path": "HEALTH_PATH",
+    "webhook_url": "WEBHOOK_URL",
+    "webhook_key": "WEBHOOK_KEY",
+    "webhook_key_file": "WEBHOOK_KEY_FILE",
+    "webhook_window": "WEBHOOK_WINDOW",
+    "webhook_max_age": "WEBHOOK_MAX_AGE",
+    "webhook_dispatch": "WEBHOOK_DISPATCH",
 }
 #: Settings that only code can give (no text form).
 _CODE_ONLY: Final = frozenset({"on_payment"})
@@ -139,6 +161,12 @@ class ReceiverSettings(TypedDict, total=False):
     pay_wait: float
     require_uplink: bool
     health_path: str | None
+    webhook_url: str | Iterable[str] | None
+    webhook_key: str | None
+    webhook_key_file: str | os.PathLike[str] | None
+    webhook_window: float
+    webhook_max_age: float
+    webhook_dispatch: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,12 @@ class ReceiverOptions:
     pay_wait: float = DEFAULT_PAY_WAIT
     require_uplink: bool = False
     health_path: str | None = None
+    webhook_url: tuple[str, ...] = ()
+    webhook_key: str | None = field(default=None, repr=False)
+    webhook_key_file: Path | None = None
+    webhook_window: float = 1.0
+    webhook_max_age: float = 3 * 24 * 3600.0
+    webhook_dispatch: bool = True
 
     # -- building ----------------------------------------------------------------------
 
@@ -247,6 +281,14 @@ class ReceiverOptions:
             changes["secret_file"] = None  # a higher layer's secret wins
         elif "secret_file" in changes and changes["secret_file"] is not None:
             changes["secret"] = None
+        if changes.get("webhook_key") is not None:
+            if changes.get("webhook_key_file") is not None:
+                raise ConfigError(
+                    settings["webhook_key_file"][1], "give either a webhook key or a key file"
+                )
+            changes["webhook_key_file"] = None  # a higher layer's key wins
+        elif changes.get("webhook_key_file") is not None:
+            changes["webhook_key"] = None
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return ReceiverOptions(**values)
@@ -290,7 +332,41 @@ class ReceiverOptions:
             "spsp_max_age": self.spsp_max_age,
             "stream": self.stream,
             "require_uplink": self.require_uplink,
+            "webhooks": self.webhook_config(),
         }
+
+    def webhook_config(self) -> WebhookConfig | None:
+        """The webhook settings (None unless ``webhook_url`` is set): the key from
+        ``webhook_key`` or read from ``webhook_key_file``; required when this process
+        dispatches."""
+        if not self.webhook_url:
+            return None
+        from .webhooks.dispatcher import WebhookConfig, signing_keys
+
+        text = self.webhook_key
+        setting = _name("webhook_key")
+        if text is None and self.webhook_key_file is not None:
+            setting = _name("webhook_key_file")
+            try:
+                text = self.webhook_key_file.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    setting, f"cannot read {self.webhook_key_file}: {type(exc).__name__}"
+                ) from None
+        keys = signing_keys(text.split(), setting) if text else ()
+        if not keys and self.webhook_dispatch:
+            raise ConfigError(
+                _name("webhook_key"),
+                "webhooks are signed: set ILP_RECEIVER_WEBHOOK_KEY or "
+                "ILP_RECEIVER_WEBHOOK_KEY_FILE (ilp-receiver webhooks keygen makes one)",
+            )
+        return WebhookConfig(
+            self.webhook_url,
+            keys,
+            window=self.webhook_window,
+            max_age=self.webhook_max_age,
+            dispatch=self.webhook_dispatch,
+        )
 
     def async_receiver(self) -> AsyncReceiver:
         """A new :class:`~ilp_receiver.AsyncReceiver` with these options (not started)."""
@@ -551,6 +627,54 @@ def _health_path(value: object, name: str) -> str | None:
     return text
 
 
+def _webhook_urls(value: object, name: str) -> tuple[str, ...]:
+    from .webhooks.dispatcher import check_url
+
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [part.strip() for part in value.replace(",", " ").split()]
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise ConfigError(name, f"expected URLs, got {type(value).__name__}")
+    urls = tuple(check_url(item, name) for item in items if item)
+    if len(set(urls)) != len(urls):
+        raise ConfigError(name, "an endpoint is listed twice")
+    return urls
+
+
+def _webhook_key(value: object, name: str) -> str | None:
+    from .webhooks.dispatcher import signing_keys
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(name, f"expected a key as text, got {type(value).__name__}")
+    signing_keys(value.split(), name)  # checked now, parsed again when used
+    return value
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(name, f"expected a number of seconds, got {value!r}") from None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(name, f"expected a number of seconds, got {type(value).__name__}")
+    if not 0 <= value < 10**9:
+        raise ConfigError(name, f"must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _webhook_max_age(value: object, name: str) -> float:
+    seconds = _seconds(value, name)
+    if seconds <= 0:
+        raise ConfigError(name, "must be a positive number of seconds")
+    return seconds
+
+
 _CHECKS: Final[dict[str, Callable[[object, str], object]]] = {
     "uplink": _uplink,
     "secret": _secret,
@@ -568,6 +692,12 @@ _CHECKS: Final[dict[str, Callable[[object, str], object]]] = {
     "pay_wait": _pay_wait,
     "require_uplink": _bool,
     "health_path": _health_path,
+    "webhook_url": _webhook_urls,
+    "webhook_key": _webhook_key,
+    "webhook_key_file": _path,
+    "webhook_window": _seconds,
+    "webhook_max_age": _webhook_max_age,
+    "webhook_dispatch": _bool,
 }
 
 

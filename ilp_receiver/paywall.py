@@ -84,6 +84,7 @@ from .codec.pay_header import (
 )
 from .crypto import sha256
 from .errors import ConfigError, DecodeError, IlpError
+from .stores.outbox import OutboxEntry
 from .stream.server import (
     ConnectionClosed,
     MoneyReceived,
@@ -728,7 +729,12 @@ class PaywallStreams:
             event.set()
 
     async def debit(
-        self, store: BalanceStore, account: str, amount: int, wait: float
+        self,
+        store: BalanceStore,
+        account: str,
+        amount: int,
+        wait: float,
+        outbox: list[OutboxEntry] | None = None,
     ) -> int | None:
         """Debit ``amount`` from ``account`` atomically; the new balance, or None.
 
@@ -744,7 +750,10 @@ class PaywallStreams:
             if wait > 0 and self.paying(account):
                 # taken before reading the store, so a credit landing in between wakes us
                 wakeup = self._wakeups.setdefault(account, asyncio.Event())
-            balance = await store.try_debit(account, amount)
+            if outbox:
+                balance = await store.try_debit_with_outbox(account, amount, outbox)
+            else:
+                balance = await store.try_debit(account, amount)
             if balance is not None or wakeup is None:
                 return balance
             now = loop.time()
@@ -831,8 +840,11 @@ class Paywall:
         account = plan.account
         store = self.receiver.store
         if kind is PlanKind.CHARGE:
+            events = self._events("paywall.debited", account, amount)
             if method == "stream":
-                balance = await self.streams.debit(store, account, amount, self.pay_wait)
+                balance = await self.streams.debit(store, account, amount, self.pay_wait, events)
+            elif events:
+                balance = await store.try_debit_with_outbox(account, amount, events)
             else:
                 balance = await store.try_debit(account, amount)
             pay = self.pay_header(account, amount, method)
@@ -870,7 +882,11 @@ class Paywall:
             return PaywallDecision(bad_token_reply(plan.reason))
         account = plan.account
         if kind is PlanKind.CHARGE:
-            balance = store.try_debit_blocking(account, price)
+            events = self._events("paywall.debited", account, price)
+            if events:
+                balance = store.try_debit_blocking_with_outbox(account, price, events)
+            else:
+                balance = store.try_debit_blocking(account, price)
             if (
                 balance is None
                 and method == "stream"
@@ -888,6 +904,19 @@ class Paywall:
             return PaywallDecision(options_reply(pay, balance_now), account=account)
         return PaywallDecision(payment_required_reply(pay, price, None))
 
+    def _events(self, kind: str, account: str, amount: int) -> list[OutboxEntry] | None:
+        """With webhooks on, the ``paywall.debited`` / ``paywall.refunded`` event to
+        write in the debit's (refund's) transaction; else None."""
+        receiver = self.receiver
+        # an AsyncReceiver has these; a PaywallReceiver need not (then: no webhooks)
+        if getattr(receiver, "webhooks", None) is None or not receiver.store.supports_outbox:
+            return None
+        data: dict[str, object] = {}
+        config = getattr(receiver, "config", None) if getattr(receiver, "ready", False) else None
+        if config is not None:
+            data["asset"] = {"code": config.asset_code, "scale": config.asset_scale}
+        return [OutboxEntry(kind, account, amount, data)]
+
     @staticmethod
     def _served(pay: str, account: str, price: int, balance: int) -> PaywallDecision:
         headers = {"Pay": pay, "Pay-Balance": _balance_header(balance)}
@@ -903,7 +932,12 @@ class Paywall:
         """Give back what ``decision`` charged (call it when the route failed); the
         token's balance afterwards (None when nothing was charged)."""
         if decision.charged and decision.account is not None:
-            result = await self.receiver.store.credit(decision.account, decision.charged)
+            account, charged = decision.account, decision.charged
+            events = self._events("paywall.refunded", account, charged)
+            if events:
+                result = await self.receiver.store.add_with_outbox(account, charged, events)
+            else:
+                result = await self.receiver.store.credit(account, charged)
             return result.balance
         return None
 
@@ -920,7 +954,11 @@ class Paywall:
         if not store.supports_blocking:
             return False
         if decision.charged and decision.account is not None:
-            return store.add_blocking(decision.account, decision.charged).balance
+            account, charged = decision.account, decision.charged
+            events = self._events("paywall.refunded", account, charged)
+            if events:
+                return store.add_blocking_with_outbox(account, charged, events).balance
+            return store.add_blocking(account, charged).balance
         return None
 
 

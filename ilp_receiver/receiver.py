@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import os
 import random
@@ -41,7 +42,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._attached import Callbacks
 from ._portal import BlockingPortal, default_portal
@@ -53,6 +54,7 @@ from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRe
 from .psk2.secrets import NOT_FOR_THIS_RECEIVER, IssuedSecret, ReceiverSecrets
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores import AddResult, BalanceLimitError, BalanceStore, open_store
+from .stores.outbox import OutboxEntry
 from .stream.secrets import StreamServerSecrets
 from .stream.server import (
     CloseReason,
@@ -65,6 +67,9 @@ from .stream.server import (
 )
 from .uplink import PeerConfig, Uplink
 
+if TYPE_CHECKING:
+    from .webhooks.dispatcher import WebhookConfig, WebhookDispatcher
+
 __all__ = [
     "DEFAULT_ACCOUNT",
     "AsyncReceiver",
@@ -75,6 +80,7 @@ __all__ = [
     "Receiver",
     "StreamEventCallback",
     "StreamOpenPolicy",
+    "WebhookSource",
     "account_for_endpoint",
 ]
 
@@ -147,6 +153,11 @@ class PaymentEvent:
 #: or raise :class:`~ilp_receiver.errors.IlpError` to refuse with a chosen code.
 PaymentHook = Callable[[IncomingPayment], "Awaitable[str | bool | None] | str | bool | None"]
 EventCallback = Callable[[PaymentEvent], "Awaitable[None] | None"]
+#: Adds webhook events to a credit's outbox entries (``docs/webhooks.md``): called with
+#: the account, the amount and the JSON text of the credit's ``payment.received`` data,
+#: before the credit; its entries are written in the credit's transaction (typically
+#: conditional ones, ``OutboxEntry.when``: an order becoming paid).
+WebhookSource = Callable[[str, int, str], Awaitable[list[OutboxEntry]]]
 #: Called (synchronously, right after the packet that caused it) for every STREAM event:
 #: connections and streams opening and closing, data arriving, money credited.
 StreamEventCallback = Callable[[StreamEvent], None]
@@ -316,6 +327,7 @@ class AsyncReceiver:
         stream: bool = True,
         stream_limits: StreamLimits | None = None,
         require_uplink: bool = True,
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self._link = open_link(uplink) if isinstance(uplink, str) else uplink
         self._uplink = Uplink(self._link, static_config=static_config)
@@ -367,6 +379,13 @@ class AsyncReceiver:
         self.uplink_error: str | None = None
         #: packets for destinations another receiver issued (a shared uplink account)
         self.foreign_packets = ForeignPackets()
+        #: signed webhooks (docs/webhooks.md): every credit writes its event to the
+        #: store's outbox in the same transaction; None: no webhooks
+        self.webhooks = webhooks
+        #: the in-process dispatcher (``webhooks.dispatch``), once started
+        self.webhook_dispatcher: WebhookDispatcher | None = None
+        self._asset_json: tuple[object, str] = (None, "null")
+        self._webhook_sources: list[WebhookSource] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -384,6 +403,9 @@ class AsyncReceiver:
             self._store = open_store(
                 self._store_spec if isinstance(self._store_spec, str) else None
             )
+        if self.webhooks is not None and not self._store.supports_outbox:
+            await self._close_store()
+            raise ConfigError("webhooks", f"{type(self._store).__name__} has no webhook outbox")
         try:
             await self._uplink.start()
         except asyncio.CancelledError:
@@ -408,6 +430,11 @@ class AsyncReceiver:
         else:
             self._uplink_ready()
         self._dispatcher = asyncio.create_task(self._dispatch_events(), name="receiver-events")
+        if self.webhooks is not None and self.webhooks.dispatch and self.webhooks.urls:
+            from .webhooks.dispatcher import WebhookDispatcher
+
+            self.webhook_dispatcher = WebhookDispatcher(self.store, self.webhooks)
+            await self.webhook_dispatcher.start()
         if self.stream_enabled:
             self._expirer = asyncio.create_task(
                 self._expire_stream_connections(), name="receiver-stream-expiry"
@@ -498,6 +525,11 @@ class AsyncReceiver:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._expirer = None
+        if self._background:  # outbox writes of completed payments
+            await asyncio.wait(list(self._background), timeout=10)
+        dispatcher, self.webhook_dispatcher = self.webhook_dispatcher, None
+        if dispatcher is not None:
+            await dispatcher.stop()
         if self._store is not None and not isinstance(self._store_spec, BalanceStore):
             await self._store.close()
 
@@ -694,8 +726,13 @@ class AsyncReceiver:
             if isinstance(verdict, _Refusal):
                 return psk2.refuse(decision, iv=iv, code=verdict.code, message=verdict.message)
             account = verdict
+        outbox = (
+            self._psk2_outbox(account, prepare.amount, decision)
+            if self.webhooks is not None
+            else ()
+        )
         result = await self._credit(
-            account, prepare.amount, prepare.execution_condition.hex(), payment
+            account, prepare.amount, prepare.execution_condition.hex(), payment, outbox
         )
         if isinstance(result, _Refusal):
             if result.code != "F99":
@@ -767,7 +804,14 @@ class AsyncReceiver:
                 if isinstance(verdict, _Refusal):
                     return server.refuse(credit, iv=iv, code=verdict.code, message=verdict.message)
                 account = verdict
-            result = await self._credit(account, credit.amount, credit.idempotency_key, payment)
+            outbox = (
+                self._stream_outbox(account, credit.amount, credit.connection_id)
+                if self.webhooks is not None
+                else ()
+            )
+            result = await self._credit(
+                account, credit.amount, credit.idempotency_key, payment, outbox
+            )
         except BaseException:
             server.refuse(credit, iv=iv, code="T00")  # settle it: cancelled mid-way
             raise
@@ -794,12 +838,96 @@ class AsyncReceiver:
             return _Refusal("F99", "payment refused by the receiver")
         return verdict if isinstance(verdict, str) else payment.account
 
+    # -- webhook events (written with the credit: docs/webhooks.md) -------------------------
+
+    def _event_data(self, protocol: str, payment_id: str | None) -> str:
+        """The constant part of an event's ``data`` as JSON text (built by hand: it is
+        on the path of every packet; ``protocol`` and ``payment_id`` are plain ASCII)."""
+        config = self._uplink.config if self.ready else None
+        if config is not None and self._asset_json[0] is not config:
+            asset = {"code": config.asset_code, "scale": config.asset_scale}
+            self._asset_json = (config, json.dumps(asset, separators=(",", ":"), sort_keys=True))
+        pid = "null" if payment_id is None else f'"{payment_id}"'
+        fields = f'"payment_id":{pid},"protocol":"{protocol}"'
+        if config is None:
+            return "{" + fields + "}"
+        return '{"asset":' + self._asset_json[1] + "," + fields + "}"
+
+    def _psk2_outbox(self, account: str, amount: int, decision: Acceptance) -> list[OutboxEntry]:
+        """``payment.received`` for a PSK2 credit (draft 1: merged per payment id within
+        the window), and ``payment.completed`` with the chunk that finishes a draft-1
+        payment."""
+        assert self.webhooks is not None
+        if decision.format is Psk2Format.DRAFT1:
+            payment_id: str | None = decision.payment_id.hex()
+            protocol = "psk2-draft1"
+            merge_key: str | None = f"{account}\x1fpsk2:{payment_id}"
+        else:
+            payment_id, protocol, merge_key = None, "psk2-draft2", None
+        data = self._event_data(protocol, payment_id)
+        window = self.webhooks.window
+        events = [OutboxEntry("payment.received", account, amount, data, merge_key, window)]
+        if decision.format is Psk2Format.DRAFT1:
+            total = decision.received_before + amount
+            expected = decision.payment_amount
+            if decision.last_chunk or (0 < expected < _UINT64_MAX and total >= expected):
+                events.append(OutboxEntry("payment.completed", account, total, data, None, window))
+        return events
+
+    def _stream_outbox(self, account: str, amount: int, connection_id: str) -> list[OutboxEntry]:
+        """``payment.received`` for a STREAM credit, merged per connection."""
+        assert self.webhooks is not None
+        payment_id = _connection_payment_id(connection_id).hex()
+        return [
+            OutboxEntry(
+                "payment.received",
+                account,
+                amount,
+                self._event_data("stream", payment_id),
+                f"{account}\x1fstream:{payment_id}",
+                self.webhooks.window,
+            )
+        ]
+
+    def add_webhook_source(self, source: WebhookSource) -> None:
+        """Let ``source`` add events to every credit written with webhooks on (the
+        :class:`~ilp_receiver.webpayments.OrderBook` adds ``order.paid`` /
+        ``order.overpaid``).  A source that raises refuses the packet (T00), as a
+        failing store does: nothing is credited without its events."""
+        if source not in self._webhook_sources:
+            self._webhook_sources.append(source)
+
+    def _spawn_stream_completed_event(self, event: ConnectionClosed) -> None:
+        """``payment.completed`` for a STREAM connection the client closed after paying
+        (written on its own: it describes no credit)."""
+        assert self.webhooks is not None
+        payment_id = _connection_payment_id(event.connection_id).hex()
+        entry = OutboxEntry(
+            "payment.completed",
+            event.account,
+            event.total_received,
+            self._event_data("stream", payment_id),
+            None,
+            self.webhooks.window,
+        )
+
+        async def write() -> None:
+            try:
+                await self.store.outbox_write([entry])
+            except Exception:
+                log.warning("could not write the payment.completed event of a STREAM payment")
+
+        task = asyncio.ensure_future(write())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _credit(
         self,
         account: str,
         amount: int,
         idempotency_key: str,
         payment: IncomingPayment | None = None,
+        outbox: list[OutboxEntry] | tuple[()] = (),
     ) -> AddResult | _Refusal:
         """Credit ``amount`` to ``account`` in the store, exactly once per key, within
         the balance cap; a refusal when the cap would be passed (F99) or the store
@@ -814,18 +942,27 @@ class AsyncReceiver:
         if channel is not None and not channel.is_open:
             return _Refusal("T01", "the connection of this Prepare has closed")
         try:
-            result = await self.store.add(
-                account,
-                amount,
-                maximum=_UINT64_MAX if self.max_balance is None else self.max_balance,
-                idempotency_key=idempotency_key,
-            )
+            maximum = _UINT64_MAX if self.max_balance is None else self.max_balance
+            if outbox and self._webhook_sources:
+                data = outbox[0].data_json()
+                for source in self._webhook_sources:
+                    outbox = [*outbox, *await source(account, amount, data)]
+            if outbox:
+                result = await self.store.add_with_outbox(
+                    account, amount, outbox, maximum=maximum, idempotency_key=idempotency_key
+                )
+            else:
+                result = await self.store.add(
+                    account, amount, maximum=maximum, idempotency_key=idempotency_key
+                )
             if channel is not None and result.applied and self.store.supports_revert:
+                # with webhooks, an undone credit writes payment.reverted (see _revert)
+                reversal = outbox[:1]
                 if not channel.is_open:
-                    await self._revert(account, amount, idempotency_key, payment)
+                    await self._revert(account, amount, idempotency_key, payment, reversal)
                     return _Refusal("T01", "the connection of this Prepare has closed")
                 channel.on_undelivered(
-                    lambda: self._spawn_revert(account, amount, idempotency_key, payment)
+                    lambda: self._spawn_revert(account, amount, idempotency_key, payment, reversal)
                 )
             return result
         except BalanceLimitError:
@@ -839,18 +976,35 @@ class AsyncReceiver:
             return _Refusal("T00", "receiver temporarily unavailable")
 
     def _spawn_revert(
-        self, account: str, amount: int, idempotency_key: str, payment: IncomingPayment | None
+        self,
+        account: str,
+        amount: int,
+        idempotency_key: str,
+        payment: IncomingPayment | None,
+        reversal: list[OutboxEntry] | tuple[()] = (),
     ) -> None:
-        task = asyncio.ensure_future(self._revert(account, amount, idempotency_key, payment))
+        task = asyncio.ensure_future(
+            self._revert(account, amount, idempotency_key, payment, reversal)
+        )
         self._reverts.add(task)
         task.add_done_callback(self._reverts.discard)
 
     async def _revert(
-        self, account: str, amount: int, idempotency_key: str, payment: IncomingPayment | None
+        self,
+        account: str,
+        amount: int,
+        idempotency_key: str,
+        payment: IncomingPayment | None,
+        reversal: list[OutboxEntry] | tuple[()] = (),
     ) -> None:
-        """Undo a credit whose Fulfill could not go back (the connector never pays it)."""
+        """Undo a credit whose Fulfill could not go back (the connector never pays it);
+        with webhooks, a ``payment.reverted`` event is written in the same transaction."""
         try:
-            reverted = await self.store.revert(account, amount, idempotency_key)
+            if reversal:  # the credit's payment.received: its reversal, same payment
+                undo = OutboxEntry("payment.reverted", account, amount, reversal[0].data)
+                reverted = await self.store.revert(account, amount, idempotency_key, outbox=[undo])
+            else:
+                reverted = await self.store.revert(account, amount, idempotency_key)
         except Exception:
             self.revert_failures += 1
             log.exception(
@@ -898,6 +1052,14 @@ class AsyncReceiver:
         receiving money is a finished payment (``completed``)."""
         if not events:
             return
+        if self.webhooks is not None:
+            for event in events:
+                if (
+                    isinstance(event, ConnectionClosed)
+                    and event.reason is CloseReason.CLIENT
+                    and event.total_received
+                ):
+                    self._spawn_stream_completed_event(event)
         if self._callbacks or self._subscribers:
             for event in events:
                 if (

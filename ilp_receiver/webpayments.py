@@ -47,6 +47,7 @@ from .errors import ConfigError, DecodeError, IlpReceiverError
 from .psk2.secrets import decode_base64_lenient
 from .receiver import PaymentEvent
 from .spsp import SetupProtocol, SpspBalance, SpspResponse
+from .stores.outbox import OutboxEntry
 from .stream.secrets import UnknownTokenError
 from .stream.server import tag_to_account
 
@@ -311,12 +312,38 @@ class OrderBook:
         self._callbacks = Callbacks[OrderEvent](log, "order event callback failed")
         self.total_of = total_of
         self.receiver_name = receiver_name
+        self._totals: dict[str, int] = {}
         if receiver is not None:
             self.attach(receiver)
 
     def attach(self, receiver: AsyncReceiver) -> None:
-        """Use ``receiver`` and listen to its payment events."""
+        """Use ``receiver`` and listen to its payment events; with webhooks on, its
+        credits to an order also write ``order.paid`` / ``order.overpaid``."""
         self._attachment.attach(receiver)
+        receiver.add_webhook_source(self._webhook_events)
+
+    async def _webhook_events(self, account: str, amount: int, data: str) -> list[OutboxEntry]:
+        """``order.paid`` (when this credit reaches the total) and ``order.overpaid``
+        (the part above it), decided by the store in the credit's transaction."""
+        if not account.startswith(ORDER_ACCOUNT_PREFIX):
+            return []
+        order_id = account[len(ORDER_ACCOUNT_PREFIX) :]
+        total = self._totals.get(order_id)
+        if total is None:
+            total = await self.total(order_id)
+            if total is None:
+                return []
+            if self.total_of is None:  # stored totals never change: remember them
+                if len(self._totals) >= 10_000:
+                    self._totals.clear()
+                self._totals[order_id] = total
+        fields = json.loads(data)
+        fields.update(order_id=order_id, total=str(total))
+        text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+        return [
+            OutboxEntry("order.paid", account, amount, text, when="reaches", threshold=total),
+            OutboxEntry("order.overpaid", account, amount, text, when="exceeds", threshold=total),
+        ]
 
     @property
     def receiver(self) -> AsyncReceiver:

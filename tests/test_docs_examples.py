@@ -15,7 +15,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 #: pages whose Python blocks are complete programs
-PAGES = ["stream.md"]
+PAGES = ["stream.md", "webhooks.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

@@ -110,7 +110,7 @@ async def _cleanup_postgres(url: str, prefix: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url)
-    for table in ("balances", "idempotency", "meta"):
+    for table in ("balances", "idempotency", "meta", "outbox"):
         await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
     await conn.close()
 

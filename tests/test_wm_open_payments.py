@@ -11,10 +11,8 @@ and every bad input of the issue refused with a JSON error and nothing credited.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores.memory import MemoryStore
 from ilp_receiver.web.monetization_endpoints import MAX_REPORT_BYTES, MonetizationService
 from ilp_receiver.web.reply import HttpReply
+from tests.npm_packages import installed_js_packages
 from tests.op_fake import FakeWallet, Served, SignedRequest
 from tests.test_paywall import MemoryParent
 from tests.test_stores import _cleanup_postgres, postgres_url
@@ -237,6 +236,41 @@ async def test_received_amount_growing_in_three_steps_credits_three_deltas(
     ]
 
 
+async def test_verified_credits_write_visitor_credited_webhook_events(
+    wallet: FakeWallet,
+) -> None:
+    from ilp_receiver.webhooks import WebhookConfig, generate_ed25519_key
+    from ilp_receiver.webhooks.dispatcher import signing_keys
+
+    config = WebhookConfig(
+        ("http://127.0.0.1:9/",), signing_keys([generate_ed25519_key()[0]]), dispatch=False
+    )
+    store = MemoryStore()
+    running = Site(wallet, store=store)
+    running.monetizer.attach(
+        AsyncReceiver(running.parent.child, secret=SECRET, store=store, webhooks=config)
+    )
+    try:
+        visitor, cookie = running.visitor()
+        url = wallet.create()
+        wallet.receive(url, 100)
+        assert body(await running.report(cookie, url))["credited"] == "100"
+        assert body(await running.report(cookie, url))["credited"] == "0"  # no growth
+        wallet.receive(url, 30)
+        assert await running.verifier.poll(url) == 30
+    finally:
+        await running.close()
+    events = [e for e in await store.outbox_list("pending") if e.type == "visitor.credited"]
+    assert sum(e.amount for e in events) == 130 == await running.monetizer.balance(visitor)
+    assert {e.account for e in events} == {visitor.account}
+    for event in events:
+        assert event.data["protocol"] == "open-payments"
+        assert event.data["incoming_payment"] == url
+        assert event.data["visitor_id"] == visitor.id
+    # nothing claims the money came through this receiver
+    assert not [e for e in await store.outbox_list("pending") if e.type == "payment.received"]
+
+
 async def test_guard_goes_402_then_200(site: Site, wallet: FakeWallet) -> None:
     visitor, cookie = site.visitor()
     facts = RequestFacts.from_pairs("GET", "/article", [("Cookie", cookie)])
@@ -345,7 +379,7 @@ async def test_a_reporter_dying_before_its_credit_loses_nothing(
         wallet.receive(url, 100)
         credit_once = site.monetizer.credit_once
 
-        async def dies(*args: Any) -> Any:
+        async def dies(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("the process died after its compare-and-set")
 
         monkeypatch.setattr(site.monetizer, "credit_once", dies)
@@ -657,24 +691,8 @@ async def test_bad_reports_are_refused(site: Site, wallet: FakeWallet) -> None:
 
 
 def _oracle() -> Path:
-    """``tests/openapi/node_modules``, installed from the lock file on first use."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to validate against the Open Payments OpenAPI")
-    with open(ROOT / ".interop.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = ORACLE / "node_modules" / "@interledger" / "open-payments" / "package.json"
-        if not marker.exists():
-            done = subprocess.run(
-                ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-                cwd=ORACLE,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if done.returncode != 0:
-                pytest.fail(f"npm ci in tests/openapi failed: {done.stderr[-2000:]}")
-    return ORACLE
+    """``tests/openapi`` with its packages installed (``installed_js_packages``)."""
+    return installed_js_packages()
 
 
 def validate(served: list[Served]) -> list[dict[str, Any]]:

@@ -7,4 +7,12 @@ the modules in :data:`COMMANDS`.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("demo", "receive", "connector", "query", "pay", "fetch")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "receive",
+    "connector",
+    "query",
+    "pay",
+    "fetch",
+    "webhooks",
+)

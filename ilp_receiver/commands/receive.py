@@ -111,6 +111,7 @@ async def _receive(args: argparse.Namespace) -> int:
     from ..web.spsp_endpoint import EndpointDirectory
 
     started = False
+    cleanups: list[web.AppRunner] = []
 
     @web.middleware
     async def until_started(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -160,6 +161,7 @@ async def _receive(args: argparse.Namespace) -> int:
             receiver_name=args.name,
             stream=not args.no_stream,
             stream_limits=StreamLimits(echo_data=args.echo_stream_data),
+            webhooks=args.webhooks,
         )
         holder.append(receiver)
         log_payments(receiver)
@@ -177,6 +179,25 @@ async def _receive(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.5)
         started = True
         host = f"[{args.host}]" if ":" in args.host else args.host
+        extra: dict[str, object] = {}
+        if args.webhook_admin_port is not None:
+            from .webhooks import start_webhook_admin
+
+            if receiver.webhook_dispatcher is None:
+                raise ConfigError(
+                    "--webhook-admin-port",
+                    "needs webhooks delivered by this process (ILP_RECEIVER_WEBHOOK_URL and a "
+                    "key, ILP_RECEIVER_WEBHOOK_DISPATCH not false)",
+                )
+            admin_runner, extra["webhook_admin"] = await start_webhook_admin(
+                receiver.webhook_dispatcher,
+                args.webhook_admin_host,
+                args.webhook_admin_port,
+                args.webhook_admin_token,
+                "ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN",
+                "--webhook-admin-port",
+            )
+            cleanups.append(admin_runner)
         emit(
             "ready",
             ilp_address=receiver.address,
@@ -186,10 +207,13 @@ async def _receive(args: argparse.Namespace) -> int:
             asset_scale=receiver.config.asset_scale,
             secret_file=args.secret_file,
             store=describe_store(args.store),
+            **extra,
         )
         await wait_for_signal()
         return 0
     finally:
+        for admin in cleanups:
+            await admin.cleanup()
         await runner.cleanup()
         for receiver in holder:
             await receiver.stop()
@@ -280,6 +304,30 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds a client has to send a complete request head; also the keep-alive idle time",
     )
+    receive.add_argument(
+        "--webhook-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST a signed event per payment here; repeat for more (default: "
+        "$ILP_RECEIVER_WEBHOOK_URL; docs/webhooks.md)",
+    )
+    receive.add_argument(
+        "--webhook-key-file",
+        default=None,
+        help="file with the webhook signing key, whsk_... or whsec_... (default: "
+        "$ILP_RECEIVER_WEBHOOK_KEY_FILE, or the key in $ILP_RECEIVER_WEBHOOK_KEY)",
+    )
+    receive.add_argument(
+        "--webhook-admin-port",
+        type=int,
+        default=None,
+        help="serve the webhook admin API (list, replay, metrics; docs/webhooks.md) on this "
+        "port, its bearer token from $ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN (default: none)",
+    )
+    receive.add_argument(
+        "--webhook-admin-host", default="127.0.0.1", help="webhook admin API address"
+    )
     add_log_format_argument(receive)
 
 
@@ -305,7 +353,8 @@ def _positive_float(text: str) -> float:
 
 def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> None:
     """Fill what the command line left out from the ``ILP_RECEIVER_*`` environment
-    (``UPLINK``, ``SECRET`` / ``SECRET_FILE``, ``STORE``, ``NAME``, ``MAX_BALANCE``), so
+    (``UPLINK``, ``SECRET`` / ``SECRET_FILE``, ``STORE``, ``NAME``, ``MAX_BALANCE``, the
+    ``WEBHOOK_*`` settings), so
     no credential has to sit in argv; a bad value is a ConfigError naming the variable."""
     from ..options import ReceiverOptions
 
@@ -325,6 +374,14 @@ def apply_environment(args: argparse.Namespace, environ: Mapping[str, str] | Non
         args.name = env.receiver_name
     if args.max_balance is None:
         args.max_balance = env.max_balance
+    flags: dict[str, tuple[object, str]] = {}
+    if getattr(args, "webhook_url", None):
+        flags["webhook_url"] = (args.webhook_url, "--webhook-url")
+    if getattr(args, "webhook_key_file", None) is not None:
+        flags["webhook_key_file"] = (args.webhook_key_file, "--webhook-key-file")
+    args.webhooks = env.replace_from(flags).webhook_config()
+    environment = os.environ if environ is None else environ
+    args.webhook_admin_token = environment.get("ILP_RECEIVER_WEBHOOK_ADMIN_TOKEN", "").strip()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Self
 
 from ..errors import IlpReceiverError
+from .outbox import OutboxEntry, OutboxEvent, OutboxState
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -205,10 +206,116 @@ class BalanceStore(abc.ABC):
     async def balance(self, key: str) -> int:
         """The balance of ``key``; ``0`` for a key never seen."""
 
+    # -- the webhook outbox (docs/webhooks.md; ilp_receiver.stores.outbox) -------------
+
+    #: True when the outbox methods are implemented (every store of this package).
+    supports_outbox: bool = False
+
+    async def add_with_outbox(
+        self,
+        key: str,
+        delta: int,
+        outbox: Sequence[OutboxEntry],
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add`, and when the change applies, the ``outbox`` events written in
+        the same transaction (each with ``balance`` set to the new balance; entries
+        with a ``merge_key`` aggregated into a matching open event).  A duplicate or a
+        refused change writes no event.  Raises :class:`StoreError` when the backend
+        fails: then neither the change nor the events were written (SQLite,
+        PostgreSQL) or the outcome is unknown for both together (Redis)."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def try_debit_with_outbox(
+        self, key: str, amount: int, outbox: Sequence[OutboxEntry]
+    ) -> int | None:
+        """:meth:`try_debit` with its events in the same transaction (written only when
+        the debit happens): the new balance, or None when funds are short."""
+        check_debit_amount(amount)
+        try:
+            return (await self.add_with_outbox(key, -amount, outbox, minimum=0)).balance
+        except BalanceLimitError:
+            return None
+
+    def add_blocking_with_outbox(
+        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
+    ) -> AddResult:
+        """:meth:`add_with_outbox` on the calling thread (stores that
+        :attr:`supports_blocking` and :attr:`supports_outbox`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking outbox writes")
+
+    def try_debit_blocking_with_outbox(
+        self, key: str, amount: int, outbox: Sequence[OutboxEntry]
+    ) -> int | None:
+        """:meth:`try_debit_with_outbox` on the calling thread."""
+        check_debit_amount(amount)
+        try:
+            return self.add_blocking_with_outbox(key, -amount, outbox, minimum=0).balance
+        except BalanceLimitError:
+            return None
+
+    async def outbox_write(self, entries: Sequence[OutboxEntry]) -> None:
+        """Write events that describe no credit (``payment.completed``), in one
+        transaction; merge keys are honoured as in :meth:`add_with_outbox`."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_claim(self, worker: str, limit: int, lease: float) -> list[OutboxEvent]:
+        """Claim up to ``limit`` due events for one delivery attempt, atomically with
+        respect to every other process sharing the store: each account's oldest
+        pending event, when it is due and not leased.  A claimed event is sealed (no
+        more credits merge into it), leased for ``lease`` seconds under a fresh token
+        (its ``token``) and counts an attempt.  ``worker`` names the claimer in logs."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_ack(self, event_id: str, token: str) -> bool:
+        """Every endpoint acknowledged ``event_id``: forget it.  False when the claim
+        ``token`` no longer holds (the lease ran out and another claimer took it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_retry(
+        self,
+        event_id: str,
+        token: str,
+        *,
+        due: float,
+        error: str,
+        acked: Sequence[str] = (),
+        dead: bool = False,
+    ) -> bool:
+        """An attempt failed: release the lease, try again at ``due`` (seconds since
+        the epoch), remembering ``error`` and the endpoints that did acknowledge
+        (``acked``); with ``dead``, move the event to the dead letters instead (it no
+        longer holds up its account).  False when the claim ``token`` no longer holds."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_list(self, state: OutboxState, limit: int = 100) -> list[OutboxEvent]:
+        """Up to ``limit`` events in ``state`` (``pending`` or ``dead``), oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_replay(self, event_id: str) -> bool:
+        """Send ``event_id`` again now: a dead event becomes pending (attempts and
+        acknowledgements reset), a pending one is due at once.  False for an unknown
+        id (delivered events are forgotten)."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """``{"pending": n, "dead": m}``: the outbox's depth."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
     #: True when :meth:`revert` is implemented (every store of this package).
     supports_revert: bool = False
 
-    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+    async def revert(
+        self,
+        key: str,
+        delta: int,
+        idempotency_key: str,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Undo what ``add(key, delta, idempotency_key=idempotency_key)`` applied, when
         it must not stand (the receiver: the Fulfill of the credited Prepare could not be
         handed back on the connection that carried it, so the connector never pays it).
@@ -217,7 +324,9 @@ class BalanceStore(abc.ABC):
         very ``key`` and ``delta``, it is forgotten and ``delta`` is subtracted (no
         limits); True.  Otherwise nothing changes and the result is False (an unknown or
         expired key, one already reverted, or a key that applied another change).  A
-        later delivery of the same Prepare is then credited afresh.  Raises
+        later delivery of the same Prepare is then credited afresh.  ``outbox``
+        events (``payment.reverted``) are written in the same transaction when the
+        change is undone (only by stores that :attr:`supports_outbox`).  Raises
         :class:`StoreError` when the backend fails.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot revert a change")

@@ -21,12 +21,17 @@ advisory lock::
     {prefix}balances(key TEXT PRIMARY KEY, balance NUMERIC(1000, 0))
     {prefix}idempotency(key TEXT PRIMARY KEY, account TEXT, delta NUMERIC(1000, 0),
                         at DOUBLE PRECISION)   -- seconds since the epoch, from ``clock``
+    {prefix}outbox(seq BIGSERIAL PRIMARY KEY, id TEXT UNIQUE, ...)   -- webhook events
+                        (stores/outbox.py), written in the credit's transaction
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import secrets
+from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -47,6 +52,17 @@ from .base import (
     StoreError,
     check_add_args,
     limit_error,
+)
+from .outbox import (
+    CLAIM_RUN,
+    CLAIM_SCAN,
+    MAX_ERROR,
+    OutboxEntry,
+    OutboxEvent,
+    OutboxState,
+    applicable_entries,
+    check_claim_args,
+    select_heads,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -94,7 +110,7 @@ class PostgresStore(BalanceStore):
         self._closed = False
         self._next_prune = float("-inf")
         self._prune_interval = min(self.retention / 4, 60.0)
-        b, i, m = (f'"{prefix}{name}"' for name in ("balances", "idempotency", "meta"))
+        b, i, m, o = (f'"{prefix}{name}"' for name in ("balances", "idempotency", "meta", "outbox"))
         self._schema = [
             f"CREATE TABLE IF NOT EXISTS {m} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {b} ("
@@ -103,6 +119,18 @@ class PostgresStore(BalanceStore):
             ' key TEXT COLLATE "C" PRIMARY KEY, account TEXT NOT NULL,'
             " delta NUMERIC(1000, 0) NOT NULL, at DOUBLE PRECISION NOT NULL)",
             f'CREATE INDEX IF NOT EXISTS "{prefix}idempotency_at" ON {i} (at)',
+            f"CREATE TABLE IF NOT EXISTS {o} ("
+            ' seq BIGSERIAL PRIMARY KEY, id TEXT COLLATE "C" NOT NULL UNIQUE,'
+            " type TEXT NOT NULL, account TEXT NOT NULL, merge_key TEXT,"
+            " amount NUMERIC(1000, 0) NOT NULL, count INTEGER NOT NULL,"
+            " balance NUMERIC(1000, 0), data TEXT NOT NULL,"
+            " created DOUBLE PRECISION NOT NULL, last DOUBLE PRECISION NOT NULL,"
+            " due DOUBLE PRECISION NOT NULL, sealed BOOLEAN NOT NULL DEFAULT false,"
+            " state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+            " lease_until DOUBLE PRECISION NOT NULL DEFAULT 0, token TEXT NOT NULL DEFAULT '',"
+            " acked TEXT NOT NULL DEFAULT '[]', error TEXT NOT NULL DEFAULT '')",
+            f'CREATE INDEX IF NOT EXISTS "{prefix}outbox_open" ON {o} (merge_key) WHERE NOT sealed',
+            f'CREATE INDEX IF NOT EXISTS "{prefix}outbox_state" ON {o} (state, account, seq)',
             f"INSERT INTO {m} (name, value) VALUES ('schema_version', '{SCHEMA_VERSION}')"  # noqa: S608 (prefix validated)
             " ON CONFLICT (name) DO NOTHING",
         ]
@@ -133,6 +161,55 @@ class PostgresStore(BalanceStore):
         )
         self._sql_subtract = f"UPDATE {b} SET balance = balance - $2::numeric WHERE key = $1"  # noqa: S608 (prefix validated)
         self._sql_scan = f"SELECT key, balance FROM {b} WHERE starts_with(key, $1)"  # noqa: S608 (prefix validated)
+        columns = (
+            "id, seq, type, account, amount, count, balance, data, created, last, attempts,"
+            " state, token, acked, error, due"
+        )
+        self._sql_outbox_merge = (
+            f"UPDATE {o} SET amount = amount + $2::numeric, count = count + $3,"  # noqa: S608 (prefix validated)
+            " balance = coalesce($4::numeric, balance), last = $5"
+            f" WHERE seq = (SELECT seq FROM {o} WHERE merge_key = $1 AND NOT sealed"
+            " AND due > $5 ORDER BY seq DESC LIMIT 1) AND NOT sealed RETURNING seq"
+        )
+        self._sql_outbox_insert = (
+            f"INSERT INTO {o} (id, type, account, merge_key, amount, count, balance, data,"  # noqa: S608 (prefix validated)
+            " created, last, due) VALUES ($1, $2, $3, $4, $5::numeric, $6, $7::numeric, $8,"
+            " $9, $9, $10)"
+        )
+        # each account's oldest pending rows; the claimable ones are chosen in Python
+        # (select_heads), then locked: rows another claimer holds locked are skipped,
+        # and once it commits their lease (rechecked on the locked row) excludes them
+        self._sql_outbox_candidates = (
+            "SELECT seq, account, due, lease_until FROM (SELECT seq, account, due,"  # noqa: S608 (prefix validated)
+            " lease_until, row_number() OVER (PARTITION BY account ORDER BY seq) AS rank"
+            f" FROM {o} WHERE state = 'pending') t WHERE rank <= $1 ORDER BY seq LIMIT $2"
+        )
+        self._sql_outbox_lock = (
+            f"SELECT seq FROM {o} WHERE seq = ANY($1::bigint[]) AND state = 'pending'"  # noqa: S608 (prefix validated)
+            " AND due <= $2 AND lease_until <= $2 FOR UPDATE SKIP LOCKED"
+        )
+        self._sql_outbox_lease = (
+            f"UPDATE {o} SET sealed = true, lease_until = $2, token = $3 || seq::text,"  # noqa: S608 (prefix validated)
+            f" attempts = attempts + 1 WHERE seq = ANY($1::bigint[]) RETURNING {columns}"
+        )
+        self._sql_outbox_ack = (
+            f"DELETE FROM {o} WHERE id = $1 AND token = $2 AND token <> ''"  # noqa: S608 (prefix validated)
+            " AND state = 'pending' RETURNING true"
+        )
+        self._sql_outbox_retry = (
+            f"UPDATE {o} SET due = $3, error = $4, acked = $5, state = $6,"  # noqa: S608 (prefix validated)
+            " lease_until = 0, token = '' WHERE id = $1 AND token = $2 AND token <> ''"
+            " AND state = 'pending' RETURNING true"
+        )
+        self._sql_outbox_list = f"SELECT {columns} FROM {o} WHERE state = $1 ORDER BY seq LIMIT $2"  # noqa: S608 (prefix validated)
+        self._sql_outbox_replay_dead = (
+            f"UPDATE {o} SET state = 'pending', attempts = 0, acked = '[]', due = $2"  # noqa: S608 (prefix validated)
+            " WHERE id = $1 AND state = 'dead' RETURNING true"
+        )
+        self._sql_outbox_replay = (
+            f"UPDATE {o} SET due = least(due, $2) WHERE id = $1 RETURNING true"  # noqa: S608 (prefix validated)
+        )
+        self._sql_outbox_counts = f"SELECT state, count(*) FROM {o} GROUP BY state"  # noqa: S608 (prefix validated)
 
     # -- connection and schema -----------------------------------------------------------
 
@@ -184,11 +261,27 @@ class PostgresStore(BalanceStore):
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
+
+    async def _add(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
+    ) -> AddResult:
         if not self._ready or self._closed:
             await self.open()
         try:
             async with self._pool.acquire() as conn:
-                if idempotency_key is None:
+                if idempotency_key is None and outbox:
+                    async with conn.transaction():
+                        result = await self._change(conn, key, delta, minimum, maximum)
+                        events = applicable_entries(outbox, result.balance, delta)
+                        await self._write_events(conn, events, result.balance)
+                elif idempotency_key is None:
                     result = await self._change(conn, key, delta, minimum, maximum)
                 else:
                     async with conn.transaction():
@@ -205,6 +298,9 @@ class PostgresStore(BalanceStore):
                             current = await conn.fetchval(self._sql_select, key)
                             return AddResult(0 if current is None else int(current), False)
                         result = await self._change(conn, key, delta, minimum, maximum)
+                        if outbox:
+                            events = applicable_entries(outbox, result.balance, delta)
+                            await self._write_events(conn, events, result.balance)
                     if now >= self._next_prune:
                         self._next_prune = now + self._prune_interval
                         await conn.execute(self._sql_prune, now - self.retention)
@@ -234,7 +330,14 @@ class PostgresStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+    async def revert(
+        self,
+        key: str,
+        delta: int,
+        idempotency_key: str,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Undo an idempotent change, in one transaction; see ``BalanceStore.revert``."""
         check_add_args(key, delta, None, None, idempotency_key)
         if not self._ready or self._closed:
@@ -251,9 +354,185 @@ class PostgresStore(BalanceStore):
                 if forgotten is None:
                     return False
                 await conn.execute(self._sql_subtract, key, delta)
+                if outbox:
+                    balance = await conn.fetchval(self._sql_select, key)
+                    await self._write_events(conn, outbox, int(balance))
                 return True
         except _ERRORS as exc:
             raise StoreError(f"PostgreSQL revert failed: {type(exc).__name__}: {exc}") from exc
+
+    # -- the webhook outbox ----------------------------------------------------------------
+
+    supports_outbox = True
+
+    async def add_with_outbox(
+        self,
+        key: str,
+        delta: int,
+        outbox: Sequence[OutboxEntry],
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` with its events in the same transaction; see
+        ``BalanceStore.add_with_outbox``."""
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, outbox)
+
+    async def _write_events(
+        self, conn: Any, entries: Sequence[OutboxEntry], balance: int | None
+    ) -> None:
+        """Inside a transaction: write (or merge) ``entries``."""
+        now = self.clock()
+        for entry in entries:
+            value = balance if balance is not None else entry.balance
+            if entry.merge_key is not None:
+                merged = await conn.fetchval(
+                    self._sql_outbox_merge, entry.merge_key, entry.amount, 1, value, now
+                )
+                if merged is not None:
+                    continue
+            await conn.execute(
+                self._sql_outbox_insert,
+                entry.event_id,
+                entry.type,
+                entry.account,
+                entry.merge_key,
+                entry.amount,
+                1,
+                value,
+                entry.data_json(),
+                now,
+                now + entry.window,
+            )
+
+    async def _outbox(self, what: str, run: Any) -> Any:
+        if not self._ready or self._closed:
+            await self.open()
+        try:
+            async with self._pool.acquire() as conn:
+                return await run(conn)
+        except _ERRORS as exc:
+            raise StoreError(f"PostgreSQL {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def outbox_write(self, entries: Sequence[OutboxEntry]) -> None:
+        """Write events on their own; see ``BalanceStore.outbox_write``."""
+
+        async def write(conn: Any) -> None:
+            async with conn.transaction():
+                await self._write_events(conn, entries, None)
+
+        if entries:
+            await self._outbox("outbox write", write)
+
+    async def outbox_claim(self, worker: str, limit: int, lease: float) -> list[OutboxEvent]:
+        """Claim due events (``FOR UPDATE SKIP LOCKED``); see
+        ``BalanceStore.outbox_claim``."""
+        check_claim_args(limit, lease)
+        now = self.clock()
+        token = secrets.token_hex(12) + ":"
+
+        async def claim(conn: Any) -> list[OutboxEvent]:
+            async with conn.transaction():
+                rows = await conn.fetch(self._sql_outbox_candidates, CLAIM_RUN, CLAIM_SCAN)
+                candidates = [(str(seq), account, due, until) for seq, account, due, until in rows]
+                chosen = select_heads(candidates, now, limit, CLAIM_RUN)
+                if not chosen:
+                    return []
+                locked = {
+                    str(row[0])
+                    for row in await conn.fetch(
+                        self._sql_outbox_lock, [int(seq) for seq in chosen], now
+                    )
+                }
+                # an account whose row another claimer holds stops there (order)
+                accounts = {seq: account for seq, account, _, _ in candidates}
+                blocked: set[str] = set()
+                taken: list[int] = []
+                for seq in chosen:
+                    account = accounts[seq]
+                    if account in blocked:
+                        continue
+                    if seq not in locked:
+                        blocked.add(account)
+                        continue
+                    taken.append(int(seq))
+                if not taken:
+                    return []
+                leased = await conn.fetch(self._sql_outbox_lease, taken, now + lease, token)
+            return sorted((_event(row) for row in leased), key=lambda event: event.seq)
+
+        result: list[OutboxEvent] = await self._outbox("outbox claim", claim)
+        return result
+
+    async def outbox_ack(self, event_id: str, token: str) -> bool:
+        """Forget a delivered event; see ``BalanceStore.outbox_ack``."""
+
+        async def ack(conn: Any) -> bool:
+            return await conn.fetchval(self._sql_outbox_ack, event_id, token) is not None
+
+        result: bool = await self._outbox("outbox ack", ack)
+        return result
+
+    async def outbox_retry(
+        self,
+        event_id: str,
+        token: str,
+        *,
+        due: float,
+        error: str,
+        acked: Sequence[str] = (),
+        dead: bool = False,
+    ) -> bool:
+        """Schedule another attempt (or give up); see ``BalanceStore.outbox_retry``."""
+        args = (
+            event_id,
+            token,
+            due,
+            error[:MAX_ERROR],
+            json.dumps(list(acked)),
+            "dead" if dead else "pending",
+        )
+
+        async def retry(conn: Any) -> bool:
+            return await conn.fetchval(self._sql_outbox_retry, *args) is not None
+
+        result: bool = await self._outbox("outbox retry", retry)
+        return result
+
+    async def outbox_list(self, state: OutboxState, limit: int = 100) -> list[OutboxEvent]:
+        """Events in ``state``; see ``BalanceStore.outbox_list``."""
+
+        async def scan(conn: Any) -> list[OutboxEvent]:
+            return [_event(row) for row in await conn.fetch(self._sql_outbox_list, state, limit)]
+
+        result: list[OutboxEvent] = await self._outbox("outbox read", scan)
+        return result
+
+    async def outbox_replay(self, event_id: str) -> bool:
+        """Send an event again now; see ``BalanceStore.outbox_replay``."""
+        now = self.clock()
+
+        async def replay(conn: Any) -> bool:
+            if await conn.fetchval(self._sql_outbox_replay_dead, event_id, now) is not None:
+                return True
+            return await conn.fetchval(self._sql_outbox_replay, event_id, now) is not None
+
+        result: bool = await self._outbox("outbox replay", replay)
+        return result
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """The outbox's depth; see ``BalanceStore.outbox_counts``."""
+
+        async def count(conn: Any) -> dict[str, int]:
+            counts = {"pending": 0, "dead": 0}
+            for state, n in await conn.fetch(self._sql_outbox_counts):
+                counts[state] = int(n)
+            return counts
+
+        result: dict[str, int] = await self._outbox("outbox read", count)
+        return result
 
     async def balance(self, key: str) -> int:
         """The balance of ``key`` (0 if unknown)."""
@@ -286,3 +565,25 @@ class PostgresStore(BalanceStore):
         self._closed = True
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
+
+
+def _event(row: Any) -> OutboxEvent:
+    """An :class:`OutboxEvent` from a row of the outbox columns."""
+    return OutboxEvent(
+        event_id=row[0],
+        seq=int(row[1]),
+        type=row[2],
+        account=row[3],
+        amount=int(row[4]),
+        count=int(row[5]),
+        balance=None if row[6] is None else int(row[6]),
+        data=json.loads(row[7]),
+        created=float(row[8]),
+        last=float(row[9]),
+        attempts=int(row[10]),
+        state="dead" if row[11] == "dead" else "pending",
+        token=row[12],
+        acked=tuple(json.loads(row[13])),
+        error=row[14],
+        due=float(row[15]),
+    )

@@ -51,6 +51,10 @@ Schema (version 2), created on open (a version 1 file is migrated in place)::
     ilp_idempotency_0(key TEXT PRIMARY KEY, account TEXT, delta TEXT, at REAL)
     ilp_idempotency_1(...same columns...)
     VIEW ilp_idempotency AS the union of the two tables
+    ilp_outbox(seq INTEGER PRIMARY KEY, id, type, account, merge_key, amount, count,
+               balance, data, created, last, due, sealed, state, attempts,
+               lease_until, token, acked, error)   -- webhook events (stores/outbox.py),
+                                                  -- one partial index: open merge keys
 
 Balances and deltas are stored as decimal TEXT because SQLite's INTEGER is signed 64-bit
 and sums of UInt64 amounts exceed it; all arithmetic is done in Python ints inside the
@@ -73,12 +77,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from .base import (
@@ -91,6 +98,17 @@ from .base import (
     StoreError,
     check_add_args,
     check_debit_amount,
+)
+from .outbox import (
+    CLAIM_RUN,
+    CLAIM_SCAN,
+    MAX_ERROR,
+    OutboxEntry,
+    OutboxEvent,
+    OutboxState,
+    check_claim_args,
+    conditional_amount,
+    select_heads,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -124,7 +142,30 @@ CREATE TABLE IF NOT EXISTS ilp_idempotency_1 (
 CREATE VIEW IF NOT EXISTS ilp_idempotency AS
     SELECT key, account, delta, at FROM ilp_idempotency_0
     UNION ALL
-    SELECT key, account, delta, at FROM ilp_idempotency_1
+    SELECT key, account, delta, at FROM ilp_idempotency_1;
+CREATE TABLE IF NOT EXISTS ilp_outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    account TEXT NOT NULL,
+    merge_key TEXT,
+    amount TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    balance TEXT,
+    data TEXT NOT NULL,
+    created REAL NOT NULL,
+    last REAL NOT NULL,
+    due REAL NOT NULL,
+    sealed INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT '',
+    acked TEXT NOT NULL DEFAULT '[]',
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ilp_outbox_open ON ilp_outbox (merge_key)
+    WHERE sealed = 0 AND merge_key IS NOT NULL
 """
 # Version 1 kept the keys in one table (renamed ilp_idempotency_v1 while migrating) with an
 # index on ``at``; the keys still inside the retention move to the current generation.
@@ -133,8 +174,8 @@ INSERT OR REPLACE INTO ilp_idempotency_{generation} (key, account, delta, at)
     SELECT key, account, delta, at FROM ilp_idempotency_v1 WHERE at >= ?
 """
 
-# One change: (key, delta, minimum, maximum, idempotency_key)
-_Item = tuple[str, int, int | None, int | None, str | None]
+# One change: (key, delta, minimum, maximum, idempotency_key, outbox events)
+_Item = tuple[str, int, int | None, int | None, str | None, tuple[OutboxEntry, ...]]
 _Outcome = AddResult | BaseException
 # Entry queued for the writer: (changes, future of their outcomes, the caller's loop)
 _Entry = tuple[list[_Item], "asyncio.Future[list[_Outcome]]", asyncio.AbstractEventLoop]
@@ -166,6 +207,125 @@ _SET_PERIOD = (
     "INSERT INTO ilp_meta (name, value) VALUES ('idempotency_period', ?) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
+
+
+# The outbox table has one index, on the open rows' merge keys: an insert of an event
+# that never merges writes only the table's own B-tree (the group commit's budget).
+# Rows are found by seq (the token a claim hands out starts with it); claims scan the
+# table in seq order (delivered rows are deleted; dead ones are few); an operator's
+# replay by id scans the table.
+_OUTBOX_OPEN = (
+    "SELECT seq, amount, count FROM ilp_outbox WHERE merge_key = ? AND sealed = 0"
+    " AND merge_key IS NOT NULL AND due > ? ORDER BY seq DESC LIMIT 1"
+)
+_OUTBOX_MERGE = (
+    "UPDATE ilp_outbox SET amount = ?, count = ?, balance = coalesce(?, balance), last = ?"
+    " WHERE seq = ?"
+)
+_OUTBOX_INSERT = (
+    "INSERT INTO ilp_outbox (id, type, account, merge_key, amount, count, balance, data,"
+    " created, last, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OUTBOX_COLUMNS = (
+    "id, seq, type, account, amount, count, balance, data, created, last, attempts, state,"
+    " token, acked, error, due"
+)
+
+
+def _write_outbox(
+    conn: sqlite3.Connection, events: list[tuple[OutboxEntry, int | None]], now: float
+) -> None:
+    """Inside a write transaction: write ``events`` (entry, balance after its credit) in
+    order, merging entries with a merge key into the open row of that key (one read and
+    one write per merge key and transaction, however many credits it sums)."""
+    # rows in the order of their first entry: [entry, amount, count, balance]
+    rows: list[list[Any]] = []
+    by_key: dict[str, list[Any]] = {}
+    for entry, balance in events:
+        if balance is None:
+            balance = entry.balance
+        key = entry.merge_key
+        group = None if key is None else by_key.get(key)
+        if group is None:
+            group = [entry, entry.amount, 1, balance]
+            rows.append(group)
+            if key is not None:
+                by_key[key] = group
+        else:
+            group[1] += entry.amount
+            group[2] += 1
+            if balance is not None:
+                group[3] = balance
+    inserts: list[tuple[object, ...]] = []
+    for entry, amount, count, balance in rows:
+        key = entry.merge_key
+        row = None if key is None else conn.execute(_OUTBOX_OPEN, (key, now)).fetchone()
+        if row is None:  # inserted below, in this order (seq is the order of events)
+            inserts.append(_insert_row(entry, amount, count, balance, now))
+        else:
+            conn.execute(
+                _OUTBOX_MERGE,
+                (
+                    str(int(row[1]) + amount),
+                    row[2] + count,
+                    None if balance is None else str(balance),
+                    now,
+                    row[0],
+                ),
+            )
+    if inserts:
+        conn.executemany(_OUTBOX_INSERT, inserts)
+
+
+def _insert_row(
+    entry: OutboxEntry, amount: int, count: int, balance: int | None, now: float
+) -> tuple[object, ...]:
+    return (
+        entry.event_id,
+        entry.type,
+        entry.account,
+        entry.merge_key,
+        str(amount),
+        count,
+        None if balance is None else str(balance),
+        entry.data_json(),
+        now,
+        now,
+        now + entry.window,
+    )
+
+
+def _token_seq(token: str) -> int:
+    """The seq a claim token names (``<seq>:<random>``); -1 for anything else (which
+    then matches no row)."""
+    seq, sep, _ = token.partition(":")
+    return int(seq) if sep and seq.isascii() and seq.isdigit() and len(seq) < 19 else -1
+
+
+def _event(row: Sequence[Any]) -> OutboxEvent:
+    """An :class:`OutboxEvent` from a row of ``_OUTBOX_COLUMNS``."""
+    return OutboxEvent(
+        event_id=row[0],
+        seq=row[1],
+        type=row[2],
+        account=row[3],
+        amount=int(row[4]),
+        count=row[5],
+        balance=None if row[6] is None else int(row[6]),
+        data=json.loads(row[7]),
+        created=row[8],
+        last=row[9],
+        attempts=row[10],
+        state=row[11],
+        token=row[12],
+        acked=tuple(json.loads(row[13])),
+        error=row[14],
+        due=row[15],
+    )
+
+
+#: an inline outbox transaction found SQLite's write lock taken (another process)
+_BUSY = object()
 
 
 # fork() detection without a getpid() system call per operation: a counter bumped in
@@ -487,7 +647,8 @@ class SqliteStore(BalanceStore):
         added: set[str] = set()  # keys this transaction adds (a batch may repeat one)
         new_keys: list[tuple[str, str, str, float]] = []
         outcomes: list[_Outcome] = []
-        for key, delta, minimum, maximum, idempotency_key in batch:
+        events: list[tuple[OutboxEntry, int | None]] = []
+        for key, delta, minimum, maximum, idempotency_key, outbox in batch:
             current = balances.get(key)
             if current is None:
                 current = balances[key] = balance_of(key)
@@ -505,10 +666,19 @@ class SqliteStore(BalanceStore):
                 added.add(idempotency_key)
                 new_keys.append((idempotency_key, key, str(delta), now))
             outcomes.append(AddResult(new, True))
+            for event in outbox:
+                if event.when is None:
+                    events.append((event, new))
+                else:
+                    amount = conditional_amount(event, new, delta)
+                    if amount is not None:
+                        events.append((dataclasses.replace(event, amount=amount), new))
         if new_keys:
             conn.executemany(_INSERT_IDEMPOTENCY[period % 2], new_keys)
         if dirty:
             conn.executemany(_UPSERT, [(key, str(value)) for key, value in dirty.items()])
+        if events:
+            _write_outbox(conn, events, now)
         execute("COMMIT")  # also after refusals or duplicates only: nothing was written
         self._ready_period = period
         return outcomes
@@ -571,10 +741,21 @@ class SqliteStore(BalanceStore):
     ) -> AddResult:
         """Atomically add ``delta`` to ``key``, returning after COMMIT; see ``BalanceStore.add``."""
         check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
+
+    async def _add(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: tuple[OutboxEntry, ...],
+    ) -> AddResult:
         self._check_writable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[_Outcome]] = loop.create_future()
-        entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key)], future, loop)
+        entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key, outbox)], future, loop)
         pending = self._loop_batch
         if self._synchronous != "NORMAL":
             self._queue.put(entry)
@@ -631,7 +812,7 @@ class SqliteStore(BalanceStore):
         check_add_args(key, -amount, 0, None, None)
         self._check_writable()
         if self._synchronous == "NORMAL" and not self._loop_batch and self._queue.empty():
-            outcomes = self._inline_transaction([(key, -amount, 0, None, None)])
+            outcomes = self._inline_transaction([(key, -amount, 0, None, None, ())])
             if outcomes is not None:
                 outcome = outcomes[0]
                 if isinstance(outcome, BalanceLimitError):
@@ -648,7 +829,7 @@ class SqliteStore(BalanceStore):
         items: list[_Item] = []
         for key, delta in changes:
             check_add_args(key, delta, None, None, None)
-            items.append((key, delta, None, None, None))
+            items.append((key, delta, None, None, None, ()))
         if not items:
             return []
         self._check_writable()
@@ -760,7 +941,9 @@ class SqliteStore(BalanceStore):
         if not self.supports_blocking:
             raise NotImplementedError('no blocking methods with synchronous="FULL"')
         self._check_writable()
-        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key)])[0]
+        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key, ())])[
+            0
+        ]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -796,14 +979,25 @@ class SqliteStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(self, key: str, delta: int, idempotency_key: str) -> bool:
+    async def revert(
+        self,
+        key: str,
+        delta: int,
+        idempotency_key: str,
+        *,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Undo an idempotent change; see ``BalanceStore.revert``.  One transaction in
         a worker thread (a rare operation: it takes the blocking twins' path)."""
         check_add_args(key, delta, None, None, idempotency_key)
         self._check_writable()
-        return await asyncio.to_thread(self._revert_blocking, key, delta, idempotency_key)
+        return await asyncio.to_thread(
+            self._revert_blocking, key, delta, idempotency_key, tuple(outbox)
+        )
 
-    def _revert_blocking(self, key: str, delta: int, idempotency_key: str) -> bool:
+    def _revert_blocking(
+        self, key: str, delta: int, idempotency_key: str, outbox: tuple[OutboxEntry, ...] = ()
+    ) -> bool:
         with self._blocking_write("revert") as conn:
             cutoff = self.clock() - self.retention
             conn.execute("BEGIN IMMEDIATE")
@@ -818,8 +1012,246 @@ class SqliteStore(BalanceStore):
                 row = conn.execute(_SELECT_BALANCE, (key,)).fetchone()
                 current = 0 if row is None else int(row[0])
                 conn.execute(_UPSERT, (key, str(current - delta)))
+                if outbox:
+                    _write_outbox(
+                        conn, [(entry, current - delta) for entry in outbox], self.clock()
+                    )
             conn.execute("COMMIT")
         return forgotten > 0
+
+    # -- the webhook outbox ----------------------------------------------------------------
+
+    supports_outbox = True
+
+    async def add_with_outbox(
+        self,
+        key: str,
+        delta: int,
+        outbox: Sequence[OutboxEntry],
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """:meth:`add` with its events in the same transaction (the same group commit);
+        see ``BalanceStore.add_with_outbox``."""
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, tuple(outbox))
+
+    def add_blocking_with_outbox(
+        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
+    ) -> AddResult:
+        """:meth:`add_with_outbox` as one transaction on the calling thread (see
+        :meth:`add_blocking`)."""
+        check_add_args(key, delta, minimum, None, None)
+        if not self.supports_blocking:
+            raise NotImplementedError('no blocking methods with synchronous="FULL"')
+        self._check_writable()
+        item = (key, delta, minimum, None, None, tuple(outbox))
+        outcome = self._blocking_transaction([item])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _outbox_call(self, what: str, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``function(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (every process
+        sharing the file is excluded): inline on this thread when nothing else is
+        writing (a claim or an ack is a few point statements: cheaper than a thread
+        hop), else on the blocking path in a worker thread."""
+        self._check_writable()
+        if self._synchronous == "NORMAL" and self._write_lock.acquire(blocking=False):
+            try:
+                result = self._outbox_inline(what, function)
+            finally:
+                self._write_lock.release()
+            if result is not _BUSY:
+                return result
+
+        def run() -> Any:
+            with self._blocking_write(what) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                result = function(conn)
+                conn.execute("COMMIT")
+                return result
+
+        return await asyncio.to_thread(run)
+
+    def _outbox_inline(self, what: str, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """One outbox transaction on the inline connection (write lock held); ``_BUSY``
+        when another process holds SQLite's lock (then the caller queues it)."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        conn = self._inline
+        if conn is None:
+            conn = self._inline = self._connect()
+            conn.execute("PRAGMA busy_timeout=0")  # never block the event loop
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = function(conn)
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback_quietly(conn)
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return _BUSY
+            raise StoreError(f"SQLite {what} failed: {exc}") from exc
+        except Exception as exc:
+            _rollback_quietly(conn)
+            raise StoreError(f"SQLite {what} failed: {exc}") from exc
+        self._inline_commits += 1
+        self._after_direct_commit()
+        return result
+
+    async def outbox_write(self, entries: Sequence[OutboxEntry]) -> None:
+        """Write events on their own; see ``BalanceStore.outbox_write``."""
+        if not entries:
+            return
+        now = self.clock()
+        events = [(entry, entry.balance) for entry in entries]
+        await self._outbox_call("outbox write", lambda conn: _write_outbox(conn, events, now))
+
+    async def outbox_claim(self, worker: str, limit: int, lease: float) -> list[OutboxEvent]:
+        """Claim due events under ``BEGIN IMMEDIATE``; see ``BalanceStore.outbox_claim``."""
+        check_claim_args(limit, lease)
+        now = self.clock()
+
+        def claim(conn: sqlite3.Connection) -> list[OutboxEvent]:
+            rows = conn.execute(
+                "SELECT seq, account, due, lease_until FROM ilp_outbox WHERE state = 'pending'"
+                " ORDER BY seq LIMIT ?",
+                (CLAIM_SCAN,),
+            ).fetchall()
+            candidates = [(str(seq), account, due, until) for seq, account, due, until in rows]
+            base = secrets.token_hex(12)
+            claimed: list[OutboxEvent] = []
+            for seq in select_heads(candidates, now, limit, CLAIM_RUN):
+                conn.execute(
+                    "UPDATE ilp_outbox SET sealed = 1, lease_until = ?, token = ?,"
+                    " attempts = attempts + 1 WHERE seq = ?",
+                    (now + lease, f"{seq}:{base}", int(seq)),
+                )
+                row = conn.execute(
+                    f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE seq = ?",  # noqa: S608 (fixed names)
+                    (int(seq),),
+                ).fetchone()
+                claimed.append(_event(row))
+            return claimed
+
+        result: list[OutboxEvent] = await self._outbox_call("outbox claim", claim)
+        return result
+
+    async def outbox_ack(self, event_id: str, token: str) -> bool:
+        """Forget a delivered event; see ``BalanceStore.outbox_ack``."""
+
+        seq = _token_seq(token)
+
+        def ack(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "DELETE FROM ilp_outbox WHERE seq = ? AND id = ? AND token = ?"
+                    " AND state = 'pending'",
+                    (seq, event_id, token),
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox ack", ack)
+        return result
+
+    async def outbox_retry(
+        self,
+        event_id: str,
+        token: str,
+        *,
+        due: float,
+        error: str,
+        acked: Sequence[str] = (),
+        dead: bool = False,
+    ) -> bool:
+        """Schedule another attempt (or give up); see ``BalanceStore.outbox_retry``."""
+        values = (
+            due,
+            error[:MAX_ERROR],
+            json.dumps(list(acked)),
+            "dead" if dead else "pending",
+            _token_seq(token),
+            event_id,
+            token,
+        )
+
+        def retry(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE ilp_outbox SET due = ?, error = ?, acked = ?, state = ?,"
+                    " lease_until = 0, token = '' WHERE seq = ? AND id = ? AND token = ?"
+                    " AND state = 'pending'",
+                    values,
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox retry", retry)
+        return result
+
+    async def outbox_list(self, state: OutboxState, limit: int = 100) -> list[OutboxEvent]:
+        """Events in ``state``; see ``BalanceStore.outbox_list``."""
+        self._check_fork()
+
+        def scan() -> list[OutboxEvent]:
+            with self._scan_lock:
+                if self._closed:
+                    raise StoreClosedError("store is closed")
+                if self._scanner is None:
+                    self._scanner = self._connect()
+                try:
+                    rows = self._scanner.execute(
+                        f"SELECT {_OUTBOX_COLUMNS} FROM ilp_outbox WHERE state = ?"  # noqa: S608 (fixed names)
+                        " ORDER BY seq LIMIT ?",
+                        (state, limit),
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite read failed: {exc}") from exc
+                return [_event(row) for row in rows]
+
+        return await asyncio.to_thread(scan)
+
+    async def outbox_replay(self, event_id: str) -> bool:
+        """Send an event again now; see ``BalanceStore.outbox_replay``."""
+        now = self.clock()
+
+        def replay(conn: sqlite3.Connection) -> bool:
+            dead = conn.execute(
+                "UPDATE ilp_outbox SET state = 'pending', attempts = 0, acked = '[]', due = ?"
+                " WHERE id = ? AND state = 'dead'",
+                (now, event_id),
+            ).rowcount
+            if dead:
+                return True
+            return (
+                conn.execute(
+                    "UPDATE ilp_outbox SET due = min(due, ?) WHERE id = ?", (now, event_id)
+                ).rowcount
+                > 0
+            )
+
+        result: bool = await self._outbox_call("outbox replay", replay)
+        return result
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """The outbox's depth; see ``BalanceStore.outbox_counts``."""
+        self._check_fork()
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            try:
+                rows = self._reader.execute(
+                    "SELECT state, count(*) FROM ilp_outbox GROUP BY state"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from exc
+        counts = {"pending": 0, "dead": 0}
+        counts.update({state: n for state, n in rows})
+        return counts
 
     async def balance(self, key: str) -> int:
         """The committed balance of ``key`` (0 if unknown); a point read on this thread."""

@@ -65,6 +65,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import statistics
 import struct
 import subprocess
@@ -347,8 +348,9 @@ class Receiver:
 
 def start_process(
     args: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """Start a process that prints a ``{"event":"ready"}`` line, and wait for that line."""
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start a process that prints a ``{"event":"ready"}`` line; wait for it and return
+    the process and that line."""
     proc = subprocess.Popen(
         args,
         cwd=cwd,
@@ -361,11 +363,20 @@ def start_process(
     deadline = time.monotonic() + 60
     for line in proc.stdout:
         if '"event":"ready"' in line.replace(" ", ""):
-            return proc
+            ready: dict[str, Any] = json.loads(line)
+            return proc, ready
         if time.monotonic() > deadline:
             break
     proc.kill()
     raise SystemExit(f"{args[0]} did not get ready; see {log}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for ``--base-port 0``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def store_argument(store: str, work: Path, tag: str) -> str:
@@ -637,11 +648,11 @@ async def run(opts: argparse.Namespace) -> int:
     app.router.add_get("/{tail:.*}", parent.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = opts.base_port
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", opts.base_port)
     await site.start()
+    port: int = runner.addresses[0][1]  # --base-port 0: a free one
     receivers: list[Receiver] = []
-    spsp_port = port + 1
+    spsp_port = opts.base_port + 1
 
     async def add(
         name: str, protocols: tuple[str, ...], args: list[str], cwd: Path, **env: str
@@ -649,14 +660,14 @@ async def run(opts: argparse.Namespace) -> int:
         # in a thread: the children connect to this loop's server before they are ready
         nonlocal spsp_port
         username = name.replace("-", "")
-        args = [a.replace("{USER}", username).replace("{SPSP}", str(spsp_port)) for a in args]
+        # --base-port 0: ours binds a free SPSP port and says which; the JS scripts
+        # print the port they were given, so they get one found free
+        spsp = spsp_port if opts.base_port else (0 if cwd == ROOT else free_port())
+        args = [a.replace("{USER}", username).replace("{SPSP}", str(spsp)) for a in args]
         log = work / f"{name}.err"
-        proc = await asyncio.to_thread(start_process, args, log, cwd, env or None)
-        receivers.append(
-            Receiver(
-                name, username, protocols, f"http://127.0.0.1:{spsp_port}/.well-known/pay", proc
-            )
-        )
+        proc, ready = await asyncio.to_thread(start_process, args, log, cwd, env or None)
+        url = ready.get("spsp_url") or f"http://127.0.0.1:{spsp}/.well-known/pay"
+        receivers.append(Receiver(name, username, protocols, url, proc))
         spsp_port += 1
 
     protocols = tuple(opts.protocol)
@@ -772,7 +783,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--amount", type=int, default=1000, help="amount of every Prepare")
     parser.add_argument("--streams", type=int, default=1, help="STREAM streams per connection")
-    parser.add_argument("--base-port", type=int, default=24700)
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=24700,
+        help="the driver's BTP port; the receivers' SPSP ports follow it (0: free ports)",
+    )
     parser.add_argument("--warmup-runs", type=int, default=1, help="unrecorded rounds first")
     parser.add_argument(
         "--versus",

@@ -53,7 +53,8 @@ receivers, for before/after measurements of a change of ours; the ratios are the
 this checkout over that one.
 
 Needs ``node`` and the harness installed in ``.interop/`` unless ``--versus`` or
-``--no-js`` leaves the JavaScript receivers out.
+``--no-js`` leaves the JavaScript receivers out.  ``--wrap-ours PREFIX`` runs our
+receivers under a profiler (``docs/benchmarks.md`` shows a py-spy profile taken so).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
+import signal
 import socket
 import statistics
 import struct
@@ -344,6 +347,18 @@ class Receiver:
     spsp_url: str
     proc: subprocess.Popen[str]
     child: Child | None = None
+    #: the receiver's own process: ``proc`` itself, or its child under ``--wrap-ours``
+    pid: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.pid:
+            self.pid = self.proc.pid
+
+
+def wrapped_pid(pid: int) -> int:
+    """The process ``pid`` runs (a profiler's child), or ``pid`` when it has none."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[-1]) if children else pid
 
 
 def start_process(
@@ -552,7 +567,7 @@ async def feed_once(
         for i, p in enumerate(prepares)
     ]
     load = Load(frames, [p.execution_condition for p in prepares], concurrency, first_id)
-    pid = receiver.proc.pid
+    pid = receiver.pid
     ticks = cpu_ticks(pid)
     driver_cpu = time.process_time()
     started = time.perf_counter()
@@ -692,7 +707,12 @@ async def run(opts: argparse.Namespace) -> int:
             name = f"ours-{store}"
             args = ours_command("{USER}", port, 0, store_argument(store, work, name), work)
             args[args.index("--port") + 1] = "{SPSP}"
+            if opts.wrap_ours:
+                prefix = shlex.split(opts.wrap_ours.replace("{name}", name))
+                args = [*prefix, sys.executable, "-m", "ilp_receiver", *args[1:]]
             await add(name, protocols, args, ROOT)
+            if opts.wrap_ours:
+                receivers[-1].pid = wrapped_pid(receivers[-1].proc.pid)
         for receiver in receivers:
             await asyncio.wait_for(parent.arrived(receiver.username).wait(), 30)
             receiver.child = parent.children[receiver.username]
@@ -761,7 +781,8 @@ async def run(opts: argparse.Namespace) -> int:
         return 0
     finally:
         for receiver in reversed(receivers):
-            receiver.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):  # a profiler writes on its exit
+                os.kill(receiver.pid, signal.SIGTERM)
         for receiver in reversed(receivers):
             try:
                 receiver.proc.wait(timeout=10)
@@ -797,6 +818,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="another checkout of this project to run instead of the JS receivers",
     )
     parser.add_argument("--no-js", action="store_true", help="our receivers only")
+    parser.add_argument(
+        "--wrap-ours",
+        default=None,
+        metavar="PREFIX",
+        help="run our receivers as PREFIX python -m ilp_receiver receive ..., e.g. "
+        "'py-spy record -f raw -o /tmp/{name}.txt --' ({name}: the receiver's name); "
+        "CPU is still measured on the receiver process",
+    )
     parser.add_argument("--json", default=None, help="also write every run's figures here")
     return parser.parse_args(argv)
 

@@ -67,6 +67,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -394,6 +395,16 @@ def free_port() -> int:
         return port
 
 
+def postgres_url() -> str:
+    """The PostgreSQL database of ``--store postgres`` ($SATURATION_POSTGRES_URL)."""
+    return os.environ.get("SATURATION_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_prefix(tag: str) -> str:
+    """The table prefix of one receiver of this run (dropped at the end)."""
+    return f"sat_{tag.replace('-', '_')}_{os.getpid()}_"
+
+
 def store_argument(store: str, work: Path, tag: str) -> str:
     """``--store`` of ``ilp-receiver receive`` for a store name of ``--store``."""
     if store == "memory":
@@ -401,10 +412,27 @@ def store_argument(store: str, work: Path, tag: str) -> str:
     if store == "sqlite":
         return str(work / f"{tag}.sqlite3")
     if store == "postgres":
-        url = os.environ.get("SATURATION_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        url = postgres_url()
         separator = "&" if "?" in url else "?"
-        return f"{url}{separator}prefix=sat_{tag.replace('-', '_')}_{os.getpid()}_"
+        return f"{url}{separator}prefix={postgres_prefix(tag)}"
     raise SystemExit(f"unknown store {store!r} (one of {', '.join(STORES)})")
+
+
+async def drop_postgres_tables(tags: list[str]) -> None:
+    """Drop the tables the receivers ``tags`` created in the shared database."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(postgres_url(), timeout=10)
+    try:
+        for tag in tags:
+            pattern = postgres_prefix(tag).replace("_", "\\_") + "%"
+            rows = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE $1", pattern
+            )
+            for row in rows:
+                await conn.execute(f'DROP TABLE IF EXISTS "{row[0]}"')
+    finally:
+        await conn.close()
 
 
 def ours_command(username: str, port: int, spsp_port: int, store: str, work: Path) -> list[str]:
@@ -658,6 +686,7 @@ def report(
 async def run(opts: argparse.Namespace) -> int:
     """Start the parent and the receivers, run the interleaved rounds, print the tables."""
     work = Path(tempfile.mkdtemp(prefix="saturation."))
+    finished = False
     parent = Parent()
     app = web.Application()
     app.router.add_get("/{tail:.*}", parent.handle)
@@ -778,6 +807,7 @@ async def run(opts: argparse.Namespace) -> int:
                 indent=1,
             )
             await asyncio.to_thread(Path(opts.json).write_text, text)
+        finished = True
         return 0
     finally:
         for receiver in reversed(receivers):
@@ -790,6 +820,12 @@ async def run(opts: argparse.Namespace) -> int:
                 receiver.proc.kill()
         with contextlib.suppress(Exception):
             await runner.cleanup()
+        if "postgres" in opts.store:
+            tags = [r.name for r in receivers if r.name.endswith("-postgres")]
+            with contextlib.suppress(Exception):
+                await drop_postgres_tables(tags)
+        if finished:  # keep the receivers' logs when something went wrong
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

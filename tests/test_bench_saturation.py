@@ -40,3 +40,15 @@ def test_driver_feeds_our_receiver_exactly(
         assert run["balance_delta"] == run["expected_delta"] == 40 * 1000
         assert run["receiver_cpu_ms"] >= 0
         assert run["driver_cpu_ms"] > 0
+
+
+def test_wrapped_receiver_is_measured_and_stopped(tmp_path: Path) -> None:
+    """``--wrap-ours`` (here ``env``, which runs the receiver in its own place)."""
+    figures = tmp_path / "runs.json"
+    argv = ["--base-port", "0", "--no-js", "--store", "sqlite", "--protocol", "psk2"]
+    argv += ["--runs", "1", "--count", "20", "--concurrency", "2", "--warmup-runs", "0"]
+    argv += ["--wrap-ours", "env", "--json", str(figures)]
+    assert saturation.main(argv) == 0
+    ((run,),) = json.loads(figures.read_text()).values()
+    assert run["fulfilled"] == 20
+    assert run["balance_delta"] == 20 * 1000

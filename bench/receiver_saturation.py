@@ -126,11 +126,11 @@ DRIVER_PREFIX: Final = "test.driver"
 ASSET_CODE: Final = "XYZ"
 ASSET_SCALE: Final = 9
 #: The ILP entry of a BTP Response as every implementation writes it (count 1, "ilp",
-#: content type 0): what the fast path of :meth:`Child.feed` looks for.
+#: content type 0): what the fast path of :meth:`Child._answer` looks for.
 _ILP_ENTRY: Final = b"\x01\x01\x03ilp\x00"
 _REQUEST_ID: Final = struct.Struct(">I")
 _FULFILL: Final = 13
-#: The SQLite / PostgreSQL stores each run of ours uses (``--store`` names).
+#: The stores our receiver can be run with (``--store`` names).
 STORES: Final = ("sqlite", "memory", "postgres")
 PROTOCOLS: Final = ("psk2", "stream")
 
@@ -249,9 +249,13 @@ class Child:
                 ok = hashlib.sha256(fulfillment).digest() == load.conditions[index]
                 self._count(load, None if ok else "wrong fulfillment", "")
                 return
+        # any other layout: the full decoders
         reply = decode_reply(self._reply_bytes(data))
-        code = reply.code if isinstance(reply, IlpReject) else "fulfill, not the fast path"
-        self._count(load, None, code)
+        if isinstance(reply, IlpReject):
+            self._count(load, None, reply.code)
+        else:
+            ok = hashlib.sha256(reply.fulfillment).digest() == load.conditions[index]
+            self._count(load, None if ok else "wrong fulfillment", "")
 
     def _count(self, load: Load, problem: str | None, code: str) -> None:
         load.answered += 1

@@ -5,6 +5,13 @@ Each benchmark is a named function returning ``(fn, arg)``; :func:`measure` time
 best of :data:`REPEATS` runs.  To add one, write ``bench_<name>()`` and list it in
 :data:`BENCHMARKS`; :func:`main` runs them all (or those named on the command line).
 
+``--versus DIR`` compares this checkout with another one (e.g. a ``git worktree`` of
+the commit before a change): every round runs the benchmarks once per checkout, each
+in a fresh subprocess importing that checkout, the order alternating, and it prints
+the medians of CPU µs per call and their ratio (``--rounds``, default 6)::
+
+    python bench/codec.py --versus /tmp/before stream_receive_warm psk2_request_warm
+
 Targets (one core): >= 300,000 Prepare decodes/s and >= 300,000 Prepare encodes/s for
 a typical packet (amount 1000, 30-byte destination, 67-byte data); >= 80,000 PSK2 and
 STREAM receive computations (decrypt, decide, fulfil, encrypt) per CPU second, warm.
@@ -12,7 +19,11 @@ STREAM receive computations (decrypt, decide, fulfil, encrypt) per CPU second, w
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,9 +32,16 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # (--versus runs this file with another checkout named in CODEC_BENCH_CHECKOUT)
+    sys.path.insert(
+        0, os.environ.get("CODEC_BENCH_CHECKOUT") or str(Path(__file__).resolve().parent.parent)
+    )
 
 from ilp_receiver.codec.ilp import IlpPrepare, decode_prepare, encode_prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+#: ``--versus`` runs this file in subprocesses with the checkout to import set here.
+CHECKOUT_VARIABLE = "CODEC_BENCH_CHECKOUT"
 
 ITERATIONS = 100_000
 REPEATS = 5
@@ -314,18 +332,78 @@ def measure_both(
     return iterations / best_wall, iterations / best_cpu
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks and print ``{"benchmark", "ops_per_sec", "ops_per_cpu_sec", ...}``
-    per line."""
-    names = (argv if argv is not None else sys.argv[1:]) or list(BENCHMARKS)
+def cpu_microseconds(names: list[str], iterations: int) -> dict[str, float]:
+    """CPU µs per call of each benchmark (best of :data:`REPEATS` loops of ``iterations``)."""
+    result = {}
     for name in names:
         fn, arg = BENCHMARKS[name]()
-        ops, cpu_ops = measure_both(fn, arg)
+        cpu_ops = measure_both(fn, arg, iterations)[1]
+        result[name] = 1e6 / cpu_ops
+    return result
+
+
+def versus(names: list[str], other: Path, rounds: int, iterations: int) -> None:
+    """This checkout against ``other``: each round runs every benchmark in a fresh
+    subprocess per checkout, the order alternating; prints medians of CPU µs per call."""
+    runs: dict[str, dict[str, list[float]]] = {"this": {}, "versus": {}}
+    checkouts = {"this": ROOT, "versus": other.resolve()}
+    for round_ in range(rounds):
+        order = ("this", "versus") if round_ % 2 == 0 else ("versus", "this")
+        for which in order:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", "--iterations", str(iterations), *names],
+                env={**os.environ, CHECKOUT_VARIABLE: str(checkouts[which])},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for name, micros in json.loads(out).items():
+                runs[which].setdefault(name, []).append(micros)
+    for name in names:
+        this, before = (
+            statistics.median(runs["this"][name]),
+            statistics.median(runs["versus"][name]),
+        )
+        record = {
+            "benchmark": name,
+            "cpu_us_this": round(this, 2),
+            "cpu_us_versus": round(before, 2),
+            "ratio": round(this / before, 3),
+            "rounds": rounds,
+        }
+        print(json.dumps(record), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print ``{"benchmark", "ops_per_sec", "ops_per_cpu_sec", ...}``
+    per line; with ``--versus DIR``, this checkout against another one (CPU µs per call,
+    medians over ``--rounds`` alternating subprocesses, and the ratio this/versus)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
+    parser.add_argument("--versus", type=Path, default=None, help="another checkout's root")
+    parser.add_argument("--rounds", type=int, default=6, help="with --versus (default 6)")
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    names = opts.names or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if opts.child:
+        print(json.dumps(cpu_microseconds(names, opts.iterations or ITERATIONS)))
+        return 0
+    if opts.versus is not None:
+        versus(names, opts.versus, opts.rounds, opts.iterations or 20_000)
+        return 0
+    iterations = opts.iterations or ITERATIONS
+    for name in names:
+        fn, arg = BENCHMARKS[name]()
+        ops, cpu_ops = measure_both(fn, arg, iterations)
         record = {
             "benchmark": name,
             "ops_per_sec": round(ops),
             "ops_per_cpu_sec": round(cpu_ops),
-            "iterations": ITERATIONS,
+            "iterations": iterations,
             "repeats": REPEATS,
         }
         print(json.dumps(record), flush=True)

@@ -36,6 +36,7 @@ __all__ = [
     "AES_GCM_NONCE_LENGTH",
     "AES_GCM_TAG_LENGTH",
     "ENVELOPE_OVERHEAD",
+    "EnvelopeKey",
     "HmacSha256",
     "aes256gcm_available",
     "aes256gcm_decrypt",
@@ -210,8 +211,11 @@ def seal_envelope(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
 
     ``iv`` must be 12 fresh random bytes: an IV must never repeat under one key.
     """
-    sealed = aes256gcm_encrypt(key, iv, plaintext)
-    return b"".join((iv, sealed[-AES_GCM_TAG_LENGTH:], sealed[:-AES_GCM_TAG_LENGTH]))
+    # Once per packet each way: one call into the cached key object, no helper layers.
+    if len(key) != AES_GCM_KEY_LENGTH or len(iv) != AES_GCM_NONCE_LENGTH:
+        _check_key_nonce(key, iv)
+    sealed = _aead(key if type(key) is bytes else bytes(key)).encrypt(iv, plaintext, None)
+    return iv + sealed[-AES_GCM_TAG_LENGTH:] + sealed[:-AES_GCM_TAG_LENGTH]
 
 
 def open_envelope(key: bytes, data: bytes) -> bytes:
@@ -222,9 +226,61 @@ def open_envelope(key: bytes, data: bytes) -> bytes:
     """
     if len(data) < ENVELOPE_OVERHEAD:
         raise DecodeError(f"envelope needs at least {ENVELOPE_OVERHEAD} bytes, got {len(data)}", 0)
-    buf = bytes(data)
-    return aes256gcm_decrypt(
-        key,
-        buf[:AES_GCM_NONCE_LENGTH],
-        buf[ENVELOPE_OVERHEAD:] + buf[AES_GCM_NONCE_LENGTH:ENVELOPE_OVERHEAD],
-    )
+    if len(key) != AES_GCM_KEY_LENGTH:
+        raise DecodeError("AES-256-GCM: bad key or nonce length", 0)
+    buf = data if type(data) is bytes else bytes(data)
+    try:
+        return _aead(key if type(key) is bytes else bytes(key)).decrypt(
+            buf[:AES_GCM_NONCE_LENGTH],
+            buf[ENVELOPE_OVERHEAD:] + buf[AES_GCM_NONCE_LENGTH:ENVELOPE_OVERHEAD],
+            None,
+        )
+    except InvalidTag:
+        raise DecodeError("AES-256-GCM: authentication failed", 0) from None
+
+
+class EnvelopeKey:
+    """One AES-256-GCM key for many envelopes: :func:`seal_envelope` /
+    :func:`open_envelope` with the key object looked up once.
+
+    For a key used on every packet of a connection (a STREAM connection's encryption
+    key): the per-call key checks and the cache lookup are paid at construction.
+    Same bytes and errors as the functions.  ``repr`` never shows the key.
+    """
+
+    __slots__ = ("_decrypt", "_encrypt")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != AES_GCM_KEY_LENGTH:
+            raise EncodeError(f"AES-256-GCM key must be {AES_GCM_KEY_LENGTH} bytes, got {len(key)}")
+        aead = _aead(bytes(key))
+        self._encrypt = aead.encrypt
+        self._decrypt = aead.decrypt
+
+    def __repr__(self) -> str:
+        return "EnvelopeKey(<key hidden>)"
+
+    def seal(self, iv: bytes, plaintext: bytes) -> bytes:
+        """:func:`seal_envelope` under this key."""
+        if len(iv) != AES_GCM_NONCE_LENGTH:
+            raise EncodeError(
+                f"AES-256-GCM nonce must be {AES_GCM_NONCE_LENGTH} bytes, got {len(iv)}"
+            )
+        sealed = self._encrypt(iv, plaintext, None)
+        return iv + sealed[-AES_GCM_TAG_LENGTH:] + sealed[:-AES_GCM_TAG_LENGTH]
+
+    def open(self, data: bytes | bytearray | memoryview) -> bytes:
+        """:func:`open_envelope` under this key."""
+        if len(data) < ENVELOPE_OVERHEAD:
+            raise DecodeError(
+                f"envelope needs at least {ENVELOPE_OVERHEAD} bytes, got {len(data)}", 0
+            )
+        buf = data if type(data) is bytes else bytes(data)
+        try:
+            return self._decrypt(
+                buf[:AES_GCM_NONCE_LENGTH],
+                buf[ENVELOPE_OVERHEAD:] + buf[AES_GCM_NONCE_LENGTH:ENVELOPE_OVERHEAD],
+                None,
+            )
+        except InvalidTag:
+            raise DecodeError("AES-256-GCM: authentication failed", 0) from None

@@ -118,6 +118,31 @@ def test_envelope_layout_is_iv_tag_ciphertext() -> None:
 
 
 @FAST
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=12, max_size=12), st.binary())
+def test_envelope_key_is_the_envelope_functions(key: bytes, iv: bytes, plaintext: bytes) -> None:
+    envelope_key = crypto.EnvelopeKey(key)
+    envelope = envelope_key.seal(iv, plaintext)
+    assert envelope == crypto.seal_envelope(key, iv, plaintext)
+    assert envelope_key.open(envelope) == plaintext
+    assert envelope_key.open(bytearray(envelope)) == plaintext
+    assert "key hidden" in repr(envelope_key)
+
+
+def test_envelope_key_errors_match_the_functions() -> None:
+    key = bytes(range(32))
+    envelope_key = crypto.EnvelopeKey(key)
+    envelope = envelope_key.seal(bytes(12), b"payload")
+    with pytest.raises(DecodeError, match="at least 28 bytes"):
+        envelope_key.open(envelope[:27])
+    with pytest.raises(DecodeError, match="authentication failed"):
+        envelope_key.open(envelope[:-1] + bytes((envelope[-1] ^ 1,)))
+    with pytest.raises(EncodeError, match="nonce must be 12 bytes"):
+        envelope_key.seal(bytes(11), b"payload")
+    with pytest.raises(EncodeError, match="key must be 32 bytes"):
+        crypto.EnvelopeKey(bytes(31))
+
+
+@FAST
 @given(st.binary(max_size=64))
 def test_decrypt_arbitrary_bytes_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):

@@ -39,6 +39,7 @@ from ilp_receiver.codec.ilp import (
     encode_reject,
     error_code_name,
     format_timestamp,
+    fulfill_packet,
     parse_timestamp,
 )
 from ilp_receiver.errors import DecodeError, EncodeError
@@ -340,6 +341,14 @@ def test_size_limits_are_inclusive() -> None:
     assert decode_reject(encode_reject(reject)) == reject
     fulfill = IlpFulfill(bytes(32), bytes(32767))
     assert decode_fulfill(encode_fulfill(fulfill)) == fulfill
+
+
+def test_fulfill_packet_is_the_constructor() -> None:
+    built = fulfill_packet(bytes(range(32)), b"data")
+    assert type(built) is IlpFulfill
+    assert built == IlpFulfill(bytes(range(32)), b"data")
+    assert hash(built) == hash(IlpFulfill(bytes(range(32)), b"data"))
+    assert encode_fulfill(built) == encode_fulfill(IlpFulfill(bytes(range(32)), b"data"))
 
 
 def _grow_last_field(wire: bytes, field: bytes, extra: int) -> bytes:

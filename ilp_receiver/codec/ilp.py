@@ -65,6 +65,7 @@ __all__ = [
     "encode_reject",
     "error_code_name",
     "format_timestamp",
+    "fulfill_packet",
     "parse_timestamp",
 ]
 
@@ -553,6 +554,19 @@ def encode_prepare(packet: IlpPrepare) -> bytes:
 
 
 # --------------------------------------------------------------------------- Fulfill
+
+
+_fulfill_fulfillment = IlpFulfill.__dict__["fulfillment"].__set__
+_fulfill_data = IlpFulfill.__dict__["data"].__set__
+
+
+def fulfill_packet(fulfillment: bytes, data: bytes) -> IlpFulfill:
+    """``IlpFulfill(fulfillment, data)`` without the frozen dataclass's ``__init__``
+    (about 0.4 us less, once per fulfilled packet); no checks, like the constructor."""
+    packet = _new(IlpFulfill)
+    _fulfill_fulfillment(packet, fulfillment)
+    _fulfill_data(packet, data)
+    return packet
 
 
 def decode_fulfill(data: Buffer) -> IlpFulfill:

@@ -686,15 +686,25 @@ def decode_stream_packet(data: bytes | bytearray | memoryview) -> StreamPacket:
         raise _underflow("STREAM packet header", 2, end, 0)
     if buf[0] != STREAM_VERSION:
         raise DecodeError(f"Unsupported protocol version: {buf[0]}", 0)
-    # sequence, prepareAmount, frame count: one-byte values inline, else generic.
-    if end >= 8 and buf[2] == 1:
+    # sequence, prepareAmount, frame count: VarUInts of 1..8 bytes inline (a money
+    # packet's sequence and amount are usually 2-3 bytes), anything else generic.
+    size = buf[2] if end > 2 else 0
+    if size == 1 and end >= 8:
         sequence = buf[3]
         pos = 4
+    elif 1 < size <= MAX_VAR_UINT_BYTES and 3 + size <= end:
+        pos = 3 + size
+        sequence = int.from_bytes(buf[3:pos], "big")
     else:
         sequence, pos = _read_var_uint(buf, 2, end, "sequence")
-    if pos + 2 <= end and buf[pos] == 1:
+    size = buf[pos] if pos < end else 0
+    if size == 1 and pos + 2 <= end:
         amount = buf[pos + 1]
         pos += 2
+    elif 1 < size <= MAX_VAR_UINT_BYTES and pos + 1 + size <= end:
+        start = pos + 1
+        pos = start + size
+        amount = int.from_bytes(buf[start:pos], "big")
     else:
         amount, pos = _read_var_uint(buf, pos, end, "prepareAmount")
     if pos + 2 <= end and buf[pos] == 1:

@@ -51,7 +51,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from ..codec.ilp import ErrorCode, IlpFulfill, IlpPrepare, IlpReject
+from ..codec.ilp import ErrorCode, IlpFulfill, IlpPrepare, IlpReject, fulfill_packet
 from ..codec.oer import MAX_UINT64
 from ..codec.psk2 import (
     Draft1Packet,
@@ -59,13 +59,19 @@ from ..codec.psk2 import (
     Draft2Packet,
     Draft2Type,
     Psk2Keys,
-    decode_any,
+    decode_plaintext,
     encode_draft2,
     encrypt,
     pack_draft1,
     seal,
 )
-from ..crypto import constant_time_equal, require_aes256gcm, sha256
+from ..crypto import (
+    constant_time_equal,
+    open_envelope,
+    require_aes256gcm,
+    seal_envelope,
+    sha256,
+)
 from ..errors import ConfigError, DecodeError, LocalProtocolError
 from .secrets import NOT_FOR_THIS_RECEIVER, ReceiverSecrets, WrongReceiverError
 
@@ -292,7 +298,7 @@ class Psk2Receiver:
         # Step 2: "Decrypt data and parse the PSK packet. Failure -> F06 'Unable to
         # parse data', empty data."
         try:
-            packet = decode_any(keys.encryption_key, data)
+            packet = decode_plaintext(open_envelope(keys.encryption_key, data))
         except DecodeError:
             return self._reject(_F06, UNABLE_TO_PARSE)
         if type(packet) is Draft1Packet:
@@ -483,7 +489,8 @@ class Psk2Receiver:
         else:
             assert candidate.request_id is not None
             plaintext = encode_draft2(Draft2Packet(_RESPONSE, candidate.request_id, amount, data))
-        return IlpFulfill(candidate.fulfillment, encrypt(keys.encryption_key, iv, plaintext))
+        sealed = seal_envelope(keys.encryption_key, iv, plaintext)
+        return fulfill_packet(candidate.fulfillment, sealed)
 
     def refuse(
         self,

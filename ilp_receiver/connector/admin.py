@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import __version__
 from ..codec.http_oer import strict_bearer_token
@@ -45,6 +46,7 @@ __all__ = [
     "ADMIN_MAX_CLIENTS",
     "ADMIN_MAX_FAILURES",
     "AuthFailureLimiter",
+    "bearer_auth",
     "create_admin_app",
     "start_admin",
 ]
@@ -113,6 +115,44 @@ class AuthFailureLimiter:
         bucket.take()
 
 
+def bearer_auth(
+    token: str,
+    failures: AuthFailureLimiter,
+    *,
+    public: Callable[[web.Request], bool] | None = None,
+) -> Middleware:
+    """An aiohttp middleware admitting requests with ``Authorization: Bearer <token>``
+    (the scheme required, RFC 7235; compared in constant time over SHA-256 digests, so
+    neither content nor length leaks), ``401`` otherwise; a client address with too
+    many failures (``failures``) gets ``429`` with ``Retry-After`` before its token is
+    even looked at.  ``public(request)`` True lets a request through unchecked."""
+    expected = hashlib.sha256(token.encode("utf-8")).digest()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if public is not None and public(request):
+            return await handler(request)
+        client = _client_key(request.remote)
+        wait = failures.retry_after(client)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return web.json_response(
+                {"error": "Too Many Requests", "retry_after": seconds},
+                status=429,
+                headers={"Retry-After": str(seconds)},
+            )
+        given = strict_bearer_token(request.headers.get("Authorization", ""))
+        digest = hashlib.sha256((given or "").encode("utf-8")).digest()
+        if given is None or not hmac.compare_digest(digest, expected):
+            failures.failed(client)
+            return web.json_response(
+                {"error": "Unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return await handler(request)
+
+    return auth
+
+
 def _client_key(remote: str | None) -> str:
     """The address a client is limited by: its IP, or its /64 for IPv6 (one host
     usually holds a whole /64)."""
@@ -139,32 +179,11 @@ def create_admin_app(
     authentications (default: :class:`AuthFailureLimiter` with the module's limits)."""
     if not config.token:
         raise ConfigError("admin.token", "the admin API needs a token")
-    expected = hashlib.sha256(config.token.encode("utf-8")).digest()
-    failures = limiter if limiter is not None else AuthFailureLimiter()
-
-    @web.middleware
-    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        if config.metrics_public and request.path == "/metrics":
-            return await handler(request)
-        client = _client_key(request.remote)
-        wait = failures.retry_after(client)
-        if wait > 0:
-            # limited: answer without even checking the token
-            seconds = max(1, math.ceil(wait))
-            return web.json_response(
-                {"error": "Too Many Requests", "retry_after": seconds},
-                status=429,
-                headers={"Retry-After": str(seconds)},
-            )
-        # "Authorization: Bearer <token>" only: the scheme is required (RFC 7235)
-        given = strict_bearer_token(request.headers.get("Authorization", ""))
-        digest = hashlib.sha256((given or "").encode("utf-8")).digest()
-        if given is None or not hmac.compare_digest(digest, expected):
-            failures.failed(client)
-            return web.json_response(
-                {"error": "Unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        return await handler(request)
+    auth = bearer_auth(
+        config.token,
+        limiter if limiter is not None else AuthFailureLimiter(),
+        public=(lambda request: request.path == "/metrics") if config.metrics_public else None,
+    )
 
     async def status(request: web.Request) -> web.StreamResponse:
         return web.json_response(connector.status())

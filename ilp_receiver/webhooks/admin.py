@@ -13,17 +13,13 @@ loopback unless a proxy with TLS stands in front.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
 
-from ..codec.http_oer import strict_bearer_token
-from ..connector.admin import AuthFailureLimiter, _client_key
+from ..connector.admin import AuthFailureLimiter, bearer_auth
 from ..connector.metrics import CONTENT_TYPE
 from ..errors import ConfigError
 from .dispatcher import WebhookDispatcher
@@ -42,29 +38,8 @@ def create_webhook_admin_app(
     """The admin application of ``dispatcher`` (see the module docstring)."""
     if not token or len(token) < 16:
         raise ConfigError("webhook_admin_token", "the admin API needs a token of 16+ characters")
-    expected = hashlib.sha256(token.encode("utf-8")).digest()
-    failures = limiter if limiter is not None else AuthFailureLimiter()
+    auth = bearer_auth(token, limiter if limiter is not None else AuthFailureLimiter())
     store = dispatcher.store
-
-    @web.middleware
-    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        client = _client_key(request.remote)
-        wait = failures.retry_after(client)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            return web.json_response(
-                {"error": "Too Many Requests", "retry_after": seconds},
-                status=429,
-                headers={"Retry-After": str(seconds)},
-            )
-        given = strict_bearer_token(request.headers.get("Authorization", ""))
-        digest = hashlib.sha256((given or "").encode("utf-8")).digest()
-        if given is None or not hmac.compare_digest(digest, expected):
-            failures.failed(client)
-            return web.json_response(
-                {"error": "Unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        return await handler(request)
 
     async def events(request: web.Request) -> web.StreamResponse:
         state = request.query.get("state", "pending")

@@ -87,6 +87,7 @@ from .paywall import (
     check_pay_method,
     paywall_payment_hook,
 )
+from .spsp import ENDPOINT_NAME
 
 if TYPE_CHECKING:
     from .links.base import Link
@@ -593,10 +594,8 @@ def _pointers(value: object, name: str) -> tuple[str, ...]:
     else:
         raise ConfigError(name, f"expected names, got {type(value).__name__}")
     names = tuple(items)
-    from .web.spsp_endpoint import EndpointDirectory
-
     for item in names:
-        if not isinstance(item, str) or EndpointDirectory((item,)).account(item) is None:
+        if not isinstance(item, str) or not ENDPOINT_NAME.fullmatch(item):
             raise ConfigError(
                 name, f"invalid payment pointer name {item!r} (letters, digits, _, -)"
             )

@@ -84,6 +84,7 @@ from .codec.pay_header import (
 )
 from .crypto import sha256
 from .errors import ConfigError, DecodeError, IlpError
+from .http_reply import HttpReply, json_reply
 from .stores.outbox import OutboxEntry
 from .stream.server import (
     ConnectionClosed,
@@ -93,7 +94,6 @@ from .stream.server import (
     StreamOpened,
     StreamSetup,
 )
-from .web.reply import HttpReply, json_reply
 
 if TYPE_CHECKING:
     from .psk2.secrets import IssuedSecret

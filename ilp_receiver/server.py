@@ -14,8 +14,8 @@ import json
 
 from aiohttp import web
 
+from .http_reply import HttpReply
 from .receiver import AsyncReceiver
-from .web.reply import HttpReply
 from .web.spsp_endpoint import EndpointDirectory, spsp_reply
 
 __all__ = ["RECEIVER_KEY", "create_spsp_app", "to_aiohttp"]

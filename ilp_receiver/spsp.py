@@ -55,6 +55,7 @@ from .codec.pay_header import decode_base64_secret, parse_decimal_uint64
 from .errors import DecodeError, EncodeError, PaymentPointerError, SpspError
 
 __all__ = [
+    "ENDPOINT_NAME",
     "ERROR_CONTENT_TYPE",
     "INVALID_RECEIVER_STATUS",
     "JSON_MEDIA_TYPE",
@@ -83,6 +84,9 @@ __all__ = [
     "spsp_query_headers",
     "to_payment_pointer",
 ]
+
+#: Names a receiver serves as payment pointers at ``/<name>`` (its endpoints).
+ENDPOINT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 #: "SPSP's media type is ``application/spsp+json``" (PSK2 SPSP; what we serve).
 SPSP_MEDIA_TYPE: Final = "application/spsp+json"

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from ilp_receiver.client import AsyncPaymentClient, PaymentError, Psk2Destination
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, decode_prepare, decode_reply
 from ilp_receiver.codec.stream import StreamMoney, StreamPacket
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import (
     EXPIRED_ACCOUNT,
     InsufficientBalanceError,
@@ -52,7 +53,6 @@ from ilp_receiver.web.monetization_endpoints import (
     VisitorLookup,
     cookie_value,
 )
-from ilp_receiver.web.reply import HttpReply
 from tests.test_paywall import MemoryParent
 from tests.vectorlib import load
 

@@ -30,12 +30,12 @@ from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncPaymentClient, PaymentResult
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError, DecodeError
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.paywall import RequestFacts
 from ilp_receiver.receiver import AsyncReceiver, Receiver
 from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SpspResponse, parse_spsp_response
 from ilp_receiver.testing import InMemoryNetwork
 from ilp_receiver.web.monetization_endpoints import OrderEndpoints
-from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.webpayments import (
     InvalidOrderIdError,
     OrderBook,

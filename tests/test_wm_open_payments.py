@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import MonetizationEvent, Monetizer, Visitor
 from ilp_receiver.monetization_verifier import IncomingPaymentVerifier
 from ilp_receiver.open_payments import (
@@ -40,7 +41,6 @@ from ilp_receiver.paywall import RequestFacts
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores.memory import MemoryStore
 from ilp_receiver.web.monetization_endpoints import MAX_REPORT_BYTES, MonetizationService
-from ilp_receiver.web.reply import HttpReply
 from tests.npm_packages import installed_js_packages
 from tests.op_fake import FakeWallet, Served, SignedRequest
 from tests.test_paywall import MemoryParent

@@ -6,6 +6,6 @@ Each piece is an ``async`` function from request facts (path parameters, headers
 
 from __future__ import annotations
 
-from .reply import HttpReply, json_reply
+from ..http_reply import HttpReply, json_reply
 
 __all__ = ["HttpReply", "json_reply"]

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
+from ..http_reply import HttpReply
 from ..options import ReceiverOptions
 from ..paywall import (
     PaidRoute,
@@ -39,7 +40,6 @@ from ..paywall import (
 )
 from ..spsp import negotiate_setup
 from . import lifecycle
-from .reply import HttpReply
 from .spsp_endpoint import EndpointDirectory, spsp_reply
 
 if TYPE_CHECKING:

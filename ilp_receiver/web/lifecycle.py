@@ -66,6 +66,7 @@ from collections.abc import (
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
+from ..http_reply import HttpReply
 from ..paywall import (
     PaywallDecision,
     Price,
@@ -76,7 +77,6 @@ from ..paywall import (
     payload_too_large_reply,
     uplink_unavailable_reply,
 )
-from .reply import HttpReply
 
 __all__ = [
     "CHARGE_KEY",

@@ -48,6 +48,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ..http_reply import HttpReply, json_reply
 from ..monetization import (
     CLIENT_SCRIPT_NAME,
     MONETIZATION_ID_HEADER,
@@ -70,7 +71,6 @@ from ..spsp import (
 )
 from ..webpayments import OrderBook, is_order_id
 from .asgi import SCOPE_KEY, AsgiApp, IlpService, Receive, Scope, Send, facts_from_scope, send_reply
-from .reply import HttpReply, json_reply
 from .spsp_endpoint import CORS_HEADERS, preflight_reply, receipt_fields
 
 if TYPE_CHECKING:

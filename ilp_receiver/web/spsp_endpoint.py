@@ -19,13 +19,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from typing import Final, Protocol
 
 from ..codec.pay_header import decode_base64_secret
 from ..errors import DecodeError
+from ..http_reply import HttpReply, json_reply
 from ..spsp import (
+    ENDPOINT_NAME,
     SPSP4_MEDIA_TYPE,
     SPSP_MEDIA_TYPE,
     SetupProtocol,
@@ -34,11 +35,9 @@ from ..spsp import (
     negotiate_setup,
     not_acceptable_body,
 )
-from .reply import HttpReply, json_reply
 
 __all__ = [
     "CORS_HEADERS",
-    "ENDPOINT_NAME",
     "EndpointDirectory",
     "SpspIssuer",
     "preflight_reply",
@@ -56,9 +55,6 @@ CORS_HEADERS: Final = {
 #: RFC 39: the receipt nonce is 16 bytes, the receipt secret 32.
 RECEIPT_NONCE_LENGTH: Final = 16
 RECEIPT_SECRET_LENGTH: Final = 32
-
-#: Names a standalone receiver serves at ``/<name>``.
-ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class SpspIssuer(Protocol):

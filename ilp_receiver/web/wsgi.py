@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ..http_reply import HttpReply
 from ..options import ReceiverOptions
 from ..paywall import (
     PaidRoute,
@@ -38,7 +39,6 @@ from ..paywall import (
 )
 from . import lifecycle
 from .asgi import IlpService, PointerMount, health_reply
-from .reply import HttpReply
 
 if TYPE_CHECKING:
     from .._portal import BlockingPortal

@@ -46,6 +46,7 @@ try:
 except ImportError as exc:  # pragma: no cover - aiohttp is a core dependency
     raise ImportError("ilp_receiver_aiohttp needs aiohttp: pip install 'ilp-receiver'") from exc
 
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import OP_CLIENT_SCRIPT_NAME, Monetizer, Visitor, script_tag
 from ilp_receiver.monetization_verifier import IncomingPaymentVerifier, verifier_from_settings
 from ilp_receiver.open_payments import monetization_link_tag
@@ -60,7 +61,6 @@ from ilp_receiver.web.monetization_endpoints import (
     OrderEndpoints,
     VisitorLookup,
 )
-from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.webpayments import OrderBook
 
 __all__ = [

@@ -72,6 +72,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ilp_receiver.errors import ConfigError
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import COOKIE_NAME, ENDPOINT_PREFIX, Monetizer, Visitor
 from ilp_receiver.monetization_verifier import VERIFIER_SETTINGS, verifier_from_settings
 from ilp_receiver.options import ReceiverOptions
@@ -88,7 +89,6 @@ from ilp_receiver.web.monetization_endpoints import (
     SyncMonetizationService,
     VisitorLookup,
 )
-from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.web.wsgi import ReceiverSource, SyncIlpService
 
 __all__ = [

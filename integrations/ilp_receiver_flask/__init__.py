@@ -86,6 +86,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from markupsafe import Markup
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
     COOKIE_NAME,
@@ -115,7 +116,6 @@ from ilp_receiver.web.monetization_endpoints import (
     SyncOrderEndpoints,
     VisitorLookup,
 )
-from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.web.wsgi import ReceiverSource, SyncIlpService, facts_from_environ
 from ilp_receiver.webpayments import OrderBook
 

@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "ilp_receiver_starlette needs Starlette: pip install 'ilp-receiver[starlette]'"
     ) from exc
 
+from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.monetization import (
     CLIENT_SCRIPT_NAME,
     OP_CLIENT_SCRIPT_NAME,
@@ -85,7 +86,6 @@ from ilp_receiver.web.monetization_endpoints import (
     OrdersAsgiMiddleware,
     service_and_lookup,
 )
-from ilp_receiver.web.reply import HttpReply
 from ilp_receiver.webpayments import OrderBook
 
 __all__ = [

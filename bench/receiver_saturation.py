@@ -76,7 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -631,6 +631,12 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _ratios(pairs: Iterable[tuple[float, float]]) -> list[float]:
+    """``a / b`` for each pair whose ``b`` is not zero (a run too short for the kernel's
+    10 ms CPU ticks measures 0 ms; its ratio is unknown, not infinite)."""
+    return [a / b for a, b in pairs if b]
+
+
 def report(
     rows: dict[tuple[str, str, int], list[RunResult]],
     baseline_of: Callable[[str], str],
@@ -667,12 +673,10 @@ def report(
             continue
         ours = rows[(protocol, name, concurrency)]
         base = rows[(protocol, baseline, concurrency)]
-        pps_ratio = [o.packets_per_s / b.packets_per_s for o, b in zip(ours, base, strict=True)]
-        cpu_ratio = [
-            o.receiver_ms_per_packet / b.receiver_ms_per_packet
-            for o, b in zip(ours, base, strict=True)
-        ]
-        driver_share = [o.driver_ms_per_packet / o.receiver_ms_per_packet for o in ours]
+        pairs = list(zip(ours, base, strict=True))
+        pps_ratio = _ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
+        cpu_ratio = _ratios((o.receiver_ms_per_packet, b.receiver_ms_per_packet) for o, b in pairs)
+        driver_share = _ratios((o.driver_ms_per_packet, o.receiver_ms_per_packet) for o in ours)
         lines.append(
             f"| {protocol} | {concurrency} | {name} / {baseline} | {_median(pps_ratio):.2f} | "
             f"**{_median(cpu_ratio):.2f}** | {_median(driver_share):.2f} |"

@@ -52,3 +52,33 @@ def test_wrapped_receiver_is_measured_and_stopped(tmp_path: Path) -> None:
     ((run,),) = json.loads(figures.read_text()).values()
     assert run["fulfilled"] == 20
     assert run["balance_delta"] == 20 * 1000
+
+
+def test_report_of_a_run_too_short_for_a_cpu_tick() -> None:
+    """A tiny run may measure 0 ms of receiver CPU (10 ms kernel ticks): its ratios are
+    left out, not a ZeroDivisionError (seen in a CI run of the interop smoke test)."""
+
+    def result(receiver_cpu_ms: float) -> saturation.RunResult:
+        return saturation.RunResult(
+            packets=30,
+            fulfilled=30,
+            rejects={},
+            seconds=0.01,
+            receiver_cpu_ms=receiver_cpu_ms,
+            driver_cpu_ms=1.0,
+            balance_delta=30,
+            expected_delta=30,
+        )
+
+    rows = {
+        ("psk2", "js-psk2", 5): [result(30.0)],
+        ("psk2", "ours-sqlite", 5): [result(0.0)],
+    }
+    text = saturation.report(rows, lambda name: "js-psk2", ["0.1 0.1 0.1"])
+    # ours measured 0 ms: its CPU ratio is 0, the driver's share of it unknown
+    assert "| psk2 | 5 | ours-sqlite / js-psk2 | 1.00 | **0.00** | nan |" in text
+    rows[("psk2", "js-psk2", 5)] = [result(0.0)]
+    rows[("psk2", "ours-sqlite", 5)] = [result(30.0)]
+    text = saturation.report(rows, lambda name: "js-psk2", ["0.1 0.1 0.1"])
+    # the baseline measured 0 ms: the CPU ratio is unknown
+    assert "| psk2 | 5 | ours-sqlite / js-psk2 | 1.00 | **nan** | 0.03 |" in text

@@ -860,6 +860,16 @@ class SqliteStore(BalanceStore):
             results.append(outcome)
         return results
 
+    def _inline_connection(self) -> sqlite3.Connection:
+        """The event loop thread's own connection (opened on first use, with the write
+        lock held): it never waits for a lock, and leaves checkpoints to the writer."""
+        conn = self._inline
+        if conn is None:
+            conn = self._inline = self._connect()
+            conn.execute("PRAGMA busy_timeout=0")  # never block the event loop
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+        return conn
+
     def _inline_transaction(self, items: list[_Item]) -> list[_Outcome] | None:
         """One transaction on the calling thread's inline connection; None when the
         write lock is taken (writer thread or another process); StoreError when SQLite
@@ -869,11 +879,7 @@ class SqliteStore(BalanceStore):
         try:
             if self._closed:
                 raise StoreClosedError("store is closed")
-            conn = self._inline
-            if conn is None:
-                conn = self._inline = self._connect()
-                conn.execute("PRAGMA busy_timeout=0")  # never block the event loop
-                conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+            conn = self._inline_connection()
             try:
                 outcomes = self._transaction(conn, items)
             except sqlite3.OperationalError as exc:
@@ -1081,11 +1087,7 @@ class SqliteStore(BalanceStore):
         when another process holds SQLite's lock (then the caller queues it)."""
         if self._closed:
             raise StoreClosedError("store is closed")
-        conn = self._inline
-        if conn is None:
-            conn = self._inline = self._connect()
-            conn.execute("PRAGMA busy_timeout=0")  # never block the event loop
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread does them
+        conn = self._inline_connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = function(conn)

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +36,7 @@ from ilp_receiver.stores import (
     StoreError,
     open_store,
 )
+from ilp_receiver.stores.outbox import OutboxEntry
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 POSTGRES_URLS = (
@@ -820,14 +821,14 @@ class _AddOnlyStore(BalanceStore):
         self.data: dict[str, int] = {}
         self.calls: list[tuple[str, int]] = []
 
-    async def add(
+    async def _add(
         self,
         key: str,
         delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
     ) -> AddResult:
         self.calls.append((key, delta))
         await asyncio.sleep(0)
@@ -862,6 +863,26 @@ async def test_base_add_many_falls_back_to_add_and_is_not_atomic() -> None:
         await store.add_many([("x", 1), ("fail", 1), ("y", 1)])
     await asyncio.sleep(0.01)
     assert store.data == {"x": 5, "y": 3}
+
+
+async def test_the_base_class_checks_the_arguments_before_the_storage_step() -> None:
+    """``add``'s checks live once, in ``BalanceStore``: a bad call never reaches a
+    backend's ``_add``, and the optional operations refuse on a store without them."""
+    store = _AddOnlyStore()
+    with pytest.raises(TypeError):
+        await store.add("k", True)
+    with pytest.raises(ValueError, match="minimum 5 is greater than maximum 1"):
+        await store.add("k", 1, minimum=5, maximum=1)
+    with pytest.raises(ValueError, match="idempotency_key must not be empty"):
+        await store.add("k", 1, idempotency_key="")
+    with pytest.raises(ValueError, match="debit amount must be positive"):
+        await store.debit("k", 0)
+    assert store.calls == []
+    with pytest.raises(NotImplementedError):
+        await store.add_with_outbox("k", 1, [])
+    with pytest.raises(NotImplementedError):
+        await store.revert("k", 1, "key")
+    assert store.calls == []
 
 
 async def test_base_store_has_no_blocking_methods() -> None:

@@ -174,7 +174,6 @@ class BalanceStore(abc.ABC):
         self.retention = check_retention(retention)
         self.clock = time.time if clock is None else clock
 
-    @abc.abstractmethod
     async def add(
         self,
         key: str,
@@ -191,7 +190,26 @@ class BalanceStore(abc.ABC):
         would be below ``minimum`` or above ``maximum``, nothing changes and
         :class:`BalanceLimitError` is raised. The call returns after the change is
         committed. Raises :class:`StoreError` when the backend fails.
+
+        The arguments are checked here, once for every backend; the backend's storage
+        step is :meth:`_add`.
         """
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
+
+    @abc.abstractmethod
+    async def _add(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
+    ) -> AddResult:
+        """The storage step of :meth:`add` and :meth:`add_with_outbox`, with checked
+        arguments: apply the change as :meth:`add` says and, when it applies, write the
+        ``outbox`` events in the same transaction (``()`` for a plain add)."""
 
     async def add_many(self, changes: Sequence[tuple[str, int]]) -> list[AddResult]:
         """Add several deltas (no limits, no idempotency keys), committed together where
@@ -227,7 +245,10 @@ class BalanceStore(abc.ABC):
         refused change writes no event.  Raises :class:`StoreError` when the backend
         fails: then neither the change nor the events were written (SQLite,
         PostgreSQL) or the outcome is unknown for both together (Redis)."""
-        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+        if not self.supports_outbox:
+            raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return await self._add(key, delta, minimum, maximum, idempotency_key, tuple(outbox))
 
     async def try_debit_with_outbox(
         self, key: str, amount: int, outbox: Sequence[OutboxEntry]
@@ -245,7 +266,10 @@ class BalanceStore(abc.ABC):
     ) -> AddResult:
         """:meth:`add_with_outbox` on the calling thread (stores that
         :attr:`supports_blocking` and :attr:`supports_outbox`)."""
-        raise NotImplementedError(f"{type(self).__name__} has no blocking outbox writes")
+        if not (self.supports_blocking and self.supports_outbox):
+            raise NotImplementedError(f"{type(self).__name__} has no blocking outbox writes")
+        check_add_args(key, delta, minimum, None, None)
+        return self._add_blocking(key, delta, minimum, None, None, tuple(outbox))
 
     def try_debit_blocking_with_outbox(
         self, key: str, amount: int, outbox: Sequence[OutboxEntry]
@@ -329,6 +353,15 @@ class BalanceStore(abc.ABC):
         change is undone (only by stores that :attr:`supports_outbox`).  Raises
         :class:`StoreError` when the backend fails.
         """
+        if not self.supports_revert:
+            raise NotImplementedError(f"{type(self).__name__} cannot revert a change")
+        check_add_args(key, delta, None, None, idempotency_key)
+        return await self._revert(key, delta, idempotency_key, tuple(outbox))
+
+    async def _revert(
+        self, key: str, delta: int, idempotency_key: str, outbox: Sequence[OutboxEntry]
+    ) -> bool:
+        """The storage step of :meth:`revert`, with checked arguments."""
         raise NotImplementedError(f"{type(self).__name__} cannot revert a change")
 
     # -- blocking twins, for synchronous callers (WSGI request threads) ----------------
@@ -354,6 +387,22 @@ class BalanceStore(abc.ABC):
         after the commit.  It may wait (for a lock held by another thread or process,
         up to the store's timeout), so never call it on an event loop's thread.
         """
+        if not self.supports_blocking:
+            raise NotImplementedError(f"{type(self).__name__} has no blocking methods")
+        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        return self._add_blocking(key, delta, minimum, maximum, idempotency_key, ())
+
+    def _add_blocking(
+        self,
+        key: str,
+        delta: int,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
+    ) -> AddResult:
+        """The storage step of :meth:`add_blocking` and :meth:`add_blocking_with_outbox`,
+        with checked arguments (stores that :attr:`supports_blocking`)."""
         raise NotImplementedError(f"{type(self).__name__} has no blocking methods")
 
     def balance_blocking(self, key: str) -> int:

@@ -20,7 +20,6 @@ from .base import (
     BalanceStore,
     Clock,
     StoreClosedError,
-    check_add_args,
     limit_error,
 )
 from .outbox import (
@@ -67,35 +66,38 @@ class MemoryStore(BalanceStore):
                 break
             del seen[first]
 
-    async def add(
+    async def _add(
         self,
         key: str,
         delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
     ) -> AddResult:
-        """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
-        return self.add_blocking(
-            key, delta, minimum=minimum, maximum=maximum, idempotency_key=idempotency_key
-        )
+        """The storage step of ``add``: :meth:`_add_blocking` (it never waits longer
+        than another add)."""
+        return self._add_blocking(key, delta, minimum, maximum, idempotency_key, outbox)
 
-    def add_blocking(
+    def _add_blocking(
         self,
         key: str,
         delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
     ) -> AddResult:
-        """:meth:`add` on the calling thread (never waits longer than another add)."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
+        """One change and, when it applies, its events, under the store's mutex."""
         with self._mutex:
-            return self._add(key, delta, minimum, maximum, idempotency_key)
+            result = self._apply(key, delta, minimum, maximum, idempotency_key)
+            if result.applied and outbox:
+                self._write_events(
+                    applicable_entries(outbox, result.balance, delta), result.balance
+                )
+            return result
 
-    def _add(
+    def _apply(
         self,
         key: str,
         delta: int,
@@ -123,16 +125,10 @@ class MemoryStore(BalanceStore):
             self._seen[idempotency_key] = (now, key, delta)
         return AddResult(new, True)
 
-    async def revert(
-        self,
-        key: str,
-        delta: int,
-        idempotency_key: str,
-        *,
-        outbox: Sequence[OutboxEntry] = (),
+    async def _revert(
+        self, key: str, delta: int, idempotency_key: str, outbox: Sequence[OutboxEntry]
     ) -> bool:
         """Undo an idempotent change; see :meth:`BalanceStore.revert`."""
-        check_add_args(key, delta, None, None, idempotency_key)
         with self._mutex:
             if self._closed:
                 raise StoreClosedError("store is closed")
@@ -145,36 +141,6 @@ class MemoryStore(BalanceStore):
             return True
 
     # -- the webhook outbox --------------------------------------------------------------
-
-    async def add_with_outbox(
-        self,
-        key: str,
-        delta: int,
-        outbox: Sequence[OutboxEntry],
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """:meth:`add` and its events, atomically; see ``BalanceStore.add_with_outbox``."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        with self._mutex:
-            result = self._add(key, delta, minimum, maximum, idempotency_key)
-            if result.applied:
-                self._write_events(
-                    applicable_entries(outbox, result.balance, delta), result.balance
-                )
-            return result
-
-    def add_blocking_with_outbox(
-        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
-    ) -> AddResult:
-        """:meth:`add_with_outbox` on the calling thread."""
-        check_add_args(key, delta, minimum, None, None)
-        with self._mutex:
-            result = self._add(key, delta, minimum, None, None)
-            self._write_events(applicable_entries(outbox, result.balance, delta), result.balance)
-            return result
 
     def _write_events(self, entries: Sequence[OutboxEntry], balance: int | None) -> None:
         now = self.clock()

@@ -50,7 +50,6 @@ from .base import (
     Clock,
     StoreClosedError,
     StoreError,
-    check_add_args,
     limit_error,
 )
 from .outbox import (
@@ -250,19 +249,6 @@ class PostgresStore(BalanceStore):
 
     # -- public API ----------------------------------------------------------------------
 
-    async def add(
-        self,
-        key: str,
-        delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
-
     async def _add(
         self,
         key: str,
@@ -272,6 +258,7 @@ class PostgresStore(BalanceStore):
         idempotency_key: str | None,
         outbox: Sequence[OutboxEntry],
     ) -> AddResult:
+        """The storage step of ``add`` / ``add_with_outbox``: one transaction."""
         if not self._ready or self._closed:
             await self.open()
         try:
@@ -330,16 +317,10 @@ class PostgresStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(
-        self,
-        key: str,
-        delta: int,
-        idempotency_key: str,
-        *,
-        outbox: Sequence[OutboxEntry] = (),
+    async def _revert(
+        self, key: str, delta: int, idempotency_key: str, outbox: Sequence[OutboxEntry]
     ) -> bool:
         """Undo an idempotent change, in one transaction; see ``BalanceStore.revert``."""
-        check_add_args(key, delta, None, None, idempotency_key)
         if not self._ready or self._closed:
             await self.open()
         try:
@@ -364,21 +345,6 @@ class PostgresStore(BalanceStore):
     # -- the webhook outbox ----------------------------------------------------------------
 
     supports_outbox = True
-
-    async def add_with_outbox(
-        self,
-        key: str,
-        delta: int,
-        outbox: Sequence[OutboxEntry],
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """:meth:`add` with its events in the same transaction; see
-        ``BalanceStore.add_with_outbox``."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, outbox)
 
     async def _write_events(
         self, conn: Any, entries: Sequence[OutboxEntry], balance: int | None

@@ -48,7 +48,6 @@ from .base import (
     Clock,
     StoreClosedError,
     StoreError,
-    check_add_args,
 )
 from .outbox import (
     CLAIM_RUN,
@@ -403,19 +402,6 @@ class RedisStore(BalanceStore):
         except RedisError as exc:
             raise StoreError(f"Redis is not reachable: {type(exc).__name__}") from exc
 
-    async def add(
-        self,
-        key: str,
-        delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """Atomically add ``delta`` to ``key``; see :meth:`BalanceStore.add`."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
-
     async def _add(
         self,
         key: str,
@@ -425,6 +411,7 @@ class RedisStore(BalanceStore):
         idempotency_key: str | None,
         outbox: Sequence[OutboxEntry],
     ) -> AddResult:
+        """The storage step of ``add`` / ``add_with_outbox``: one Lua script (atomic)."""
         self._check_open()
         prefix = self.prefix
         keys = [prefix + "b:" + key, self._index]
@@ -450,18 +437,12 @@ class RedisStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(
-        self,
-        key: str,
-        delta: int,
-        idempotency_key: str,
-        *,
-        outbox: Sequence[OutboxEntry] = (),
+    async def _revert(
+        self, key: str, delta: int, idempotency_key: str, outbox: Sequence[OutboxEntry]
     ) -> bool:
         """Undo an idempotent change in one script; see ``BalanceStore.revert``.  The
         stored idempotency key records the delta, not the account: a key is matched on
         its delta."""
-        check_add_args(key, delta, None, None, idempotency_key)
         self._check_open()
         prefix = self.prefix
         keys = [prefix + "b:" + key, prefix + "i:" + idempotency_key]
@@ -500,21 +481,6 @@ class RedisStore(BalanceStore):
             for entry in outbox
         ]
         return [self.prefix, repr(now), json.dumps(entries, separators=(",", ":"))]
-
-    async def add_with_outbox(
-        self,
-        key: str,
-        delta: int,
-        outbox: Sequence[OutboxEntry],
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """:meth:`add` with its events in the same Lua script (atomic); see
-        ``BalanceStore.add_with_outbox``."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, outbox)
 
     async def _call(self, what: str, script: Any, args: list[str]) -> Any:
         self._check_open()

@@ -730,19 +730,6 @@ class SqliteStore(BalanceStore):
 
     # -- public API ----------------------------------------------------------------------
 
-    async def add(
-        self,
-        key: str,
-        delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """Atomically add ``delta`` to ``key``, returning after COMMIT; see ``BalanceStore.add``."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, ())
-
     async def _add(
         self,
         key: str,
@@ -750,12 +737,17 @@ class SqliteStore(BalanceStore):
         minimum: int | None,
         maximum: int | None,
         idempotency_key: str | None,
-        outbox: tuple[OutboxEntry, ...],
+        outbox: Sequence[OutboxEntry],
     ) -> AddResult:
+        """One change (and its events) into the next group commit; returns after COMMIT."""
         self._check_writable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[_Outcome]] = loop.create_future()
-        entry: _Entry = ([(key, delta, minimum, maximum, idempotency_key, outbox)], future, loop)
+        entry: _Entry = (
+            [(key, delta, minimum, maximum, idempotency_key, tuple(outbox))],
+            future,
+            loop,
+        )
         pending = self._loop_batch
         if self._synchronous != "NORMAL":
             self._queue.put(entry)
@@ -927,29 +919,26 @@ class SqliteStore(BalanceStore):
 
     # -- blocking twins (sync callers) ---------------------------------------------------
 
-    def add_blocking(
+    def _add_blocking(
         self,
         key: str,
         delta: int,
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
+        minimum: int | None,
+        maximum: int | None,
+        idempotency_key: str | None,
+        outbox: Sequence[OutboxEntry],
     ) -> AddResult:
-        """:meth:`add` as one transaction on the calling thread; returns after COMMIT.
+        """:meth:`add` (with its events) as one transaction on the calling thread;
+        returns after COMMIT.
 
         Waits up to ``busy_timeout`` for the store's write lock (held by another
         thread's transaction) and up to ``busy_timeout`` for another process's SQLite
         write lock, then raises :class:`StoreError`.  Never call it on an event loop's
         thread.  Only with ``synchronous="NORMAL"`` (:attr:`supports_blocking`).
         """
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        if not self.supports_blocking:
-            raise NotImplementedError('no blocking methods with synchronous="FULL"')
         self._check_writable()
-        outcome = self._blocking_transaction([(key, delta, minimum, maximum, idempotency_key, ())])[
-            0
-        ]
+        item = (key, delta, minimum, maximum, idempotency_key, tuple(outbox))
+        outcome = self._blocking_transaction([item])[0]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -985,17 +974,11 @@ class SqliteStore(BalanceStore):
 
     supports_revert = True
 
-    async def revert(
-        self,
-        key: str,
-        delta: int,
-        idempotency_key: str,
-        *,
-        outbox: Sequence[OutboxEntry] = (),
+    async def _revert(
+        self, key: str, delta: int, idempotency_key: str, outbox: Sequence[OutboxEntry]
     ) -> bool:
         """Undo an idempotent change; see ``BalanceStore.revert``.  One transaction in
         a worker thread (a rare operation: it takes the blocking twins' path)."""
-        check_add_args(key, delta, None, None, idempotency_key)
         self._check_writable()
         return await asyncio.to_thread(
             self._revert_blocking, key, delta, idempotency_key, tuple(outbox)
@@ -1028,36 +1011,6 @@ class SqliteStore(BalanceStore):
     # -- the webhook outbox ----------------------------------------------------------------
 
     supports_outbox = True
-
-    async def add_with_outbox(
-        self,
-        key: str,
-        delta: int,
-        outbox: Sequence[OutboxEntry],
-        *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """:meth:`add` with its events in the same transaction (the same group commit);
-        see ``BalanceStore.add_with_outbox``."""
-        check_add_args(key, delta, minimum, maximum, idempotency_key)
-        return await self._add(key, delta, minimum, maximum, idempotency_key, tuple(outbox))
-
-    def add_blocking_with_outbox(
-        self, key: str, delta: int, outbox: Sequence[OutboxEntry], *, minimum: int | None = None
-    ) -> AddResult:
-        """:meth:`add_with_outbox` as one transaction on the calling thread (see
-        :meth:`add_blocking`)."""
-        check_add_args(key, delta, minimum, None, None)
-        if not self.supports_blocking:
-            raise NotImplementedError('no blocking methods with synchronous="FULL"')
-        self._check_writable()
-        item = (key, delta, minimum, None, None, tuple(outbox))
-        outcome = self._blocking_transaction([item])[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     async def _outbox_call(self, what: str, function: Callable[[sqlite3.Connection], Any]) -> Any:
         """``function(conn)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (every process

@@ -47,9 +47,9 @@ from starlette.responses import PlainTextResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-from ilp_receiver._portal import BlockingPortal  # noqa: E402
 from ilp_receiver.codec.pay_header import format_pay_token  # noqa: E402
 from ilp_receiver.paywall import token_account  # noqa: E402
+from ilp_receiver.portal import BlockingPortal  # noqa: E402
 from ilp_receiver.receiver import AsyncReceiver, Receiver  # noqa: E402
 from ilp_receiver.testing import InMemoryNetwork  # noqa: E402
 

@@ -27,11 +27,11 @@ from typing import Any
 
 from flask import Flask, abort, render_template
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.connector import Connector, config_from_mapping
 from ilp_receiver.links.base import Link
 from ilp_receiver.monetization import Monetizer
 from ilp_receiver.paywall import combine_hooks, paywall_payment_hook
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import Receiver
 from ilp_receiver_flask import (
     IlpReceiver,

@@ -29,9 +29,9 @@ from typing import Any
 
 from flask import Flask, render_template
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.links.base import Link
 from ilp_receiver.monetization import Monetizer
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import Receiver
 from ilp_receiver.testing import InMemoryNetwork
 from ilp_receiver_flask import (

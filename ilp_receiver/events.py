@@ -1,7 +1,9 @@
-"""What :class:`~ilp_receiver.monetization.Monetizer` and
-:class:`~ilp_receiver.webpayments.OrderBook` share.
+"""Payment-event listeners: :class:`Callbacks` (the sync-or-async callbacks an event goes
+to, used by the receiver and its helpers) and :class:`ReceiverAttachment` (what
+:class:`~ilp_receiver.monetization.Monetizer` and :class:`~ilp_receiver.webpayments.OrderBook`
+share).
 
-Both work for a receiver that may be attached after they are made (the sync adapters
+Both helpers work for a receiver that may be attached after they are made (the sync adapters
 attach one after a fork), listen once to each receiver's payment events, and turn those
 into events of their own for sync-or-async callbacks.
 """

@@ -70,10 +70,10 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from itsdangerous import BadSignature, Signer
 
-from ._attached import Callbacks, ReceiverAttachment
 from .codec.oer import MAX_UINT64
 from .crypto import hmac_sha256
 from .errors import ConfigError, IlpError, IlpReceiverError
+from .events import Callbacks, ReceiverAttachment
 from .receiver import DEFAULT_ACCOUNT, IncomingPayment, PaymentEvent
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
 from .stores.base import AddResult, BalanceLimitError

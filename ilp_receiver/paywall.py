@@ -2,10 +2,11 @@
 
 Implements the server side of HTTP-ILP draft 3 (spec ``08-http-ilp.md``; interledger/rfcs
 ``0014-http-ilp`` as koa-ilp and superagent-ilp implemented it), once, for every
-framework.  The decision is sans-I/O (:func:`plan_request` and the reply builders); the
-only I/O is one or two awaited balance-store calls in :meth:`Paywall.check` (or, for
-sync callers, :meth:`Paywall.check_blocking`: the same decision with the store's
-blocking methods, on the calling thread).
+framework.  The decision is sans-I/O (:func:`plan_request`, the reply builders, and
+one decision sequence that yields the store steps it needs: :class:`Debit`,
+:class:`ReadBalance`); :meth:`Paywall.check` drives it with awaited balance-store calls
+and, for sync callers, :meth:`Paywall.check_blocking` with the store's blocking methods
+on the calling thread.
 
 On a paid route with price ``p > 0``:
 
@@ -67,7 +68,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias
@@ -117,6 +118,7 @@ __all__ = [
     "STREAM_GREETING",
     "STREAM_UNBOUND_MESSAGE",
     "TOKEN_ACCOUNT_PREFIX",
+    "Debit",
     "PaidRoute",
     "PaidRoutes",
     "PayMethod",
@@ -129,8 +131,10 @@ __all__ = [
     "Plan",
     "PlanKind",
     "Price",
+    "ReadBalance",
     "RequestFacts",
     "RouteSpec",
+    "StoreStep",
     "bad_token_reply",
     "body_limit",
     "check_content_length",
@@ -766,6 +770,30 @@ class PaywallStreams:
                 await asyncio.wait_for(wakeup.wait(), min(remaining, _RECHECK_INTERVAL))
 
 
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """A store step of the paywall's decision: take ``amount`` from ``account`` if the
+    balance covers it (the balance afterwards, or None), writing ``events`` with it;
+    ``stream``: a STREAM route (a short balance may wait for money in flight).  Also
+    what a refund credits back."""
+
+    account: str
+    amount: int
+    events: list[OutboxEntry] | None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBalance:
+    """A store step of the paywall's decision: the balance of ``account``."""
+
+    account: str
+
+
+#: What :meth:`Paywall._decide` asks its driver to do with the store.
+StoreStep: TypeAlias = Debit | ReadBalance
+
+
 class Paywall:
     """HTTP-ILP for one receiver: turns request facts and a price into a decision.
 
@@ -817,6 +845,35 @@ class Paywall:
         destination, secret = self.receiver.issue(account)
         return format_pay_header(PayHeader(PSK2_METHOD, destination, secret, price))
 
+    def _decide(
+        self, request: RequestFacts, amount: int, method: PayMethod
+    ) -> Generator[StoreStep, int | None, PaywallDecision]:
+        """The paywall's one decision sequence: it yields the store operations it needs
+        (:class:`Debit`, :class:`ReadBalance`), is sent their results, and returns the
+        decision.  :meth:`check` drives it on the event loop, :meth:`check_blocking` on
+        the calling thread."""
+        plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), amount)
+        kind = plan.kind
+        if kind is PlanKind.FREE:
+            return FREE
+        if kind is PlanKind.BAD_TOKEN:
+            return PaywallDecision(bad_token_reply(plan.reason))
+        account = plan.account
+        if kind is PlanKind.CHARGE:
+            events = self._events("paywall.debited", account, amount)
+            balance = yield Debit(account, amount, events, method == "stream")
+            pay = self.pay_header(account, amount, method)
+            if balance is None:
+                current = yield ReadBalance(account)
+                assert current is not None
+                return self._short(pay, account, amount, current)
+            return self._served(pay, account, amount, balance)
+        pay = self.pay_header(account, amount, method)
+        if kind is PlanKind.OPTIONS:
+            balance_now = None if plan.token is None else (yield ReadBalance(account))
+            return PaywallDecision(options_reply(pay, balance_now), account=account)
+        return PaywallDecision(payment_required_reply(pay, amount, None))
+
     async def check(
         self,
         request: RequestFacts,
@@ -830,32 +887,27 @@ class Paywall:
         waits (up to ``pay_wait`` s) while a stream to the token is open.
         """
         amount = await price_value(price)
-        method = self.method_for(pay_method)
-        plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), amount)
-        kind = plan.kind
-        if kind is PlanKind.FREE:
-            return FREE
-        if kind is PlanKind.BAD_TOKEN:
-            return PaywallDecision(bad_token_reply(plan.reason))
-        account = plan.account
+        steps = self._decide(request, amount, self.method_for(pay_method))
         store = self.receiver.store
-        if kind is PlanKind.CHARGE:
-            events = self._events("paywall.debited", account, amount)
-            if method == "stream":
-                balance = await self.streams.debit(store, account, amount, self.pay_wait, events)
-            elif events:
-                balance = await store.try_debit_with_outbox(account, amount, events)
-            else:
-                balance = await store.try_debit(account, amount)
-            pay = self.pay_header(account, amount, method)
-            if balance is None:
-                return self._short(pay, account, amount, await store.balance(account))
-            return self._served(pay, account, amount, balance)
-        pay = self.pay_header(account, amount, method)
-        if kind is PlanKind.OPTIONS:
-            balance_now = None if plan.token is None else await store.balance(account)
-            return PaywallDecision(options_reply(pay, balance_now), account=account)
-        return PaywallDecision(payment_required_reply(pay, amount, None))
+        result: int | None = None
+        try:
+            while True:
+                step = steps.send(result)
+                if isinstance(step, ReadBalance):
+                    result = await store.balance(step.account)
+                elif step.stream:
+                    result = await self.streams.debit(
+                        store, step.account, step.amount, self.pay_wait, step.events
+                    )
+                elif step.events:
+                    result = await store.try_debit_with_outbox(
+                        step.account, step.amount, step.events
+                    )
+                else:
+                    result = await store.try_debit(step.account, step.amount)
+        except StopIteration as done:
+            decision: PaywallDecision = done.value
+            return decision
 
     def check_blocking(
         self, request: RequestFacts, price: int, *, pay_method: str | None = None
@@ -873,36 +925,31 @@ class Paywall:
         store = self.receiver.store
         if not store.supports_blocking:
             return None
-        method = self.method_for(pay_method)
-        plan = plan_request(request.method, request.headers.get(_PAY_TOKEN), price)
-        kind = plan.kind
-        if kind is PlanKind.FREE:
-            return FREE
-        if kind is PlanKind.BAD_TOKEN:
-            return PaywallDecision(bad_token_reply(plan.reason))
-        account = plan.account
-        if kind is PlanKind.CHARGE:
-            events = self._events("paywall.debited", account, price)
-            if events:
-                balance = store.try_debit_blocking_with_outbox(account, price, events)
-            else:
-                balance = store.try_debit_blocking(account, price)
-            if (
-                balance is None
-                and method == "stream"
-                and self.pay_wait > 0
-                and self.streams.paying(account)
-            ):
-                return None  # money is flowing: wait for it on the event loop
-            pay = self.pay_header(account, price, method)
-            if balance is None:
-                return self._short(pay, account, price, store.balance_blocking(account))
-            return self._served(pay, account, price, balance)
-        pay = self.pay_header(account, price, method)
-        if kind is PlanKind.OPTIONS:
-            balance_now = None if plan.token is None else store.balance_blocking(account)
-            return PaywallDecision(options_reply(pay, balance_now), account=account)
-        return PaywallDecision(payment_required_reply(pay, price, None))
+        steps = self._decide(request, price, self.method_for(pay_method))
+        result: int | None = None
+        try:
+            while True:
+                step = steps.send(result)
+                if isinstance(step, ReadBalance):
+                    result = store.balance_blocking(step.account)
+                    continue
+                if step.events:
+                    result = store.try_debit_blocking_with_outbox(
+                        step.account, step.amount, step.events
+                    )
+                else:
+                    result = store.try_debit_blocking(step.account, step.amount)
+                if (
+                    result is None
+                    and step.stream
+                    and self.pay_wait > 0
+                    and self.streams.paying(step.account)
+                ):
+                    steps.close()
+                    return None  # money is flowing: wait for it on the event loop
+        except StopIteration as done:
+            decision: PaywallDecision = done.value
+            return decision
 
     def _events(self, kind: str, account: str, amount: int) -> list[OutboxEntry] | None:
         """With webhooks on, the ``paywall.debited`` / ``paywall.refunded`` event to
@@ -928,18 +975,25 @@ class Paywall:
             payment_required_reply(pay, price, current), account=account, balance=current
         )
 
+    def _refund_of(self, decision: PaywallDecision) -> Debit | None:
+        """What refunding ``decision`` credits back (None: it charged nothing)."""
+        if decision.charged and decision.account is not None:
+            account, charged = decision.account, decision.charged
+            return Debit(account, charged, self._events("paywall.refunded", account, charged))
+        return None
+
     async def refund(self, decision: PaywallDecision) -> int | None:
         """Give back what ``decision`` charged (call it when the route failed); the
         token's balance afterwards (None when nothing was charged)."""
-        if decision.charged and decision.account is not None:
-            account, charged = decision.account, decision.charged
-            events = self._events("paywall.refunded", account, charged)
-            if events:
-                result = await self.receiver.store.add_with_outbox(account, charged, events)
-            else:
-                result = await self.receiver.store.credit(account, charged)
-            return result.balance
-        return None
+        back = self._refund_of(decision)
+        if back is None:
+            return None
+        store = self.receiver.store
+        if back.events:
+            result = await store.add_with_outbox(back.account, back.amount, back.events)
+        else:
+            result = await store.credit(back.account, back.amount)
+        return result.balance
 
     def refund_blocking(self, decision: PaywallDecision) -> bool:
         """:meth:`refund` on the calling thread; False (nothing done) when the store has
@@ -953,13 +1007,12 @@ class Paywall:
         store = self.receiver.store
         if not store.supports_blocking:
             return False
-        if decision.charged and decision.account is not None:
-            account, charged = decision.account, decision.charged
-            events = self._events("paywall.refunded", account, charged)
-            if events:
-                return store.add_blocking_with_outbox(account, charged, events).balance
-            return store.add_blocking(account, charged).balance
-        return None
+        back = self._refund_of(decision)
+        if back is None:
+            return None
+        if back.events:
+            return store.add_blocking_with_outbox(back.account, back.amount, back.events).balance
+        return store.add_blocking(back.account, back.amount).balance
 
 
 # ---------------------------------------------------------------------------------------

@@ -44,12 +44,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from ._attached import Callbacks
-from ._portal import BlockingPortal, default_portal
 from .codec.ilp import IlpPrepare, IlpReject, IlpReply
 from .errors import ConfigError, IlpError, UplinkUnavailableError
+from .events import Callbacks
 from .links.base import Link, reply_channel
 from .links.factory import open_link
+from .links.uplink import PeerConfig, Uplink
+from .portal import BlockingPortal, default_portal
 from .psk2.receiver import Acceptance, Psk2Format, Psk2Receiver, UnfulfillableRequest
 from .psk2.secrets import NOT_FOR_THIS_RECEIVER, IssuedSecret, ReceiverSecrets
 from .spsp import AssetInfo, SetupProtocol, SpspBalance, SpspResponse
@@ -65,7 +66,6 @@ from .stream.server import (
     StreamServer,
     StreamSetup,
 )
-from .uplink import PeerConfig, Uplink
 
 if TYPE_CHECKING:
     from .webhooks.dispatcher import WebhookConfig, WebhookDispatcher

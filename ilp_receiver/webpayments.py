@@ -41,9 +41,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._attached import Callbacks, ReceiverAttachment
 from .codec.oer import MAX_UINT64
 from .errors import ConfigError, DecodeError, IlpReceiverError
+from .events import Callbacks, ReceiverAttachment
 from .psk2.secrets import decode_base64_lenient
 from .receiver import PaymentEvent
 from .spsp import SetupProtocol, SpspBalance, SpspResponse

@@ -34,11 +34,11 @@ import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import LinkClosedError
 from ilp_receiver.links.memory import MemoryLink
 from ilp_receiver.paywall import Price, per_byte, token_account
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import AsyncReceiver, Receiver
 from ilp_receiver_fastapi import IlpReceiverMiddleware, Paid, paid
 from tests.test_paywall import (

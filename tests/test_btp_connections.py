@@ -34,8 +34,9 @@ from ilp_receiver.codec.btp import (
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply, encode_packet
 from ilp_receiver.connector import Connector, config_from_mapping
 from ilp_receiver.links.base import reply_channel
-from ilp_receiver.links.btp import BtpClientLink, BtpSession
+from ilp_receiver.links.btp_client import BtpClientLink
 from ilp_receiver.links.btp_server import BtpServerLink
+from ilp_receiver.links.btp_session import BtpSession
 from ilp_receiver.psk2.sender import build_chunk_prepare
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores import AddResult, MemoryStore

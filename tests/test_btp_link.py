@@ -38,9 +38,10 @@ from ilp_receiver.codec.ilp import (
     encode_packet,
 )
 from ilp_receiver.errors import AuthenticationError, LinkClosedError
-from ilp_receiver.links.btp import BtpClientLink, FrameSender, ReconnectPolicy, parse_btp_url
-from ilp_receiver.links.btp_server import BtpServer, BtpServerLink
-from ilp_receiver.uplink import Uplink
+from ilp_receiver.links.btp_client import BtpClientLink, ReconnectPolicy
+from ilp_receiver.links.btp_server import BtpServer, BtpServerLink, FrameSender
+from ilp_receiver.links.btp_url import parse_btp_url
+from ilp_receiver.links.uplink import Uplink
 
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2)
 

@@ -19,7 +19,6 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ilp_receiver._portal import default_portal
 from ilp_receiver.cli import main
 from ilp_receiver.client import (
     AsyncHttpIlpClient,
@@ -53,11 +52,12 @@ from ilp_receiver.codec.psk2 import (
 from ilp_receiver.commands.pay import ProgressBar
 from ilp_receiver.errors import ConfigError, LocalProtocolError, PaymentPointerError, SpspError
 from ilp_receiver.links.memory import memory_link_pair
+from ilp_receiver.links.uplink import PeerConfig
+from ilp_receiver.portal import default_portal
 from ilp_receiver.receiver import AsyncReceiver, IncomingPayment
-from ilp_receiver.server import create_spsp_app
 from ilp_receiver.spsp import SpspResponse
 from ilp_receiver.testing import InMemoryNetwork
-from ilp_receiver.uplink import PeerConfig
+from ilp_receiver_aiohttp import create_spsp_app
 
 SECRET = bytes(range(32))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ilp_receiver.connector import Connector, config_from_mapping
-from ilp_receiver.links.btp import BtpClientLink
+from ilp_receiver.links.btp_client import BtpClientLink
 from ilp_receiver.stores import BalanceStore
 
 from .test_stores import Factory

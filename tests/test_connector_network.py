@@ -17,8 +17,8 @@ from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply, 
 from ilp_receiver.connector import Connector, config_from_mapping
 from ilp_receiver.connector.accounts import token_digest
 from ilp_receiver.errors import AuthenticationError
-from ilp_receiver.links.btp import BtpClientLink
-from ilp_receiver.uplink import fetch_peer_config
+from ilp_receiver.links.btp_client import BtpClientLink
+from ilp_receiver.links.uplink import fetch_peer_config
 
 FULFILLMENT = bytes(range(32))
 CONDITION = hashlib.sha256(FULFILLMENT).digest()

@@ -18,10 +18,10 @@ from django.test import Client
 from django.test.utils import override_settings
 from django.urls import clear_url_caches
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.paywall import token_account
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import Receiver
 from tests.test_paywall import SECRET, SERVER, TOKEN, TOKEN_HEADER, MemoryParent, funding_prepare
 

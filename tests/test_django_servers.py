@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncHttpIlpClient, AsyncPaymentClient, StreamDestination
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.testing import InMemoryNetwork
 
 ROOT = Path(__file__).resolve().parent.parent

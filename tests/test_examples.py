@@ -21,7 +21,6 @@ from aiohttp.test_utils import TestClient as AiohttpTestClient
 from aiohttp.test_utils import TestServer
 from starlette.testclient import TestClient
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import (
     AsyncHttpIlpClient,
     AsyncPaymentClient,
@@ -31,6 +30,7 @@ from ilp_receiver.client import (
 )
 from ilp_receiver.codec.pay_header import STREAM_METHOD, format_pay_token, parse_pay_header
 from ilp_receiver.paywall import token_account
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.testing import BtpGateway, InMemoryNetwork
 from ilp_receiver_flask import get_monetization, get_service
 

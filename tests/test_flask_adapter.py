@@ -17,7 +17,6 @@ import pytest
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from ilp_receiver._portal import BlockingPortal, default_portal
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError
 from ilp_receiver.paywall import (
@@ -27,6 +26,7 @@ from ilp_receiver.paywall import (
     per_byte,
     token_account,
 )
+from ilp_receiver.portal import BlockingPortal, default_portal
 from ilp_receiver.receiver import Receiver
 from ilp_receiver.stores import SqliteStore
 from ilp_receiver_flask import IlpReceiver, get_service, paid

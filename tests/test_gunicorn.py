@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncHttpIlpClient, AsyncPaymentClient, Psk2Destination
 from ilp_receiver.codec.pay_header import format_pay_token, parse_pay_header
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.testing import InMemoryNetwork
 
 pytestmark = pytest.mark.skipif(

@@ -30,7 +30,7 @@ from ilp_receiver.codec.ilp import (
     encode_packet,
 )
 from ilp_receiver.connector import Connector, config_from_mapping
-from ilp_receiver.links.btp import BtpClientLink
+from ilp_receiver.links.btp_client import BtpClientLink
 from ilp_receiver.psk2.sender import build_chunk_prepare
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores import AddResult, MemoryStore

@@ -97,6 +97,25 @@ def test_every_module_is_on_a_floor() -> None:
     assert unplaced == []
 
 
+def module_map() -> str:
+    """The code block under "## Layers": the map of every module."""
+    text = DOC.read_text(encoding="utf-8")
+    return text.split("## Layers", 1)[1].split("```", 2)[1]
+
+
+def test_the_map_names_every_module() -> None:
+    drawn = module_map()
+    missing: list[str] = []
+    for path in sources():
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        # a package by its folder, a module by its name (each where the map shows it)
+        name = f"{parts[-2]}/" if parts[-1] == "__init__" else parts[-1]
+        pattern = re.escape(name) if name.endswith("/") else rf"\b{re.escape(name)}\b"
+        if re.search(pattern, drawn) is None:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
+
+
 def test_no_import_reaches_a_higher_floor() -> None:
     table = floors()
     upward: list[str] = []
@@ -111,19 +130,85 @@ def test_no_import_reaches_a_higher_floor() -> None:
     assert upward == []
 
 
+#: Modules a sans-I/O core must not import: sockets, event loops, threads, processes,
+#: databases and HTTP clients.
+IO_MODULES = (
+    "asyncio",
+    "aiohttp",
+    "asyncpg",
+    "concurrent",
+    "http.client",
+    "redis",
+    "selectors",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "subprocess",
+    "threading",
+    "urllib.request",
+)
+
+
+def sans_io_cores() -> list[str]:
+    """The modules named on the "Sans-I/O cores:" line under "The layer rule"."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("### The layer rule", 1)[1].split("\n#", 1)[0]
+    line = next(row for row in section.splitlines() if row.startswith("Sans-I/O cores:"))
+    return [f"ilp_receiver.{name}" for name in re.findall(r"`([A-Za-z0-9_.]+)`", line)]
+
+
+def io_imports(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, module) for each import of ``source`` that reaches an I/O module."""
+    found: list[tuple[int, str]] = []
+    for line, targets in imported(source, module, is_package):
+        for target in targets:
+            if any(target == io or target.startswith(io + ".") for io in IO_MODULES):
+                found.append((line, target))
+                break
+    return found
+
+
+def test_sans_io_cores_import_no_io() -> None:
+    cores = sans_io_cores()
+    assert {"ilp_receiver.codec", "ilp_receiver.btp", "ilp_receiver.stream"} <= set(cores)
+    offending: list[str] = []
+    for path in sources():
+        module = module_name(path)
+        if not any(module == core or module.startswith(core + ".") for core in cores):
+            continue
+        source = path.read_text(encoding="utf-8")
+        for line, target in io_imports(source, module, path.name == "__init__.py"):
+            offending.append(f"{module}:{line} imports {target}")
+    assert offending == []
+
+
+def test_the_io_check_sees_io_imports() -> None:
+    source = (
+        "import asyncio\n"
+        "from aiohttp import web\n"
+        "import json\n"
+        "from concurrent.futures import Future\n"
+    )
+    assert io_imports(source, "ilp_receiver.codec.oer", False) == [
+        (1, "asyncio"),
+        (2, "aiohttp"),
+        (4, "concurrent.futures"),
+    ]
+
+
 def test_the_check_sees_upward_imports_of_every_kind() -> None:
     table = floors()
     source = (
         "from typing import TYPE_CHECKING\n"
         "from .errors import ConfigError\n"  # down: allowed
         "if TYPE_CHECKING:\n"
-        "    from .web.asgi import IlpService\n"
+        "    from .web.service import IlpService\n"
         "def later():\n"
         "    from . import paywall\n"
         "import ilp_receiver_flask\n"
     )
     assert upward_imports(source, "ilp_receiver.receiver", False, table) == [
-        (4, "ilp_receiver.web.asgi.IlpService"),
+        (4, "ilp_receiver.web.service.IlpService"),
         (6, "ilp_receiver.paywall"),
         (7, "ilp_receiver_flask"),
     ]

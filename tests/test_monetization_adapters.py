@@ -39,11 +39,11 @@ from starlette.testclient import TestClient
 import ilp_receiver_aiohttp as wm_aiohttp
 import ilp_receiver_flask as wm_flask
 import ilp_receiver_starlette as wm_starlette
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncPaymentClient
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare
 from ilp_receiver.monetization import Monetizer
 from ilp_receiver.paywall import combine_hooks, paywall_payment_hook
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.psk2.sender import build_chunk_prepare
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.spsp import parse_spsp_response

@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import (
     HeldStreamPayment,
     PaymentError,
@@ -63,6 +62,7 @@ from ilp_receiver.paywall import (
     resolve_price,
     token_account,
 )
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.psk2.sender import build_chunk_prepare, build_request_prepare
 from ilp_receiver.receiver import DEFAULT_ACCOUNT, AsyncReceiver, IncomingPayment, Receiver
 from ilp_receiver.stores import MemoryStore, SqliteStore

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ilp_receiver._portal import BlockingPortal
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.testing import BtpGateway, InMemoryNetwork
 
 BIN = Path(sys.executable).parent

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ilp_receiver._portal import default_portal
 from ilp_receiver.codec.ildcp import IldcpResponse, ildcp_serve
 from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ilp_receiver.codec.psk2 import Draft1Packet
 from ilp_receiver.errors import ConfigError, IlpError
 from ilp_receiver.links.memory import MemoryLink, memory_link_pair
+from ilp_receiver.portal import default_portal
 from ilp_receiver.psk2.sender import (
     build_chunk_prepare,
     build_quote_prepare,
@@ -31,8 +31,8 @@ from ilp_receiver.receiver import (
     PaymentEvent,
     Receiver,
 )
-from ilp_receiver.server import create_spsp_app
 from ilp_receiver.spsp import parse_spsp_response
+from ilp_receiver_aiohttp import create_spsp_app
 
 SECRET = bytes(range(32))
 PARENT = "test.parent"

@@ -33,10 +33,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncHttpIlpClient, AsyncPaymentClient
 from ilp_receiver.codec.ilp import IlpPrepare, IlpReject
 from ilp_receiver.errors import UplinkUnavailableError
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.psk2.secrets import ReceiverSecrets
 from ilp_receiver.psk2.sender import build_request_prepare
 from ilp_receiver.stream.secrets import StreamServerSecrets

@@ -29,12 +29,12 @@ from ilp_receiver.codec.stream import (
 from ilp_receiver.errors import IlpError
 from ilp_receiver.links.memory import MemoryLink
 from ilp_receiver.receiver import DEFAULT_ACCOUNT, AsyncReceiver, IncomingPayment, PaymentEvent
-from ilp_receiver.server import create_spsp_app
 from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SPSP_MEDIA_TYPE, parse_spsp_response
 from ilp_receiver.stores import BalanceStore
 from ilp_receiver.stream.receipts import verify_receipt
 from ilp_receiver.stream.secrets import derive_keys, open_packet, seal_packet
 from ilp_receiver.stream.server import DataReceived, StreamEvent, StreamLimits, StreamSetup
+from ilp_receiver_aiohttp import create_spsp_app
 from tests.test_receiver import SECRET, chunk, parent_link
 from tests.test_stores import Factory
 

@@ -23,7 +23,6 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ilp_receiver._portal import default_portal
 from ilp_receiver.cli import main
 from ilp_receiver.client import (
     AsyncPaymentClient,
@@ -63,6 +62,8 @@ from ilp_receiver.commands.pay import ProgressBar
 from ilp_receiver.crypto import sha256
 from ilp_receiver.errors import ConfigError, DecodeError, LocalProtocolError, SpspError
 from ilp_receiver.links.memory import memory_link_pair
+from ilp_receiver.links.uplink import PeerConfig
+from ilp_receiver.portal import default_portal
 from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SpspResponse, negotiate_setup
 from ilp_receiver.stream.secrets import derive_keys, open_packet, seal_packet
 from ilp_receiver.stream.sender import (
@@ -74,7 +75,6 @@ from ilp_receiver.stream.sender import (
     path_maximum_from_f08,
 )
 from ilp_receiver.testing import InMemoryNetwork
-from ilp_receiver.uplink import PeerConfig
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(32)

@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 
 import ilp_receiver_aiohttp as wm_aiohttp
 import ilp_receiver_flask as wm_flask
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncPaymentClient, PaymentResult
 from ilp_receiver.codec.ilp import IlpFulfill
 from ilp_receiver.errors import ConfigError, DecodeError
 from ilp_receiver.http_reply import HttpReply
 from ilp_receiver.paywall import RequestFacts
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import AsyncReceiver, Receiver
 from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SpspResponse, parse_spsp_response
 from ilp_receiver.testing import InMemoryNetwork

@@ -33,9 +33,9 @@ from starlette.testclient import TestClient
 import ilp_receiver_aiohttp as wm_aiohttp
 import ilp_receiver_flask as wm_flask
 import ilp_receiver_starlette as wm_starlette
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.monetization import Monetizer
 from ilp_receiver.monetization_verifier import IncomingPaymentVerifier
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.receiver import AsyncReceiver
 from tests.op_fake import FakeWallet
 from tests.test_paywall import SECRET, MemoryParent, sync_receiver

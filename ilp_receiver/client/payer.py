@@ -17,7 +17,7 @@
   clash ... so clients query per concurrent connection";
 * PSK2 payments (spec ``06-psk2.md``) over any :class:`~ilp_receiver.links.base.Link`
   (BTP, ILP over HTTP, in memory), with IL-DCP run on connect by
-  :class:`~ilp_receiver.uplink.Uplink`: single payments in either draft, quotes
+  :class:`~ilp_receiver.links.uplink.Uplink`: single payments in either draft, quotes
   (unfulfillable test payments) and draft-1 chunked payments;
 * STREAM payments (``12-stream.md`` §10) with the sans-I/O
   :class:`~ilp_receiver.stream.sender.StreamSender`: rate probe, as many packets as the
@@ -53,6 +53,7 @@ from ..codec.oer import MAX_UINT64
 from ..errors import ConfigError, IlpReceiverError, LinkError, LocalProtocolError, SpspError
 from ..links.base import Link
 from ..links.factory import open_link
+from ..links.uplink import PeerConfig, Uplink, fetch_peer_config
 from ..psk2.sender import DEFAULT_EXPIRY, DEFAULT_QUOTE_SOURCE_AMOUNT
 from ..spsp import (
     SPSP4_MEDIA_TYPE,
@@ -72,7 +73,6 @@ from ..stream.sender import (
     StreamSender,
     StreamSendError,
 )
-from ..uplink import PeerConfig, Uplink, fetch_peer_config
 from .chunked import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_INITIAL_BACKOFF,

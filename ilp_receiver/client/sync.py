@@ -3,7 +3,7 @@
 :class:`PaymentClient` and :class:`HttpIlpClient` run their asyncio counterparts
 (:class:`~ilp_receiver.client.AsyncPaymentClient`,
 :class:`~ilp_receiver.client.AsyncHttpIlpClient`) on the process-wide background loop
-of :func:`ilp_receiver._portal.default_portal` -- never a fresh event loop per call.
+of :func:`ilp_receiver.portal.default_portal` -- never a fresh event loop per call.
 Callbacks (``progress``) run on that loop's thread.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._portal import BlockingPortal, default_portal
 from ..links.base import Link
+from ..links.uplink import PeerConfig
+from ..portal import BlockingPortal, default_portal
 from ..spsp import SpspResponse
-from ..uplink import PeerConfig
 from .http_ilp import AsyncHttpIlpClient, HttpIlpResponse
 from .payer import AsyncPaymentClient, PaymentTarget
 from .results import PaymentResult, ProtocolChoice, Psk2Destination, QuoteResult, StreamDestination

@@ -104,9 +104,10 @@ async def wait_for_signal() -> None:
 async def _receive(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from ilp_receiver_aiohttp import create_spsp_app
+
     from ..links.listener import ServerLimits, start_listener
     from ..receiver import AsyncReceiver
-    from ..server import create_spsp_app
     from ..stream.server import StreamLimits
     from ..web.spsp_endpoint import EndpointDirectory
 

@@ -39,16 +39,17 @@ from ..codec.ccp import RouteControlRequest, route_control_prepare, route_update
 from ..codec.ildcp import PEER_PROTOCOL_EXPIRY
 from ..codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
 from ..errors import ConfigError, IlpReceiverError, LinkError
-from ..links.base import Link, call_handler
-from ..links.btp import BtpClientLink, BtpSession
+from ..links.base import Link
+from ..links.btp_client import BtpClientLink
 from ..links.btp_server import BtpConnection, BtpServer, BtpServerLink
+from ..links.btp_session import BtpSession
 from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
 from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
+from ..links.uplink import fetch_peer_config
 from ..log_limits import LogLimiter
 from ..stores import open_store
 from ..stores.base import BalanceStore
-from ..uplink import fetch_peer_config
 from .accounts import (
     MAX_ACCOUNT_NAME_LENGTH,
     Account,
@@ -309,8 +310,9 @@ class Connector:
     async def handle_prepare(self, account_id: str, prepare: IlpPrepare) -> IlpReply:
         """Run ``prepare`` through the chain as if it came from ``account_id`` (the link
         edge: never raises, unexpected errors become T00)."""
-        account = self._accounts[account_id]
-        return await call_handler(self._handler(account), prepare, self.address)
+        link = self._accounts[account_id].link
+        assert link is not None
+        return await link.handle_incoming(prepare)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

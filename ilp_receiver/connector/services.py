@@ -22,7 +22,7 @@ An incoming Prepare from account A passes, in this order::
                          down/refused -> T01
 
 Rejects are values; an exception escaping the chain becomes T00 in exactly one place,
-:func:`~ilp_receiver.links.base.call_handler` at the link edge.
+:meth:`~ilp_receiver.links.base.Link.handle_incoming` at the link edge.
 
 Choices (documented in ``docs/connector.md``):
 

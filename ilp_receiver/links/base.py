@@ -3,11 +3,12 @@
 A :class:`Link` carries ILP packets both ways over one bilateral connection:
 
 * :meth:`Link.send` sends an ILP Prepare to the peer and returns its Fulfill or Reject;
-* incoming Prepares are handed to the handler given with :meth:`Link.set_handler`,
-  whose Fulfill or Reject goes back to the peer.
+* every incoming Prepare goes through :meth:`Link.handle_incoming`, which runs the
+  handler given with :meth:`Link.set_handler`; its Fulfill or Reject goes back to the
+  peer.
 
 Handlers return rejects as values; an exception escaping a handler is turned into a
-``T00`` Reject at exactly one place (:func:`call_handler`).
+``T00`` Reject at exactly one place, :meth:`Link.handle_incoming` (the link edge).
 
 While a handler runs, :func:`reply_channel` is the connection or HTTP exchange its
 Prepare arrived on (:class:`ReplyChannel`), when the transport can tell: whether the
@@ -31,7 +32,6 @@ __all__ = [
     "IlpHandler",
     "Link",
     "ReplyChannel",
-    "call_handler",
     "reject_from_error",
     "reply_channel",
 ]
@@ -116,16 +116,6 @@ def reject_from_error(exc: BaseException, triggered_by: str) -> IlpReject:
     return IlpReject(code="T00", triggered_by=triggered_by, message="internal error")
 
 
-async def call_handler(handler: IlpHandler, prepare: IlpPrepare, triggered_by: str) -> IlpReply:
-    """Run ``handler`` on ``prepare``; never raises (the edge where errors become T00)."""
-    try:
-        return await handler(prepare)
-    except Exception as exc:
-        if not isinstance(exc, IlpError):
-            log.exception("handler failed on a Prepare to %s", prepare.destination)
-        return reject_from_error(exc, triggered_by)
-
-
 async def _no_handler(prepare: IlpPrepare) -> IlpReply:
     return IlpReject(code="F02", message="no handler registered")
 
@@ -155,8 +145,11 @@ class Link(abc.ABC):
         for callback in self._connect_callbacks:
             await callback()
 
-    async def _handle_incoming(self, prepare: IlpPrepare) -> IlpReply:
-        # call_handler inlined (one coroutine less per incoming packet)
+    async def handle_incoming(self, prepare: IlpPrepare) -> IlpReply:
+        """Answer an incoming Prepare with the handler; never raises.  The one edge
+        where an error escaping a handler becomes a Reject (:func:`reject_from_error`:
+        ``T00`` unless it is an :class:`~ilp_receiver.errors.IlpError`); every transport
+        hands its incoming Prepares here."""
         try:
             return await self._handler(prepare)
         except Exception as exc:

@@ -28,7 +28,7 @@ def open_link(url: str, **options: Any) -> Link:
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme in ("btp+ws", "btp+wss"):
-        from .btp import BtpClientLink
+        from .btp_client import BtpClientLink
 
         if url.endswith("?profile=btp2i"):
             url = url[: -len("?profile=btp2i")]

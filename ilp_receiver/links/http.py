@@ -708,7 +708,7 @@ class HttpLink(Link):
                 message=f"invalid ILP Prepare: {exc.reason}",
             )
         else:
-            reply = await self._handle_incoming(prepare)
+            reply = await self.handle_incoming(prepare)
         try:
             return encode_packet(reply)
         except EncodeError:

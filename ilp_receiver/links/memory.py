@@ -2,7 +2,7 @@
 
 Used for local delivery inside one process (the bundled connector handing packets to an
 in-process receiver) and by tests and the demo.  Packets still pass through the same
-handler edge (:func:`~ilp_receiver.links.base.call_handler`) as on a real transport.
+handler edge (:meth:`~ilp_receiver.links.base.Link.handle_incoming`) as on a real transport.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class MemoryLink(Link):
             raise LinkClosedError("in-memory link is not connected")
         wait = timeout if timeout is not None else self.expiry_timeout(prepare)
         try:
-            return await asyncio.wait_for(peer._handle_incoming(prepare), wait)
+            return await asyncio.wait_for(peer.handle_incoming(prepare), wait)
         except TimeoutError:
             raise LinkTimeoutError(f"no answer within {wait:.3f} s") from None
 

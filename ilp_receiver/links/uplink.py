@@ -9,11 +9,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .codec.balance import balance_request, decode_balance_fulfill
-from .codec.ildcp import decode_ildcp_fulfill, ildcp_request
-from .codec.ilp import IlpReject
-from .errors import RemoteProtocolError
-from .links.base import Link
+from ..codec.balance import balance_request, decode_balance_fulfill
+from ..codec.ildcp import decode_ildcp_fulfill, ildcp_request
+from ..codec.ilp import IlpReject
+from ..errors import RemoteProtocolError
+from .base import Link
 
 __all__ = ["PeerConfig", "Uplink", "fetch_balance", "fetch_peer_config"]
 

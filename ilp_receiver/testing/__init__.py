@@ -5,7 +5,7 @@
 end for a child (a receiver, a paying client); the network
 
 * answers IL-DCP (``peer.config``) with ``<network address>.<child name>`` and its
-  asset, so :class:`~ilp_receiver.uplink.Uplink` works unchanged;
+  asset, so :class:`~ilp_receiver.links.uplink.Uplink` works unchanged;
 * forwards every other Prepare to the child whose address is the longest prefix of the
   destination, applying an exchange ``rate`` (``floor(amount x rate)``, like a
   connector's rounding);

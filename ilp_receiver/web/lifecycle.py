@@ -4,15 +4,17 @@
 
     decide  ->  run the view  ->  add the headers  ->  settle: keep the charge or refund
 
-1. **Decide** (:func:`decide` / :func:`decide_sync`): no uplink yet -> ``503
+1. **Decide** (:func:`decision_steps`, driven by :func:`decide` on the event loop and
+   :func:`decide_sync` on a request thread): no uplink yet -> ``503
    UplinkUnavailable`` with ``Retry-After``; a ``Content-Length`` that is not a number
    -> ``400``; for a body-priced route (:func:`~ilp_receiver.paywall.per_byte`) the body
    is read first through a counting reader (``413`` beyond its maximum, before any
    charge) and the price is computed from the bytes that arrived; then the paywall
    (:meth:`~ilp_receiver.paywall.Paywall.check`): ``204`` / ``402`` / ``400``, or the
    price debited atomically.
-2. **Record** (:func:`enter` / :func:`enter_sync`): the outcome is kept on the request
-   (ASGI scope, WSGI environ, aiohttp request, Django ``META``) under
+2. **Record** (:func:`record`; :func:`enter` / :func:`enter_sync` do steps 1-2): the
+   outcome is kept on the request (ASGI scope, WSGI environ, aiohttp request, Django
+   ``META``) under
    :data:`CHARGE_KEY`, as a :class:`PaidRequest`.  Whichever paywall a request meets
    first decides; a second one on the same request (a path rule *and* a decorator,
    nested decorators) sees the record and lets the request through: **never two
@@ -59,11 +61,12 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     MutableMapping,
 )
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from ..http_reply import HttpReply
@@ -82,17 +85,21 @@ __all__ = [
     "CHARGE_KEY",
     "AsyncPaywallService",
     "BodyReader",
+    "CheckPaywall",
     "PaidRequest",
+    "ReadBody",
     "SyncBodyReader",
     "SyncPaywallService",
     "charge_of",
     "decide",
     "decide_sync",
+    "decision_steps",
     "enter",
     "enter_sync",
     "fail",
     "fail_sync",
     "keeps_charge",
+    "record",
     "respond",
     "respond_sync",
     "watch_async_body",
@@ -221,10 +228,45 @@ class SyncPaywallService(Protocol):
         ...
 
 
-def _precheck(ready: bool, request: RequestFacts, price: Price) -> HttpReply | None:
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """A step of the decision: read up to ``limit`` + 1 body bytes (how many arrived,
+    or None beyond ``limit``)."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPaywall:
+    """A step of the decision: the paywall's decision on ``request`` at ``price``."""
+
+    request: RequestFacts
+    price: Price
+    pay_method: str | None
+
+
+def decision_steps(
+    ready: bool, request: RequestFacts, price: Price, *, pay_method: str | None, reads_body: bool
+) -> Generator[ReadBody | CheckPaywall, Any, PaywallDecision]:
+    """Step 1 (module docstring) once for both drivers: 503 / 400 / 413 checks, the body
+    read for a body price (:class:`ReadBody`), then the paywall (:class:`CheckPaywall`).
+    It yields what it needs and is sent the result; :func:`decide` and
+    :func:`decide_sync` drive it."""
     if not ready:
-        return uplink_unavailable_reply()
-    return check_content_length(request, body_limit(price))
+        return PaywallDecision(uplink_unavailable_reply())
+    limit = body_limit(price)
+    early = check_content_length(request, limit)
+    if early is not None:
+        return PaywallDecision(early)
+    if limit is not None:
+        if not reads_body:
+            raise RuntimeError("this adapter cannot read the body for a per_byte price")
+        size = yield ReadBody(limit)
+        if size is None:
+            return PaywallDecision(payload_too_large_reply(limit))
+        request = replace(request, body_size=size)
+    decision: PaywallDecision = yield CheckPaywall(request, price, pay_method)
+    return decision
 
 
 async def decide(
@@ -235,20 +277,22 @@ async def decide(
     pay_method: str | None = None,
     read_body: BodyReader | None = None,
 ) -> PaywallDecision:
-    """Step 1 (module docstring): 503 / 400 / 413 checks, the body read for a body
-    price, then the paywall."""
-    early = _precheck(service.ready, request, price)
-    if early is not None:
-        return PaywallDecision(early)
-    limit = body_limit(price)
-    if limit is not None:
-        if read_body is None:
-            raise RuntimeError("this adapter cannot read the body for a per_byte price")
-        size = await read_body(limit)
-        if size is None:
-            return PaywallDecision(payload_too_large_reply(limit))
-        request = replace(request, body_size=size)
-    return await service.check(request, price, pay_method=pay_method)
+    """Step 1 on the event loop (:func:`decision_steps` with awaited calls)."""
+    steps = decision_steps(
+        service.ready, request, price, pay_method=pay_method, reads_body=read_body is not None
+    )
+    result: Any = None
+    try:
+        while True:
+            step = steps.send(result)
+            if isinstance(step, ReadBody):
+                assert read_body is not None
+                result = await read_body(step.limit)
+            else:
+                result = await service.check(step.request, step.price, pay_method=step.pay_method)
+    except StopIteration as done:
+        decision: PaywallDecision = done.value
+        return decision
 
 
 def decide_sync(
@@ -259,19 +303,31 @@ def decide_sync(
     pay_method: str | None = None,
     read_body: SyncBodyReader | None = None,
 ) -> PaywallDecision:
-    """:func:`decide` for sync adapters (WSGI request threads)."""
-    early = _precheck(service.ready, request, price)
-    if early is not None:
-        return PaywallDecision(early)
-    limit = body_limit(price)
-    if limit is not None:
-        if read_body is None:
-            raise RuntimeError("this adapter cannot read the body for a per_byte price")
-        size = read_body(limit)
-        if size is None:
-            return PaywallDecision(payload_too_large_reply(limit))
-        request = replace(request, body_size=size)
-    return service.check(request, price, pay_method=pay_method)
+    """Step 1 on the calling thread, for sync adapters (WSGI request threads)."""
+    steps = decision_steps(
+        service.ready, request, price, pay_method=pay_method, reads_body=read_body is not None
+    )
+    result: Any = None
+    try:
+        while True:
+            step = steps.send(result)
+            if isinstance(step, ReadBody):
+                assert read_body is not None
+                result = read_body(step.limit)
+            else:
+                result = service.check(step.request, step.price, pay_method=step.pay_method)
+    except StopIteration as done:
+        decision: PaywallDecision = done.value
+        return decision
+
+
+def record(state: MutableMapping[str, Any], decision: PaywallDecision) -> HttpReply | None:
+    """Step 2: keep a decision that lets the request through in ``state``; the reply
+    to send instead of running the view, or None to run it."""
+    if decision.reply is not None:
+        return decision.reply
+    state[CHARGE_KEY] = PaidRequest(decision)
+    return None
 
 
 async def enter(
@@ -288,10 +344,7 @@ async def enter(
     if CHARGE_KEY in state:
         return None
     decision = await decide(service, request, price, pay_method=pay_method, read_body=read_body)
-    if decision.reply is not None:
-        return decision.reply
-    state[CHARGE_KEY] = PaidRequest(decision)
-    return None
+    return record(state, decision)
 
 
 def enter_sync(
@@ -307,10 +360,7 @@ def enter_sync(
     if CHARGE_KEY in state:
         return None
     decision = decide_sync(service, request, price, pay_method=pay_method, read_body=read_body)
-    if decision.reply is not None:
-        return decision.reply
-    state[CHARGE_KEY] = PaidRequest(decision)
-    return None
+    return record(state, decision)
 
 
 # ---------------------------------------------------------------------------------------

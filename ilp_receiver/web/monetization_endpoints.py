@@ -70,12 +70,13 @@ from ..spsp import (
     not_acceptable_body,
 )
 from ..webpayments import OrderBook, is_order_id
-from .asgi import SCOPE_KEY, AsgiApp, IlpService, Receive, Scope, Send, facts_from_scope, send_reply
+from .asgi import SCOPE_KEY, AsgiApp, Receive, Scope, Send, facts_from_scope, send_reply
+from .service import IlpService
 from .spsp_endpoint import CORS_HEADERS, preflight_reply, receipt_fields
 
 if TYPE_CHECKING:
-    from .._portal import BlockingPortal
     from ..monetization_verifier import IncomingPaymentVerifier
+    from ..portal import BlockingPortal
     from ..receiver import AsyncReceiver
     from ..spsp import SpspResponse
     from .wsgi import SyncIlpService

@@ -1,7 +1,7 @@
 """Framework-neutral sync glue for WSGI apps: the same service, reached through the portal.
 
 Design principle 3: sync callers reach the one asyncio implementation through one
-long-lived background event loop (:class:`~ilp_receiver._portal.BlockingPortal`).
+long-lived background event loop (:class:`~ilp_receiver.portal.BlockingPortal`).
 :class:`SyncIlpService` runs :class:`~ilp_receiver.web.asgi.IlpService` (SPSP endpoints,
 paywall) on the portal of a sync :class:`~ilp_receiver.Receiver`; every call blocks only
 the request's own thread.  The paywall's decision is the one exception: when the price
@@ -38,10 +38,10 @@ from ..paywall import (
     uplink_unavailable_reply,
 )
 from . import lifecycle
-from .asgi import IlpService, PointerMount, health_reply
+from .service import IlpService, PointerMount, health_reply
 
 if TYPE_CHECKING:
-    from .._portal import BlockingPortal
+    from ..portal import BlockingPortal
     from ..receiver import AsyncReceiver, Receiver
 
 __all__ = [

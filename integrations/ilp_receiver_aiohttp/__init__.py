@@ -28,7 +28,7 @@ adds a middleware that sets the ``__monetizer`` visitor cookie and serves
 :class:`~ilp_receiver.webpayments.OrderBook`, ``/orders/<id>``; :func:`monetized` guards
 handlers and :func:`metered` charges a streamed body per byte.
 
-All logic is :class:`ilp_receiver.web.asgi.IlpService`,
+All logic is :class:`ilp_receiver.web.service.IlpService`,
 :mod:`ilp_receiver.web.lifecycle` and :mod:`ilp_receiver.web.monetization_endpoints`;
 this module only speaks aiohttp.
 """
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar, Unpack
@@ -53,14 +54,14 @@ from ilp_receiver.open_payments import monetization_link_tag
 from ilp_receiver.options import ReceiverOptions, ReceiverSettings
 from ilp_receiver.paywall import PaidRoute, PayMethod, Price, RequestFacts, check_pay_method
 from ilp_receiver.receiver import AsyncReceiver
-from ilp_receiver.server import RECEIVER_KEY
 from ilp_receiver.web import lifecycle
-from ilp_receiver.web.asgi import IlpService, receiver_for
 from ilp_receiver.web.monetization_endpoints import (
     MonetizationService,
     OrderEndpoints,
     VisitorLookup,
 )
+from ilp_receiver.web.service import IlpService, receiver_for
+from ilp_receiver.web.spsp_endpoint import EndpointDirectory, spsp_reply
 from ilp_receiver.webpayments import OrderBook
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "VISITOR_KEY",
     "BodyReader",
     "body_reader",
+    "create_spsp_app",
     "current_visitor",
     "get_monetization",
     "get_receiver",
@@ -101,6 +103,10 @@ _PAID_KEY = web.RequestKey("ilp_receiver_paid", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
+
+
+#: Where :func:`setup` (and :func:`create_spsp_app`) keep the application's receiver.
+RECEIVER_KEY = web.AppKey("ilp_receiver", AsyncReceiver)
 
 
 def get_service(request: web.Request) -> IlpService:
@@ -557,3 +563,63 @@ async def _orders_middleware(request: web.Request, handler: Handler) -> web.Stre
         if reply is not None:
             return to_response(reply)
     return await handler(request)
+
+
+# -- a standalone payment-pointer server (``ilp-receiver receive``) ----------------------
+
+
+def create_spsp_app(
+    receiver: AsyncReceiver, directory: EndpointDirectory | None = None
+) -> web.Application:
+    """A standalone payment-pointer server for ``receiver``: SPSP endpoints and a health
+    check, without an application around them (what ``ilp-receiver receive`` serves).
+
+    ``/.well-known/pay`` (and ``/``) serve the default endpoint; ``/<name>`` serves
+    named endpoints (``directory``), each with a balance of its own; each answers
+    STREAM (SPSP v4) or PSK2 by the query's ``Accept``
+    (:func:`~ilp_receiver.web.spsp_endpoint.spsp_reply`), and ``OPTIONS`` with the
+    CORS headers; ``/health`` answers ``ok`` while the uplink is connected (503
+    otherwise), with the uplink, the address and ``shared_account``.  The caller starts
+    and stops the receiver."""
+    endpoints = directory or EndpointDirectory()
+    app = web.Application()
+    app[RECEIVER_KEY] = receiver
+
+    async def answer(request: web.Request, account: str | None) -> web.Response:
+        headers = request.headers
+        reply = await spsp_reply(
+            receiver,
+            account,
+            headers.get("Accept"),
+            method=request.method,
+            receipt_nonce=headers.get("Receipt-Nonce"),
+            receipt_secret=headers.get("Receipt-Secret"),
+        )
+        return to_response(reply)
+
+    async def default_endpoint(request: web.Request) -> web.Response:
+        return await answer(request, endpoints.account("default"))
+
+    async def named_endpoint(request: web.Request) -> web.Response:
+        return await answer(request, endpoints.account(request.match_info["name"]))
+
+    async def health(request: web.Request) -> web.Response:
+        up = receiver.link.is_connected
+        report = receiver.health() if receiver.ready else {"status": "starting"}
+        if not up and report["status"] == "ok":
+            report["status"] = "uplink down"
+        return web.Response(
+            status=200 if up else 503,
+            text=json.dumps(report),
+            content_type="application/json",
+        )
+
+    app.router.add_get("/health", health)
+    for path, handler in (
+        ("/.well-known/pay", default_endpoint),
+        ("/", default_endpoint),
+        ("/{name}", named_endpoint),
+    ):
+        app.router.add_get(path, handler)
+        app.router.add_route("OPTIONS", path, handler)
+    return app

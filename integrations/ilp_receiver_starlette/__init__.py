@@ -71,11 +71,9 @@ from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.web.asgi import (
     AsgiApp,
     IlpAsgiMiddleware,
-    IlpService,
     Scope,
     body_tap,
     facts_from_scope,
-    receiver_for,
     service_from_scope,
 )
 from ilp_receiver.web.lifecycle import BodyReader
@@ -86,6 +84,7 @@ from ilp_receiver.web.monetization_endpoints import (
     OrdersAsgiMiddleware,
     service_and_lookup,
 )
+from ilp_receiver.web.service import IlpService, receiver_for
 from ilp_receiver.webpayments import OrderBook
 
 __all__ = [

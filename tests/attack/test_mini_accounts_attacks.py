@@ -24,8 +24,8 @@ from ilp_receiver.codec.ilp import IlpFulfill, IlpPrepare, IlpReply
 from ilp_receiver.connector import Connector, config_from_mapping
 from ilp_receiver.connector.config import ConnectorConfig
 from ilp_receiver.errors import AuthenticationError
-from ilp_receiver.links.btp import BtpClientLink
-from ilp_receiver.uplink import fetch_peer_config
+from ilp_receiver.links.btp_client import BtpClientLink
+from ilp_receiver.links.uplink import fetch_peer_config
 
 pytestmark = pytest.mark.attack
 

@@ -27,8 +27,9 @@ from ilp_receiver.codec.stream import (
     StreamMoney,
     StreamPacket,
 )
-from ilp_receiver.links.btp import BtpClientLink
+from ilp_receiver.links.btp_client import BtpClientLink
 from ilp_receiver.links.factory import open_link
+from ilp_receiver.links.uplink import fetch_peer_config
 from ilp_receiver.stream.secrets import (
     StreamServerSecrets,
     derive_keys,
@@ -36,7 +37,6 @@ from ilp_receiver.stream.secrets import (
     seal_packet,
 )
 from ilp_receiver.stream.server import account_to_tag
-from ilp_receiver.uplink import fetch_peer_config
 from tests.attack.conftest import Node, rss_kib
 from tests.attack.test_wire_attacks import pay_once
 

@@ -42,8 +42,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from ilp_receiver._portal import BlockingPortal
 from ilp_receiver.client import AsyncPaymentClient, PaymentResult, StreamDestination
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver.spsp import SPSP4_MEDIA_TYPE, SetupProtocol, parse_spsp_response
 from ilp_receiver_flask import get_monetization, get_service
 

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from ilp_receiver._portal import BlockingPortal
+from ilp_receiver.portal import BlockingPortal
 from ilp_receiver_flask import get_monetization, get_service
 from tests.test_wm_adapters import Wallet
 

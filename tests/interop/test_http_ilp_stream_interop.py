@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from ilp_receiver._portal import BlockingPortal
+from ilp_receiver.portal import BlockingPortal
 
 from .procs import js_connector, run_json_lines, started
 

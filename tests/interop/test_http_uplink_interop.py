@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ilp_receiver.links.http import HttpSyncLink
-from ilp_receiver.uplink import fetch_peer_config
+from ilp_receiver.links.uplink import fetch_peer_config
 
 from .procs import js_connector, js_pay, our_receiver, started
 

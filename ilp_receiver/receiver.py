@@ -702,6 +702,10 @@ class AsyncReceiver:
                     # a STREAM token that does not open under our secret
                     self._note_foreign(None)
                 return reply
+        return await self._handle_psk2(prepare)
+
+    async def _handle_psk2(self, prepare: IlpPrepare) -> IlpReply:
+        """The PSK2 path: decide, ask the application, credit, then fulfil."""
         psk2 = self._receiver()
         # Exactly one encrypted PSK2 response (reject or fulfill) leaves per Prepare, so
         # one fresh IV serves whichever it is.

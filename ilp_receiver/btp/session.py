@@ -39,8 +39,8 @@ import random
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from ..codec.btp import (
     BtpError,
@@ -76,8 +76,7 @@ _REQUEST_ID = struct.Struct(">I")
 _NAMES_IN_ERRORS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class PrepareReceived:
+class PrepareReceived(NamedTuple):
     """The peer sent an ILP Prepare: run the handler, then hand its Fulfill or Reject
     to :meth:`BtpSessionState.answer_prepare` and write the bytes it returns."""
 
@@ -85,8 +84,7 @@ class PrepareReceived:
     prepare: IlpPrepare
 
 
-@dataclass(frozen=True, slots=True)
-class TransferReceived:
+class TransferReceived(NamedTuple):
     """The peer sent a BTP Transfer: record it, then write
     :meth:`BtpSessionState.answer_transfer`."""
 
@@ -94,23 +92,20 @@ class TransferReceived:
     transfer: BtpTransfer
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(NamedTuple):
     """The Response or Error to one of our requests (it is no longer in flight)."""
 
     request_id: int
     frame: BtpResponse | BtpError
 
 
-@dataclass(frozen=True, slots=True)
-class SendBytes:
+class SendBytes(NamedTuple):
     """Write ``data`` to the peer: an answer the session gives by itself, or a repeat."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTimedOut:
+class RequestTimedOut(NamedTuple):
     """One of our requests got no answer by its deadline (it is no longer in flight)."""
 
     request_id: int

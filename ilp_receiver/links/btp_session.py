@@ -244,20 +244,15 @@ class BtpSession:
         event = self.state.receive(data)
         if event is None:
             return
-        kind = type(event)
-        if kind is PrepareReceived:
-            assert isinstance(event, PrepareReceived)
+        if isinstance(event, PrepareReceived):  # the common case first
             self._spawn(self._answer_prepare(event.request_id, event.prepare))
-        elif kind is ResponseReceived:
-            assert isinstance(event, ResponseReceived)
+        elif isinstance(event, ResponseReceived):
             future = self._waiting.pop(event.request_id, None)
             if future is not None and not future.done():
                 future.set_result(event.frame)
-        elif kind is SendBytes:
-            assert isinstance(event, SendBytes)
+        elif isinstance(event, SendBytes):
             self._spawn(self._write(event.data))
         else:
-            assert isinstance(event, TransferReceived)
             self._spawn(self._answer_transfer(event))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

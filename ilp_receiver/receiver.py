@@ -385,6 +385,8 @@ class AsyncReceiver:
         #: the in-process dispatcher (``webhooks.dispatch``), once started
         self.webhook_dispatcher: WebhookDispatcher | None = None
         self._asset_json: tuple[object, str] = (None, "null")
+        # the data of the last PSK2 request event: (uplink config, protocol, JSON text)
+        self._request_data: tuple[object, str, str] = (None, "", "")
         self._webhook_sources: list[WebhookSource] = []
 
     # -- lifecycle -----------------------------------------------------------------
@@ -847,7 +849,17 @@ class AsyncReceiver:
         if config is not None and self._asset_json[0] is not config:
             asset = {"code": config.asset_code, "scale": config.asset_scale}
             self._asset_json = (config, json.dumps(asset, separators=(",", ":"), sort_keys=True))
-        pid = "null" if payment_id is None else f'"{payment_id}"'
+        if payment_id is None:  # PSK2 requests: the same text for every packet
+            cached = self._request_data
+            if cached[0] is config and cached[1] == protocol:
+                return cached[2]
+            text = self._event_data_text(config, protocol, "null")
+            self._request_data = (config, protocol, text)
+            return text
+        return self._event_data_text(config, protocol, f'"{payment_id}"')
+
+    def _event_data_text(self, config: object, protocol: str, pid: str) -> str:
+        """``data`` JSON text with ``pid`` (a JSON value) as payment id."""
         fields = f'"payment_id":{pid},"protocol":"{protocol}"'
         if config is None:
             return "{" + fields + "}"

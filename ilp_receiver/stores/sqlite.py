@@ -222,9 +222,10 @@ _OUTBOX_MERGE = (
     "UPDATE ilp_outbox SET amount = ?, count = ?, balance = coalesce(?, balance), last = ?"
     " WHERE seq = ?"
 )
+# created and last are the same time on insert: bound once (?9)
 _OUTBOX_INSERT = (
     "INSERT INTO ilp_outbox (id, type, account, merge_key, amount, count, balance, data,"
-    " created, last, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created, last, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)"
 )
 _OUTBOX_COLUMNS = (
     "id, seq, type, account, amount, count, balance, data, created, last, attempts, state,"
@@ -238,6 +239,18 @@ def _write_outbox(
     """Inside a write transaction: write ``events`` (entry, balance after its credit) in
     order, merging entries with a merge key into the open row of that key (one read and
     one write per merge key and transaction, however many credits it sums)."""
+    for entry, _ in events:
+        if entry.merge_key is not None:
+            break
+    else:  # nothing to merge (PSK2 requests, order and paywall events): one insert each
+        conn.executemany(
+            _OUTBOX_INSERT,
+            [
+                _insert_row(entry, entry.amount, 1, entry.balance if b is None else b, now)
+                for entry, b in events
+            ],
+        )
+        return
     # rows in the order of their first entry: [entry, amount, count, balance]
     rows: list[list[Any]] = []
     by_key: dict[str, list[Any]] = {}
@@ -288,8 +301,7 @@ def _insert_row(
         str(amount),
         count,
         None if balance is None else str(balance),
-        entry.data_json(),
-        now,
+        entry.data if isinstance(entry.data, str) else entry.data_json(),
         now,
         now + entry.window,
     )

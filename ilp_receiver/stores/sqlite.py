@@ -107,6 +107,7 @@ from .outbox import (
     OutboxEvent,
     OutboxState,
     check_claim_args,
+    check_purge_age,
     conditional_amount,
     select_heads,
 )
@@ -1184,7 +1185,7 @@ class SqliteStore(BalanceStore):
     ) -> bool:
         """Schedule another attempt (or give up); see ``BalanceStore.outbox_retry``."""
         values = (
-            due,
+            self.clock() if dead else due,
             error[:MAX_ERROR],
             json.dumps(list(acked)),
             "dead" if dead else "pending",
@@ -1249,6 +1250,18 @@ class SqliteStore(BalanceStore):
             )
 
         result: bool = await self._outbox_call("outbox replay", replay)
+        return result
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete old dead letters; see ``BalanceStore.outbox_purge``."""
+        cutoff = self.clock() - check_purge_age(older_than)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM ilp_outbox WHERE state = 'dead' AND due < ?", (cutoff,)
+            ).rowcount
+
+        result: int = await self._outbox_call("outbox purge", purge)
         return result
 
     async def outbox_counts(self) -> dict[str, int]:

@@ -816,6 +816,27 @@ class Monetizer:
             for entry in await self._webhook_events(account, amount, data)
         ]
 
+    def _bucket_events(self, kind: str, account: str, amount: int) -> list[OutboxEntry] | None:
+        """With webhooks on (the attached receiver's) and a store with an outbox, the
+        ``visitor.debited`` / ``visitor.expired`` event to write in the bucket change's
+        transaction; else None."""
+        receiver = self._attachment.current
+        if receiver is None or receiver.webhooks is None or not self.store.supports_outbox:
+            return None
+        data: dict[str, object] = {"visitor_id": _visitor_id_of(account)}
+        if receiver.ready:
+            config = receiver.config
+            data["asset"] = {"code": config.asset_code, "scale": config.asset_scale}
+        return [OutboxEntry(kind, account, amount, data)]
+
+    async def _debit(self, account: str, amount: int) -> int | None:
+        """Debit a bucket (with its ``visitor.debited`` event when webhooks are on); the
+        new balance, or None when funds are short (nothing debited, no event)."""
+        events = self._bucket_events("visitor.debited", account, amount)
+        if events:
+            return await self.store.try_debit_with_outbox(account, amount, events)
+        return await self.store.try_debit(account, amount)
+
     @property
     def receiver(self) -> AsyncReceiver:
         """The attached receiver."""
@@ -993,7 +1014,7 @@ class Monetizer:
         self._touch(who.account)
         if amount == 0:
             return await self.store.balance(who.account)
-        return await self.store.try_debit(who.account, amount)
+        return await self._debit(who.account, amount)
 
     async def spend(self, visitor: Visitor | str, amount: int) -> int:
         """Debit ``amount`` atomically and return the new balance.
@@ -1043,7 +1064,7 @@ class Monetizer:
                 result = (
                     await store.balance(account)
                     if amount == 0
-                    else await store.try_debit(account, amount)
+                    else await self._debit(account, amount)
                 )
                 if result is not None:
                     return result
@@ -1096,8 +1117,12 @@ class Monetizer:
             balance = await store.balance(account)
             if balance <= 0:
                 continue
+            events = self._bucket_events("visitor.expired", account, balance)
             try:
-                await store.add(account, -balance, minimum=0)
+                if events:  # the notice is written with the debit, or not at all
+                    await store.add_with_outbox(account, -balance, events, minimum=0)
+                else:
+                    await store.add(account, -balance, minimum=0)
             except BalanceLimitError:
                 continue  # spent meanwhile: it was not idle after all
             await store.credit(EXPIRED_ACCOUNT, balance)

@@ -55,6 +55,9 @@ age``                                                dead letter (259200: 3 days
 ``webhook_         ``ILP_RECEIVER_WEBHOOK_DISPATCH`` deliver from the receiver process (true);
 dispatch``                                           false: only write the outbox, for
                                                      ``ilp-receiver webhooks run``
+``webhook_dead_    ``ILP_RECEIVER_WEBHOOK_DEAD_      seconds a dead letter is kept before a
+retention``        RETENTION``                       dispatcher purges it (2592000: 30 days;
+                                                     0: keep them)
 =================  ================================  ==========================================
 
 ``secret`` and ``secret_file`` exclude each other within one layer; a higher layer's
@@ -133,6 +136,7 @@ SETTING_NAMES: Final = {
     "webhook_window": "WEBHOOK_WINDOW",
     "webhook_max_age": "WEBHOOK_MAX_AGE",
     "webhook_dispatch": "WEBHOOK_DISPATCH",
+    "webhook_dead_retention": "WEBHOOK_DEAD_RETENTION",
 }
 #: Settings that only code can give (no text form).
 _CODE_ONLY: Final = frozenset({"on_payment"})
@@ -168,6 +172,7 @@ class ReceiverSettings(TypedDict, total=False):
     webhook_window: float
     webhook_max_age: float
     webhook_dispatch: bool
+    webhook_dead_retention: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,7 @@ class ReceiverOptions:
     webhook_window: float = 1.0
     webhook_max_age: float = 3 * 24 * 3600.0
     webhook_dispatch: bool = True
+    webhook_dead_retention: float = 30 * 24 * 3600.0
 
     # -- building ----------------------------------------------------------------------
 
@@ -367,6 +373,7 @@ class ReceiverOptions:
             window=self.webhook_window,
             max_age=self.webhook_max_age,
             dispatch=self.webhook_dispatch,
+            dead_retention=self.webhook_dead_retention,
         )
 
     def async_receiver(self) -> AsyncReceiver:
@@ -697,6 +704,7 @@ _CHECKS: Final[dict[str, Callable[[object, str], object]]] = {
     "webhook_window": _seconds,
     "webhook_max_age": _webhook_max_age,
     "webhook_dispatch": _bool,
+    "webhook_dead_retention": _seconds,
 }
 
 

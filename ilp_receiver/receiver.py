@@ -169,6 +169,11 @@ StreamOpenPolicy = Callable[[str, int], "StreamSetup | None"]
 
 #: Seconds between two sweeps for idle STREAM connections.
 _EXPIRY_INTERVAL = 5.0
+#: the longest the reply to a STREAM close waits for its payment.completed to be stored
+_COMPLETED_WAIT = 2.0
+#: retries of a payment.completed the store failed to write: first delay, longest delay
+_COMPLETED_RETRY_FIRST = 0.05
+_COMPLETED_RETRY_MAX = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +390,13 @@ class AsyncReceiver:
         #: the in-process dispatcher (``webhooks.dispatch``), once started
         self.webhook_dispatcher: WebhookDispatcher | None = None
         self._asset_json: tuple[object, str] = (None, "null")
+        # the data of the last PSK2 request event: (uplink config, protocol, JSON text)
+        self._request_data: tuple[object, str, str] = (None, "", "")
         self._webhook_sources: list[WebhookSource] = []
+        # STREAM connections whose payment.completed went into their closing credit's
+        # transaction (its ConnectionClosed event then writes nothing)
+        self._completed_with_credit: set[str] = set()
+        self._stopping = asyncio.Event()  # set while stop() runs
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -525,8 +536,10 @@ class AsyncReceiver:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._expirer = None
-        if self._background:  # outbox writes of completed payments
+        if self._background:  # outbox writes of completed payments (a last try each)
+            self._stopping.set()
             await asyncio.wait(list(self._background), timeout=10)
+            self._stopping.clear()
         dispatcher, self.webhook_dispatcher = self.webhook_dispatcher, None
         if dispatcher is not None:
             await dispatcher.stop()
@@ -787,12 +800,17 @@ class AsyncReceiver:
         iv = os.urandom(12)
         decision = server.handle_prepare(prepare, datetime.now(UTC), time.monotonic(), iv=iv)
         if not isinstance(decision, StreamCredit):
-            self._stream_events(server.events())
+            writing = self._stream_events(server.events())
+            if writing is not None:  # a close: its notice is stored before the reply
+                await asyncio.wait({writing}, timeout=_COMPLETED_WAIT)
             return decision
         try:
-            return await self._credit_stream(server, prepare, decision, iv)
+            reply = await self._credit_stream(server, prepare, decision, iv)
         finally:
-            self._stream_events(server.events())
+            writing = self._stream_events(server.events())
+        if writing is not None:
+            await asyncio.wait({writing}, timeout=_COMPLETED_WAIT)
+        return reply
 
     async def _credit_stream(
         self, server: StreamServer, prepare: IlpPrepare, credit: StreamCredit, iv: bytes
@@ -808,14 +826,14 @@ class AsyncReceiver:
                 if isinstance(verdict, _Refusal):
                     return server.refuse(credit, iv=iv, code=verdict.code, message=verdict.message)
                 account = verdict
-            outbox = (
-                self._stream_outbox(account, credit.amount, credit.connection_id)
-                if self.webhooks is not None
-                else ()
-            )
+            outbox = self._stream_outbox(account, credit) if self.webhooks is not None else ()
             result = await self._credit(
                 account, credit.amount, credit.idempotency_key, payment, outbox
             )
+            applied = isinstance(result, AddResult) and result.applied
+            if credit.closes_connection and outbox and applied:
+                # payment.completed was written with this credit
+                self._completed_with_credit.add(credit.connection_id)
         except BaseException:
             server.refuse(credit, iv=iv, code="T00")  # settle it: cancelled mid-way
             raise
@@ -851,7 +869,17 @@ class AsyncReceiver:
         if config is not None and self._asset_json[0] is not config:
             asset = {"code": config.asset_code, "scale": config.asset_scale}
             self._asset_json = (config, json.dumps(asset, separators=(",", ":"), sort_keys=True))
-        pid = "null" if payment_id is None else f'"{payment_id}"'
+        if payment_id is None:  # PSK2 requests: the same text for every packet
+            cached = self._request_data
+            if cached[0] is config and cached[1] == protocol:
+                return cached[2]
+            text = self._event_data_text(config, protocol, "null")
+            self._request_data = (config, protocol, text)
+            return text
+        return self._event_data_text(config, protocol, f'"{payment_id}"')
+
+    def _event_data_text(self, config: object, protocol: str, pid: str) -> str:
+        """``data`` JSON text with ``pid`` (a JSON value) as payment id."""
         fields = f'"payment_id":{pid},"protocol":"{protocol}"'
         if config is None:
             return "{" + fields + "}"
@@ -878,20 +906,20 @@ class AsyncReceiver:
                 events.append(OutboxEntry("payment.completed", account, total, data, None, window))
         return events
 
-    def _stream_outbox(self, account: str, amount: int, connection_id: str) -> list[OutboxEntry]:
-        """``payment.received`` for a STREAM credit, merged per connection."""
+    def _stream_outbox(self, account: str, credit: StreamCredit) -> list[OutboxEntry]:
+        """``payment.received`` for a STREAM credit, merged per connection; with the
+        credit that closes its connection also ``payment.completed`` (in the credit's
+        transaction: the close cannot be credited without its notice)."""
         assert self.webhooks is not None
-        payment_id = _connection_payment_id(connection_id).hex()
-        return [
-            OutboxEntry(
-                "payment.received",
-                account,
-                amount,
-                self._event_data("stream", payment_id),
-                f"{account}\x1fstream:{payment_id}",
-                self.webhooks.window,
-            )
-        ]
+        payment_id = _connection_payment_id(credit.connection_id).hex()
+        data = self._event_data("stream", payment_id)
+        window = self.webhooks.window
+        merge_key = f"{account}\x1fstream:{payment_id}"
+        events = [OutboxEntry("payment.received", account, credit.amount, data, merge_key, window)]
+        if credit.closes_connection:
+            total = credit.received_before + credit.amount
+            events.append(OutboxEntry("payment.completed", account, total, data, None, window))
+        return events
 
     def add_webhook_source(self, source: WebhookSource) -> None:
         """Let ``source`` add events to every credit written with webhooks on (the
@@ -901,9 +929,13 @@ class AsyncReceiver:
         if source not in self._webhook_sources:
             self._webhook_sources.append(source)
 
-    def _spawn_stream_completed_event(self, event: ConnectionClosed) -> None:
-        """``payment.completed`` for a STREAM connection the client closed after paying
-        (written on its own: it describes no credit)."""
+    def _spawn_stream_completed_event(self, event: ConnectionClosed) -> asyncio.Future[None]:
+        """Write ``payment.completed`` for a STREAM connection the client closed after
+        paying with a packet that carried no money (a close with money writes it in
+        that credit's transaction, :meth:`_stream_outbox`).  It describes no credit, so
+        it is written on its own, retried while the store fails (the packet of the
+        close waits up to ``_COMPLETED_WAIT`` for it); the returned task ends when it is
+        written or the receiver stops."""
         assert self.webhooks is not None
         payment_id = _connection_payment_id(event.connection_id).hex()
         entry = OutboxEntry(
@@ -916,14 +948,37 @@ class AsyncReceiver:
         )
 
         async def write() -> None:
-            try:
-                await self.store.outbox_write([entry])
-            except Exception:
-                log.warning("could not write the payment.completed event of a STREAM payment")
+            delay = _COMPLETED_RETRY_FIRST
+            failures = 0
+            while True:
+                try:
+                    await self.store.outbox_write([entry])
+                    if failures:
+                        log.info("wrote a STREAM payment.completed after %d failures", failures)
+                    return
+                except Exception:
+                    failures += 1
+                    if not self._started:
+                        log.error(
+                            "lost the payment.completed event of a STREAM payment of %d "
+                            "to %s: the store failed until the receiver stopped",
+                            entry.amount,
+                            entry.account,
+                        )
+                        return
+                    if failures == 1:
+                        log.warning(
+                            "could not write the payment.completed event of a STREAM "
+                            "payment; retrying"
+                        )
+                with contextlib.suppress(TimeoutError):  # stop() wakes it for a last try
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, _COMPLETED_RETRY_MAX)
 
         task = asyncio.ensure_future(write())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _credit(
         self,
@@ -1051,11 +1106,13 @@ class AsyncReceiver:
             streams=credit.streams,
         )
 
-    def _stream_events(self, events: list[StreamEvent]) -> None:
+    def _stream_events(self, events: list[StreamEvent]) -> asyncio.Future[None] | None:
         """Hand STREAM events to the callbacks; a connection the client closed after
-        receiving money is a finished payment (``completed``)."""
+        receiving money is a finished payment (``completed``).  Returns the write of
+        its ``payment.completed`` webhook event when one was started."""
         if not events:
-            return
+            return None
+        writing: asyncio.Future[None] | None = None
         if self.webhooks is not None:
             for event in events:
                 if (
@@ -1063,7 +1120,10 @@ class AsyncReceiver:
                     and event.reason is CloseReason.CLIENT
                     and event.total_received
                 ):
-                    self._spawn_stream_completed_event(event)
+                    if event.connection_id in self._completed_with_credit:
+                        self._completed_with_credit.discard(event.connection_id)
+                    else:
+                        writing = self._spawn_stream_completed_event(event)
         if self._callbacks or self._subscribers:
             for event in events:
                 if (
@@ -1078,6 +1138,7 @@ class AsyncReceiver:
                     callback(event)
                 except Exception:
                     log.exception("STREAM event callback failed")
+        return writing
 
     async def _expire_stream_connections(self) -> None:
         """Forget idle STREAM connections (``stream_limits.idle_timeout``)."""

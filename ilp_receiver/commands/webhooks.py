@@ -8,7 +8,8 @@
 * ``webhooks keygen [--hmac] --out FILE``: a new signing key, written to FILE (mode
   0600, never printed); prints the public key consumers verify with.
 * ``webhooks list --store URL [--state dead]``, ``webhooks replay --store URL ID``,
-  ``webhooks stats --store URL``: inspect and replay (JSON on stdout).
+  ``webhooks stats --store URL``: inspect and replay (JSON on stdout);
+  ``webhooks purge --store URL [--older-than SECONDS]``: delete old dead letters.
 
 Endpoints and keys come from ``--url`` / ``--key-file`` or the environment
 (``ILP_RECEIVER_WEBHOOK_URL``, ``ILP_RECEIVER_WEBHOOK_KEY`` / ``_KEY_FILE``): a key is
@@ -77,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a claimed event is reserved for this dispatcher; after a crash its "
         "events are sent again (same webhook-id) once the lease runs out",
     )
+    run_parser.add_argument(
+        "--dead-retention",
+        type=float,
+        default=None,
+        help="seconds a dead letter is kept before it is purged; 0 keeps them "
+        "(default: $ILP_RECEIVER_WEBHOOK_DEAD_RETENTION, else 2592000)",
+    )
     run_parser.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     run_parser.add_argument("--admin-host", default="127.0.0.1", help="admin API address")
     run_parser.add_argument(
@@ -106,6 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     stats = actions.add_parser("stats", help="the outbox's depth (JSON)")
     stats.add_argument("--store", default=None, help=store_help)
+
+    purge = actions.add_parser("purge", help="delete old dead letters (JSON: how many)")
+    purge.add_argument("--store", default=None, help=store_help)
+    purge.add_argument(
+        "--older-than",
+        default=None,
+        help="seconds since they died; 0 purges every dead letter "
+        "(default: $ILP_RECEIVER_WEBHOOK_DEAD_RETENTION, else 2592000)",
+    )
 
 
 def _store_spec(args: argparse.Namespace) -> str:
@@ -164,8 +181,24 @@ async def _operate(args: argparse.Namespace) -> int:
                 return 0
             print(json.dumps({"error": "no such event", "id": args.event_id}), flush=True)
             return 1
+        if args.action == "purge":
+            purged = await store.outbox_purge(args.older_than)
+            print(json.dumps({"purged": purged, "older_than": args.older_than}), flush=True)
+            return 0
         print(json.dumps(await store.outbox_counts()), flush=True)
         return 0
+
+
+def _purge_age(args: argparse.Namespace) -> float:
+    """``--older-than`` over ``$ILP_RECEIVER_WEBHOOK_DEAD_RETENTION`` (checked)."""
+    from ..options import ReceiverOptions
+
+    env = ReceiverOptions.from_env()
+    if args.older_than is None:
+        return env.webhook_dead_retention
+    return env.replace_from(
+        {"webhook_dead_retention": (args.older_than, "--older-than")}
+    ).webhook_dead_retention
 
 
 def _dispatcher_config(args: argparse.Namespace) -> WebhookConfig:
@@ -181,6 +214,8 @@ def _dispatcher_config(args: argparse.Namespace) -> WebhookConfig:
         settings["webhook_key_file"] = (args.key_file, "--key-file")
     if args.max_age is not None:
         settings["webhook_max_age"] = (args.max_age, "--max-age")
+    if args.dead_retention is not None:
+        settings["webhook_dead_retention"] = (args.dead_retention, "--dead-retention")
     base = ReceiverOptions.from_env().replace_from(settings).webhook_config()
     if base is None:
         raise ConfigError("--url", "give --url or set ILP_RECEIVER_WEBHOOK_URL")
@@ -191,6 +226,7 @@ def _dispatcher_config(args: argparse.Namespace) -> WebhookConfig:
         timeout=args.timeout,
         concurrency=args.concurrency,
         lease=args.lease,
+        dead_retention=base.dead_retention,
     )
 
 
@@ -287,4 +323,6 @@ def run(args: argparse.Namespace) -> int:
         config = _dispatcher_config(args)
         args.admin_token = _admin_token(args) if args.admin_port is not None else ("", "")
         return asyncio.run(_run(args, config))
+    if args.action == "purge":
+        args.older_than = _purge_age(args)
     return asyncio.run(_operate(args))

@@ -312,7 +312,15 @@ class BalanceStore(abc.ABC):
         """An attempt failed: release the lease, try again at ``due`` (seconds since
         the epoch), remembering ``error`` and the endpoints that did acknowledge
         (``acked``); with ``dead``, move the event to the dead letters instead (it no
-        longer holds up its account).  False when the claim ``token`` no longer holds."""
+        longer holds up its account; its ``due`` then records when it died, by the
+        store's clock, for :meth:`outbox_purge`).  False when the claim ``token`` no
+        longer holds."""
+        raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete the dead letters that died more than ``older_than`` seconds ago (by
+        the store's clock); returns how many.  Pending events are never purged
+        (delivered ones are already gone: an acknowledgement deletes its row)."""
         raise NotImplementedError(f"{type(self).__name__} has no webhook outbox")
 
     async def outbox_list(self, state: OutboxState, limit: int = 100) -> list[OutboxEvent]:

@@ -31,6 +31,7 @@ from .outbox import (
     OutboxState,
     applicable_entries,
     check_claim_args,
+    check_purge_age,
     select_heads,
 )
 
@@ -242,7 +243,7 @@ class MemoryStore(BalanceStore):
             row.lease_until = 0.0
             row.event = replace(
                 row.event,
-                due=due,
+                due=self.clock() if dead else due,
                 error=error[:MAX_ERROR],
                 acked=tuple(acked),
                 state=state,
@@ -272,6 +273,21 @@ class MemoryStore(BalanceStore):
             # back to its place in the order (insertion order is seq order here)
             self._outbox = dict(sorted(self._outbox.items(), key=lambda item: item[1].event.seq))
             return True
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete old dead letters; see ``BalanceStore.outbox_purge``."""
+        cutoff = self.clock() - check_purge_age(older_than)
+        with self._mutex:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            gone = [
+                event_id
+                for event_id, row in self._outbox.items()
+                if row.event.state == "dead" and row.event.due < cutoff
+            ]
+            for event_id in gone:
+                del self._outbox[event_id]
+            return len(gone)
 
     async def outbox_counts(self) -> dict[str, int]:
         """The outbox's depth; see ``BalanceStore.outbox_counts``."""

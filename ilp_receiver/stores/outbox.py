@@ -15,7 +15,8 @@ merging), leases it to one dispatcher (a token and a lease deadline) and counts 
 attempt; only an account's oldest pending rows are claimable (up to :data:`CLAIM_RUN`
 consecutive due ones, which the dispatcher sends one after another), so an account's
 events are delivered in order.  Acknowledged rows are deleted; rows that failed for
-longer than the dispatcher's dead-letter age are kept as ``dead`` until replayed.
+longer than the dispatcher's dead-letter age are kept as ``dead`` until replayed, or
+purged (``outbox_purge``) once they have been dead for the retention.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "OutboxState",
     "applicable_entries",
     "check_claim_args",
+    "check_purge_age",
     "conditional_amount",
     "iso_time",
     "new_event_id",
@@ -165,6 +167,17 @@ def check_claim_args(limit: int, lease: float) -> None:
         raise ValueError("limit must be a positive integer")
     if not isinstance(lease, int | float) or isinstance(lease, bool) or not lease > 0:
         raise ValueError("lease must be a positive number of seconds")
+
+
+def check_purge_age(older_than: float) -> float:
+    """``older_than`` as float seconds; ValueError unless a finite number >= 0."""
+    if (
+        not isinstance(older_than, int | float)
+        or isinstance(older_than, bool)
+        or not 0 <= older_than < math.inf
+    ):
+        raise ValueError("older_than must be a number of seconds >= 0")
+    return float(older_than)
 
 
 def select_heads(

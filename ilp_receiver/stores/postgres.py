@@ -61,6 +61,7 @@ from .outbox import (
     OutboxState,
     applicable_entries,
     check_claim_args,
+    check_purge_age,
     select_heads,
 )
 
@@ -209,6 +210,7 @@ class PostgresStore(BalanceStore):
             f"UPDATE {o} SET due = least(due, $2) WHERE id = $1 RETURNING true"  # noqa: S608 (prefix validated)
         )
         self._sql_outbox_counts = f"SELECT state, count(*) FROM {o} GROUP BY state"  # noqa: S608 (prefix validated)
+        self._sql_outbox_purge = f"DELETE FROM {o} WHERE state = 'dead' AND due < $1"  # noqa: S608 (prefix validated)
 
     # -- connection and schema -----------------------------------------------------------
 
@@ -455,7 +457,7 @@ class PostgresStore(BalanceStore):
         args = (
             event_id,
             token,
-            due,
+            self.clock() if dead else due,
             error[:MAX_ERROR],
             json.dumps(list(acked)),
             "dead" if dead else "pending",
@@ -486,6 +488,17 @@ class PostgresStore(BalanceStore):
             return await conn.fetchval(self._sql_outbox_replay, event_id, now) is not None
 
         result: bool = await self._outbox("outbox replay", replay)
+        return result
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete old dead letters; see ``BalanceStore.outbox_purge``."""
+        cutoff = self.clock() - check_purge_age(older_than)
+
+        async def purge(conn: Any) -> int:
+            status: str = await conn.execute(self._sql_outbox_purge, cutoff)
+            return int(status.rsplit(" ", 1)[-1])  # "DELETE <n>"
+
+        result: int = await self._outbox("outbox purge", purge)
         return result
 
     async def outbox_counts(self) -> dict[str, int]:

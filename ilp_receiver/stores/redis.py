@@ -57,6 +57,7 @@ from .outbox import (
     OutboxEvent,
     OutboxState,
     check_claim_args,
+    check_purge_age,
 )
 
 __all__ = ["ADD_SCRIPT", "CLAIM_SCRIPT", "REVERT_SCRIPT", "RedisStore"]
@@ -325,6 +326,25 @@ end
 return 1
 """
 
+#: Deletes dead rows that died (their "due") before a cutoff, at most a limit of them.
+#: ARGV: prefix, cutoff, limit.  Returns how many were deleted.
+PURGE_SCRIPT = r"""
+local dead = ARGV[1] .. "wh:dead"
+local cutoff, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local purged = 0
+for _, id in ipairs(redis.call("ZRANGE", dead, 0, -1)) do
+  local h = ARGV[1] .. "wh:e:" .. id
+  local due = redis.call("HGET", h, "due")
+  if not due or tonumber(due) < cutoff then
+    redis.call("DEL", h)
+    redis.call("ZREM", dead, id)
+    purged = purged + 1
+    if purged >= limit then break end
+  end
+end
+return purged
+"""
+
 #: Makes a row due now (a dead one pending again).  ARGV: prefix, id, now.
 REPLAY_SCRIPT = r"""
 local h = ARGV[1] .. "wh:e:" .. ARGV[2]
@@ -339,6 +359,10 @@ elseif tonumber(v[3]) > tonumber(ARGV[3]) then
 end
 return 1
 """
+
+
+#: dead rows one purge script deletes at most (a script blocks Redis while it runs)
+_PURGE_BATCH = 500
 
 
 class RedisStore(BalanceStore):
@@ -386,6 +410,7 @@ class RedisStore(BalanceStore):
         self._ack_script = client.register_script(ACK_SCRIPT)
         self._retry_script = client.register_script(RETRY_SCRIPT)
         self._replay_script = client.register_script(REPLAY_SCRIPT)
+        self._purge_script = client.register_script(PURGE_SCRIPT)
         self._index = prefix + "index"
         self._retention_ms = str(max(1, round(self.retention * 1000)))
         self._closed = False
@@ -530,7 +555,7 @@ class RedisStore(BalanceStore):
             self.prefix,
             event_id,
             token,
-            repr(due),
+            repr(self.clock() if dead else due),
             error[:MAX_ERROR],
             json.dumps(list(acked)),
             "1" if dead else "0",
@@ -559,6 +584,18 @@ class RedisStore(BalanceStore):
         """Send an event again now; see ``BalanceStore.outbox_replay``."""
         args = [self.prefix, event_id, repr(self.clock())]
         return int(await self._call("outbox replay", self._replay_script, args)) == 1
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete old dead letters (in scripts of at most :data:`_PURGE_BATCH` each);
+        see ``BalanceStore.outbox_purge``."""
+        cutoff = repr(self.clock() - check_purge_age(older_than))
+        total = 0
+        while True:
+            args = [self.prefix, cutoff, str(_PURGE_BATCH)]
+            purged = int(await self._call("outbox purge", self._purge_script, args))
+            total += purged
+            if purged < _PURGE_BATCH:
+                return total
 
     async def outbox_counts(self) -> dict[str, int]:
         """The outbox's depth; see ``BalanceStore.outbox_counts``."""

@@ -107,6 +107,7 @@ from .outbox import (
     OutboxEvent,
     OutboxState,
     check_claim_args,
+    check_purge_age,
     conditional_amount,
     select_heads,
 )
@@ -222,9 +223,10 @@ _OUTBOX_MERGE = (
     "UPDATE ilp_outbox SET amount = ?, count = ?, balance = coalesce(?, balance), last = ?"
     " WHERE seq = ?"
 )
+# created and last are the same time on insert: bound once (?9)
 _OUTBOX_INSERT = (
     "INSERT INTO ilp_outbox (id, type, account, merge_key, amount, count, balance, data,"
-    " created, last, due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created, last, due) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)"
 )
 _OUTBOX_COLUMNS = (
     "id, seq, type, account, amount, count, balance, data, created, last, attempts, state,"
@@ -238,6 +240,18 @@ def _write_outbox(
     """Inside a write transaction: write ``events`` (entry, balance after its credit) in
     order, merging entries with a merge key into the open row of that key (one read and
     one write per merge key and transaction, however many credits it sums)."""
+    for entry, _ in events:
+        if entry.merge_key is not None:
+            break
+    else:  # nothing to merge (PSK2 requests, order and paywall events): one insert each
+        conn.executemany(
+            _OUTBOX_INSERT,
+            [
+                _insert_row(entry, entry.amount, 1, entry.balance if b is None else b, now)
+                for entry, b in events
+            ],
+        )
+        return
     # rows in the order of their first entry: [entry, amount, count, balance]
     rows: list[list[Any]] = []
     by_key: dict[str, list[Any]] = {}
@@ -288,8 +302,7 @@ def _insert_row(
         str(amount),
         count,
         None if balance is None else str(balance),
-        entry.data_json(),
-        now,
+        entry.data if isinstance(entry.data, str) else entry.data_json(),
         now,
         now + entry.window,
     )
@@ -1125,7 +1138,7 @@ class SqliteStore(BalanceStore):
     ) -> bool:
         """Schedule another attempt (or give up); see ``BalanceStore.outbox_retry``."""
         values = (
-            due,
+            self.clock() if dead else due,
             error[:MAX_ERROR],
             json.dumps(list(acked)),
             "dead" if dead else "pending",
@@ -1190,6 +1203,18 @@ class SqliteStore(BalanceStore):
             )
 
         result: bool = await self._outbox_call("outbox replay", replay)
+        return result
+
+    async def outbox_purge(self, older_than: float) -> int:
+        """Delete old dead letters; see ``BalanceStore.outbox_purge``."""
+        cutoff = self.clock() - check_purge_age(older_than)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM ilp_outbox WHERE state = 'dead' AND due < ?", (cutoff,)
+            ).rowcount
+
+        result: int = await self._outbox_call("outbox purge", purge)
         return result
 
     async def outbox_counts(self) -> dict[str, int]:

@@ -812,6 +812,11 @@ class StreamCredit:
         return self.condition.hex()
 
     @property
+    def received_before(self) -> int:
+        """What the connection had credited (fulfilled) when this credit was decided."""
+        return self._connection.total
+
+    @property
     def packet_id(self) -> bytes:
         """§3: ``HMAC-SHA256(sharedSecret, "ilp_stream_packet_id" || sequence)`` (what
         2.7.1 hands to ``shouldFulfill``); computed on demand."""

@@ -86,6 +86,8 @@ class WebhookConfig:
     ``max_age``: seconds after which an undelivered event becomes a dead letter.
     ``dispatch``: run a dispatcher in the receiver process (else only write the
     outbox, for a standalone ``ilp-receiver webhooks run``; then ``keys`` may be empty).
+    ``dead_retention``: seconds a dead letter is kept (for replay) before the
+    dispatcher purges it, checked every ``purge_interval`` seconds; 0 keeps them.
     """
 
     urls: tuple[str, ...]
@@ -100,6 +102,8 @@ class WebhookConfig:
     backoff_max: float = 3600.0
     poll_interval: float = 0.5
     dispatch: bool = True
+    dead_retention: float = 30 * 24 * 3600.0
+    purge_interval: float = 3600.0
 
     def __post_init__(self) -> None:
         if not self.keys and self.dispatch:
@@ -111,12 +115,23 @@ class WebhookConfig:
                 )
         for url in self.urls:
             check_url(url)
-        for name in ("window", "max_age", "timeout", "lease", "backoff_first", "backoff_max"):
+        for name in (
+            "window",
+            "max_age",
+            "timeout",
+            "lease",
+            "backoff_first",
+            "backoff_max",
+            "dead_retention",
+            "purge_interval",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value < float("inf"):
                 raise ConfigError("webhook_" + name, f"must be a number of seconds, got {value!r}")
         if self.timeout <= 0 or self.lease <= self.timeout:
             raise ConfigError("webhook_lease", "the lease must be longer than the timeout")
+        if self.purge_interval <= 0:
+            raise ConfigError("webhook_purge_interval", "must be a positive number of seconds")
         if not 0 < self.poll_interval <= 60:
             raise ConfigError("webhook_poll_interval", "must be in (0, 60] seconds")
         for name in ("concurrency", "batch"):
@@ -156,6 +171,7 @@ class WebhookMetrics:
         self.delivered = 0
         self.dead = 0
         self.retried = 0
+        self.purged = 0
         self._buckets = [0] * (len(DELIVERY_BUCKETS) + 1)
         self._latency_sum = 0.0
 
@@ -191,6 +207,7 @@ class WebhookMetrics:
             ("delivered", "Events acknowledged by every endpoint.", self.delivered),
             ("retries", "Failed attempts scheduled for a retry.", self.retried),
             ("dead", "Events moved to the dead letters.", self.dead),
+            ("purged", "Dead letters deleted after their retention.", self.purged),
         ):
             lines += [
                 f"# HELP ilp_receiver_webhook_{name}_total {help_text}",
@@ -245,6 +262,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._failures_logged = 0
+        self._next_purge = 0.0  # by self._clock: the first round purges
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -279,6 +297,7 @@ class WebhookDispatcher:
         delay = self.config.poll_interval
         while not self._stopping:
             try:
+                await self.purge_due()
                 claimed = await self.run_once()
                 delay = self.config.poll_interval
             except asyncio.CancelledError:
@@ -292,6 +311,20 @@ class WebhookDispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def purge_due(self) -> int:
+        """Purge the dead letters older than ``dead_retention`` when the last purge is
+        ``purge_interval`` ago (the background rounds call it); how many were purged."""
+        retention = self.config.dead_retention
+        now = self._clock()
+        if retention <= 0 or now < self._next_purge:
+            return 0
+        self._next_purge = now + self.config.purge_interval
+        purged = await self.store.outbox_purge(retention)
+        self.metrics.purged += purged
+        if purged:
+            log.info("purged %d webhook dead letters older than %.0f s", purged, retention)
+        return purged
 
     # -- one round -----------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ EVENT_TYPES: Final = (
     "visitor.credited",
     "paywall.debited",
     "paywall.refunded",
+    "visitor.debited",
+    "visitor.expired",
 )
 
 

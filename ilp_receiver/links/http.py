@@ -76,6 +76,15 @@ failures are retried with capped exponential backoff until the Prepare expires; 
 ids are remembered for ``cache_ttl`` seconds (bounded by ``cache_size``); a reused id with
 a different body gets an ``F00`` Reject (sync) or ``409`` (async); a Fulfill/Reject POST
 for an unknown id is answered 200 and dropped.
+
+ILP-Destination: every Prepare we POST carries it (unless ``destination_header=0``). On
+input it is optional; when a request carries one that is not the Prepare's destination
+the handler is not run and the answer is an ``F00`` Bad Request Reject (in a 200 for the
+sync forms, in the answer POST / callback for the others). The packet is authoritative,
+but a disagreement means a proxy or the peer rewrote one of the two: a load balancer has
+already chosen this member by the header, so acting on the packet would deliver the
+money where the routing policy did not send it, while a final Reject costs the sender
+one packet and names the cause. Nothing is credited for such a Prepare.
 """
 
 from __future__ import annotations
@@ -360,6 +369,13 @@ def _text(status: int, body: bytes | str, **headers: str) -> web.Response:
 
 def _ilp_response(packet: bytes) -> web.Response:
     return web.Response(body=packet, content_type=ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE)
+
+
+def _claimed_destination(request: web.Request | None) -> str | None:
+    """The request's ``ILP-Destination`` header (None when absent or no request)."""
+    if request is None:
+        return None
+    return request.headers.get(ILP_DESTINATION_HEADER)
 
 
 def _digest(token: str) -> bytes:
@@ -697,8 +713,13 @@ class HttpLink(Link):
     ) -> web.StreamResponse:
         raise NotImplementedError
 
-    async def _answer_prepare(self, body: bytes) -> bytes:
-        """Decode ``body`` as a Prepare, run the handler, encode its answer (never raises)."""
+    async def _answer_prepare(self, body: bytes, claimed: str | None = None) -> bytes:
+        """Decode ``body`` as a Prepare, run the handler, encode its answer (never raises).
+
+        ``claimed`` is the request's ``ILP-Destination`` header: when present and not the
+        packet's destination the handler is not run and the answer is an ``F00`` Reject
+        (see "ILP-Destination" in the module docstring).
+        """
         try:
             prepare = decode_prepare(body)
         except DecodeError as exc:
@@ -708,7 +729,19 @@ class HttpLink(Link):
                 message=f"invalid ILP Prepare: {exc.reason}",
             )
         else:
-            reply = await self._handle_incoming(prepare)
+            if claimed is not None and claimed != prepare.destination:
+                log.warning(
+                    "ILP-Destination %.64r disagrees with the packet's destination %s; rejected",
+                    claimed,
+                    prepare.destination,
+                )
+                reply = IlpReject(
+                    code="F00",
+                    triggered_by=self.local_address,
+                    message="ILP-Destination header disagrees with the packet's destination",
+                )
+            else:
+                reply = await self._handle_incoming(prepare)
         try:
             return encode_packet(reply)
         except EncodeError:
@@ -807,6 +840,7 @@ class HttpSyncLink(HttpLink):
     async def _handle_post(
         self, body: bytes, request_id: str | None, request: web.Request | None = None
     ) -> web.StreamResponse:
+        claimed = _claimed_destination(request)
         if request_id is None:
             if request is None:
                 return _ilp_response(await self._answer_prepare(body))
@@ -824,7 +858,7 @@ class HttpSyncLink(HttpLink):
             return _ilp_response(await asyncio.shield(entry.task))
         # Run the handler in its own task so that a dropped connection does not cancel it:
         # the repeat that follows must find the result.
-        task = self._spawn(self._answer_prepare(body))
+        task = self._spawn(self._answer_prepare(body, claimed))
         self._answered.put(request_id, _SyncEntry(body, task))
         try:
             return _ilp_response(await asyncio.shield(task))
@@ -842,7 +876,9 @@ class HttpSyncLink(HttpLink):
         channel = ReplyChannel(lambda: transport is not None and not transport.is_closing())
         set_reply_channel(channel)
         try:
-            response = _ilp_response(await self._answer_prepare(body))
+            response = _ilp_response(
+                await self._answer_prepare(body, _claimed_destination(request))
+            )
         finally:
             set_reply_channel(None)  # the connection's next request is another exchange
         if not channel.is_open:
@@ -950,7 +986,7 @@ class HttpAsyncLink(HttpLink):
             # "On a repeated Prepare POST just answer 200 again (do not process twice)."
             return _text(200, "")
         self._incoming.put(request_id, body)
-        self._spawn(self._process_prepare(request_id, body))
+        self._spawn(self._process_prepare(request_id, body, _claimed_destination(request)))
         # "The receiver answers 200 as soon as it has received the packet correctly"
         return _text(200, "")
 
@@ -969,7 +1005,9 @@ class HttpAsyncLink(HttpLink):
             log.debug("dropping an answer for unknown or finished request %s", request_id)
         return _text(200, "")
 
-    async def _process_prepare(self, request_id: str, body: bytes) -> None:
+    async def _process_prepare(
+        self, request_id: str, body: bytes, claimed: str | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             expires_at = decode_prepare(body).expires_at
@@ -981,7 +1019,7 @@ class HttpAsyncLink(HttpLink):
         # undelivered when none got a 200
         channel = ReplyChannel(lambda: not self._stopping)
         set_reply_channel(channel)
-        answer = await self._answer_prepare(body)
+        answer = await self._answer_prepare(body, claimed)
         try:
             await self._post_until_ok(
                 self._request_url(request_id),

@@ -53,6 +53,7 @@ from typing import Any, Final, Literal, cast
 
 from ..codec.address import is_valid_address
 from ..errors import ConfigError
+from ..links.http import check_callback_url
 from ..links.listener import ServerLimits
 
 __all__ = [
@@ -380,6 +381,40 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
         "`[host:]port` of a dedicated listener (default: the shared server)",
     ),
     _f("accounts", "path", "str", "/", "HTTP path of the BTP WebSocket or HTTP endpoint"),
+    _f(
+        "accounts",
+        "http_mode",
+        "str",
+        "sync",
+        "http: `sync` (the answer is the body of the 200: the ILP-over-HTTP seed, Rafiki) or "
+        "`callback` (RFC 35 draft 3: `202`, then the answer POSTed to `Callback-Url`)",
+        choices=("sync", "callback"),
+    ),
+    _f(
+        "accounts",
+        "callback_url",
+        "str",
+        None,
+        "http callback mode: the `Callback-Url` we send, where the peer reaches this "
+        "account's endpoint (default: the account's listener URL)",
+    ),
+    _f(
+        "accounts",
+        "peer_callback_url",
+        "str",
+        None,
+        "http callback mode: the peer's callback URL agreed out of band; a Prepare naming "
+        "another `Callback-Url` gets 400 (default: take the header)",
+    ),
+    _f(
+        "accounts",
+        "max_pending",
+        "int",
+        1000,
+        "http callback mode: incoming Prepares processed or awaiting delivery at once "
+        "(one more: 503), and our own awaiting callbacks (one more: T01)",
+        minimum=1,
+    ),
     _f("accounts", "idempotent", "bool", False, "BTP/2.0-I (repeat requests, cache answers)"),
     _f(
         "accounts",
@@ -495,6 +530,10 @@ class AccountConfig:
     peer_name: str | None = None
     listen: tuple[str, int] | None = None
     path: str = "/"
+    http_mode: str = "sync"
+    callback_url: str | None = None
+    peer_callback_url: str | None = None
+    max_pending: int = 1000
     idempotent: bool = False
     max_connections: int = 32
     #: mini-accounts registration limits (see :data:`SCHEMA`)
@@ -691,6 +730,20 @@ def _account(
             raise ConfigError(f"{path}.url", f"a {transport} account needs url = 'http://...'")
         if not (v["incoming_token"] or v["token"]):
             raise ConfigError(f"{path}.incoming_token", "an HTTP account needs a token")
+    for name in ("http_mode", "callback_url", "peer_callback_url", "max_pending"):
+        given = (isinstance(raw, dict) and name in raw) or env_name(
+            "accounts", name, account_id
+        ) in env
+        if given and transport != "http":
+            raise ConfigError(f"{path}.{name}", "only applies to accounts with transport 'http'")
+        if given and name != "http_mode" and v["http_mode"] != "callback":
+            raise ConfigError(f"{path}.{name}", "only applies with http_mode = 'callback'")
+    for name in ("callback_url", "peer_callback_url"):
+        if isinstance(v[name], str):
+            try:
+                check_callback_url(cast(str, v[name]))
+            except ValueError as exc:
+                raise ConfigError(f"{path}.{name}", str(exc)) from None
     if transport == "btp-server" and not v["token"]:
         raise ConfigError(f"{path}.token", "a btp-server account needs the token clients send")
     if transport == "mini-accounts" and relation != "child":
@@ -736,6 +789,10 @@ def _account(
         peer_name=cast("str | None", v["peer_name"]),
         listen=parsed_listen,
         path=route_path,
+        http_mode=cast(str, v["http_mode"]),
+        callback_url=cast("str | None", v["callback_url"]),
+        peer_callback_url=cast("str | None", v["peer_callback_url"]),
+        max_pending=cast(int, v["max_pending"]),
         idempotent=cast(bool, v["idempotent"]),
         max_connections=cast(int, v["max_connections"]),
         max_accounts=cast(int, v["max_accounts"]),

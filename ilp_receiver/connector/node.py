@@ -42,7 +42,13 @@ from ..errors import ConfigError, IlpReceiverError, LinkError
 from ..links.base import Link, call_handler
 from ..links.btp import BtpClientLink, BtpSession
 from ..links.btp_server import BtpConnection, BtpServer, BtpServerLink
-from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
+from ..links.http import (
+    HttpAsyncLink,
+    HttpCallbackLink,
+    HttpLink,
+    HttpSyncLink,
+    add_http_oer_routes,
+)
 from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
 from ..log_limits import LogLimiter
@@ -245,7 +251,15 @@ class Connector:
             client.on_connect(connected)
             return client
         if transport in ("http", "http-async"):
+            options: dict[str, Any] = {}
             cls: type[HttpLink] = HttpSyncLink if transport == "http" else HttpAsyncLink
+            if transport == "http" and config.http_mode == "callback":
+                cls = HttpCallbackLink
+                options = {
+                    "callback_url": config.callback_url,
+                    "peer_callback_url": config.peer_callback_url,
+                    "max_pending": config.max_pending,
+                }
             return cls(
                 config.url,
                 token=config.token or "",
@@ -253,6 +267,7 @@ class Connector:
                 peer_name=config.peer_name,
                 listen_port=None,
                 limits=self.config.server.limits(),
+                **options,
             )
         if transport == "local":
             ours, theirs = memory_link_pair()
@@ -649,6 +664,12 @@ class Connector:
             bound[key] = listener.port
         for account_id, key, scheme, path in pending:
             self._listeners[account_id] = f"{scheme}://{key[0]}:{bound[key]}{path}"
+            account = self._accounts.get(account_id)
+            link = account.link if account is not None else None
+            if isinstance(link, HttpCallbackLink) and link.callback_url is None:
+                # default Callback-Url: this account's own endpoint (callbacks are told
+                # from Prepares by their packet type)
+                link.callback_url = self._listeners[account_id]
 
     # ------------------------------------------------------------ CCP timer
 

@@ -21,7 +21,13 @@ HTTP-OER-SYNC (rfcs PR 382):
 <peer base>/ilp/<uuid4>``, answered 200 on receipt and repeated until 200; the Fulfill or
 Reject comes back as the peer's own POST to our ``/ilp/<same id>``, also retried until 200.
 
-Server rules shared by both (section A): ``GET`` answers ``200 OK`` (health check); the
+:class:`HttpCallbackLink` — ILP over HTTP as the current RFC 35 working draft (draft 3)
+has it: the Prepare is answered ``202 Accepted`` and the Fulfill/Reject is POSTed to the
+sender's ``Callback-Url`` with the same ``Request-Id`` (headers, retries, idempotence and
+the choices where the draft is silent: the class docstring and ``docs/connector.md``).
+It reuses the HTTP-OER-ASYNC machinery (request tables, repeats, the pending futures).
+
+Server rules shared by all (section A): ``GET`` answers ``200 OK`` (health check); the
 bearer token is compared in constant time, with or without the ``Bearer `` prefix
 ("the server strips an optional ``Bearer`` prefix before checking. Accept both."), bad
 credentials get ``401`` with a JSON body; any ``Content-Type`` is accepted ("Receivers
@@ -52,7 +58,10 @@ and ``ilp-receiver receive --uplink URL``)::
   ``bearer=0`` (send the raw token without ``Bearer``, ilp-plugin-http's legacy form),
   ``destination_header=0`` (omit ``ILP-Destination``), and for ``http+oer`` only
   ``request_ids=1`` (POST to ``PATH/ilp/<uuid4>`` and repeat on transport failures, the
-  PR 382 HTTP-OER-SYNC form). Unknown options are refused.
+  PR 382 HTTP-OER-SYNC form) or ``mode=callback`` (:class:`HttpCallbackLink`, with
+  ``callback_url`` = the ``Callback-Url`` we send, default our server's URL, and
+  ``peer_callback_url`` = the only callback URL the peer may name). Unknown options are
+  refused.
 
 The JS connector's ``--http-account myrecv,7771,http://127.0.0.1:7772/,secret`` POSTs to
 us at ``http://127.0.0.1:7772/`` with ``Bearer secret`` and takes our POSTs at
@@ -109,6 +118,7 @@ from aiohttp import web
 
 from ..codec.http_oer import (
     AUTHORIZATION_HEADER,
+    CALLBACK_URL_HEADER,
     HEALTH_CHECK_BODY,
     HTTP_OER_ILP_PATH,
     ILP_DESTINATION_HEADER,
@@ -116,6 +126,8 @@ from ..codec.http_oer import (
     ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE,
     ILP_PEER_NAME_HEADER,
     MAX_BODY_SIZE,
+    OCTET_STREAM_CONTENT_TYPE,
+    REQUEST_ID_HEADER,
     SERVER_CLOSED_BODY,
     UNAUTHORIZED_BODY,
     authorization_header,
@@ -144,12 +156,15 @@ from .base import Link, ReplyChannel, set_reply_channel
 from .listener import DEFAULT_LIMITS, ServerLimits, start_listener
 
 __all__ = [
+    "MAX_CALLBACK_URL",
     "HttpAsyncLink",
+    "HttpCallbackLink",
     "HttpLink",
     "HttpLinkUrl",
     "HttpStatusError",
     "HttpSyncLink",
     "add_http_oer_routes",
+    "check_callback_url",
     "make_http_oer_handler",
     "parse_http_url",
 ]
@@ -210,6 +225,9 @@ class HttpLinkUrl:
     bearer: bool
     send_destination: bool
     request_ids: bool
+    mode: str = "sync"
+    callback_url: str | None = None
+    peer_callback_url: str | None = None
 
     def __repr__(self) -> str:  # never show the tokens
         return (
@@ -230,7 +248,10 @@ class HttpLinkUrl:
             "bearer": self.bearer,
             "send_destination": self.send_destination,
         }
-        if not self.asynchronous:
+        if self.mode == "callback":
+            options["callback_url"] = self.callback_url
+            options["peer_callback_url"] = self.peer_callback_url
+        elif not self.asynchronous:
             options["request_ids"] = self.request_ids
         return options
 
@@ -295,12 +316,25 @@ def parse_http_url(url: str) -> HttpLinkUrl:
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     known = {"listen", "incoming_token", "listen_path", "bearer", "destination_header"}
     if not asynchronous:
-        known.add("request_ids")
+        known.update(("request_ids", "mode", "callback_url", "peer_callback_url"))
     unknown = sorted(set(query) - known)
     if unknown:
         raise ConfigError(
             "uplink", f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    mode = query.get("mode", "sync")
+    if mode not in ("sync", "callback"):
+        raise ConfigError("uplink", f"option mode must be sync or callback, got {mode!r}")
+    if mode == "sync" and ("callback_url" in query or "peer_callback_url" in query):
+        raise ConfigError("uplink", "callback_url and peer_callback_url need mode=callback")
+    if mode == "callback" and "request_ids" in query:
+        raise ConfigError("uplink", "request_ids is for mode=sync (callbacks always carry one)")
+    for name in ("callback_url", "peer_callback_url"):
+        if name in query:
+            try:
+                check_callback_url(query[name])
+            except ValueError as exc:
+                raise ConfigError("uplink", f"option {name}: {exc}") from None
     listen_host, listen_port = "127.0.0.1", None
     if "listen" in query:
         listen_host, listen_port = _parse_listen(query["listen"])
@@ -316,6 +350,9 @@ def parse_http_url(url: str) -> HttpLinkUrl:
         bearer=_flag("bearer", query.get("bearer", "1")),
         send_destination=_flag("destination_header", query.get("destination_header", "1")),
         request_ids=_flag("request_ids", query.get("request_ids", "0")),
+        mode=mode,
+        callback_url=query.get("callback_url"),
+        peer_callback_url=query.get("peer_callback_url"),
     )
 
 
@@ -376,6 +413,16 @@ def _claimed_destination(request: web.Request | None) -> str | None:
     if request is None:
         return None
     return request.headers.get(ILP_DESTINATION_HEADER)
+
+
+def _reply_deadline(body: bytes) -> float:
+    """Loop time until which the answer to the Prepare in ``body`` is worth delivering."""
+    try:
+        expires_at = decode_prepare(body).expires_at
+        lifetime = (expires_at - datetime.now(UTC)).total_seconds()
+    except DecodeError:
+        lifetime = _MALFORMED_REPLY_LIFETIME
+    return asyncio.get_running_loop().time() + lifetime
 
 
 def _digest(token: str) -> bytes:
@@ -570,10 +617,14 @@ class HttpLink(Link):
             headers[ILP_DESTINATION_HEADER] = prepare.destination
         return headers
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _client(self) -> aiohttp.ClientSession:
         http = self._http
         if http is None or not self._started:
             raise LinkClosedError(f"{self._transport_name} link is not started")
+        return http
+
+    def _session(self) -> aiohttp.ClientSession:
+        http = self._client()
         if self.peer_url is None:
             raise LinkClosedError(f"{self._transport_name} link has no peer URL to send to")
         return http
@@ -587,13 +638,15 @@ class HttpLink(Link):
         *,
         first: bool,
         retry: bool,
+        any_2xx: bool = False,
+        retry_4xx: bool = True,
     ) -> bytes:
-        """One POST; returns the 200 body.
+        """One POST; returns the 200 body (any 2xx body with ``any_2xx``).
 
-        Raises :class:`_Retry` for failures that a repeat may cure (only when ``retry``),
-        LinkError subclasses otherwise.
+        Raises :class:`_Retry` for failures that a repeat may cure (only when ``retry``;
+        408, 425 and 429 only with ``retry_4xx``), LinkError subclasses otherwise.
         """
-        http = self._session()
+        http = self._client()
         try:
             async with http.post(
                 url,
@@ -626,12 +679,12 @@ class HttpLink(Link):
             raise RemoteProtocolError(
                 f"{url} answered with a body over {self._max_body} bytes; an ILP packet is smaller"
             )
-        if status == 200:
+        if status == 200 or (any_2xx and 200 <= status < 300):
             return payload
         excerpt = payload[:200].decode("utf-8", "replace")
         if status in (401, 403):
             raise AuthenticationError(f"peer refused our token: HTTP {status} {excerpt}")
-        if retry and (status >= 500 or status in (408, 425, 429)):
+        if retry and (status >= 500 or (retry_4xx and status in (408, 425, 429))):
             raise _Retry(f"HTTP {status}")
         raise HttpStatusError(status, f"peer answered HTTP {status}: {excerpt}")
 
@@ -644,6 +697,8 @@ class HttpLink(Link):
         *,
         attempt_timeout: float | None,
         fail_fast: bool = True,
+        any_2xx: bool = False,
+        retry_4xx: bool = True,
     ) -> bytes:
         """Repeat the identical POST until it gets a 200 or ``deadline`` (loop time) passes.
 
@@ -659,7 +714,16 @@ class HttpLink(Link):
                 raise LinkTimeoutError(f"no 200 from {url} before the deadline")
             wait = remaining if attempt_timeout is None else min(remaining, attempt_timeout)
             try:
-                return await self._post(url, body, headers, wait, first=first, retry=True)
+                return await self._post(
+                    url,
+                    body,
+                    headers,
+                    wait,
+                    first=first,
+                    retry=True,
+                    any_2xx=any_2xx,
+                    retry_4xx=retry_4xx,
+                )
             except _Retry as exc:
                 log.debug("repeating POST to %s: %s", url, exc)
             first = False
@@ -817,6 +881,8 @@ class HttpSyncLink(HttpLink):
         parsed = parse_http_url(url)
         if parsed.asynchronous:
             raise ConfigError("uplink", "use HttpAsyncLink for http+oer-async:// URLs")
+        if parsed.mode == "callback":
+            raise ConfigError("uplink", "use HttpCallbackLink for mode=callback")
         return cls(parsed.peer_url, **{**parsed.link_options(), **options})
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
@@ -1008,13 +1074,7 @@ class HttpAsyncLink(HttpLink):
     async def _process_prepare(
         self, request_id: str, body: bytes, claimed: str | None = None
     ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            expires_at = decode_prepare(body).expires_at
-            lifetime = (expires_at - datetime.now(UTC)).total_seconds()
-        except DecodeError:
-            lifetime = _MALFORMED_REPLY_LIFETIME
-        deadline = loop.time() + lifetime
+        deadline = _reply_deadline(body)
         # the answer goes back as our own POST, repeated until 200 or expiry: it is
         # undelivered when none got a 200
         channel = ReplyChannel(lambda: not self._stopping)
@@ -1032,3 +1092,260 @@ class HttpAsyncLink(HttpLink):
         except LinkError as exc:
             log.warning("could not deliver the answer to request %s: %s", request_id, exc)
             channel.undelivered()
+
+
+# -- RFC 35 callback mode ---------------------------------------------------------------
+
+
+def check_callback_url(value: str) -> str:
+    """``value`` if it is a usable ``Callback-Url`` (absolute ``http``/``https`` URL with a
+    host, at most :data:`MAX_CALLBACK_URL` characters), else :class:`ValueError`."""
+    if len(value) > MAX_CALLBACK_URL:
+        raise ValueError(f"a callback URL is at most {MAX_CALLBACK_URL} characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"a callback URL is an absolute http(s) URL, got {value[:100]!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("a callback URL carries no credentials")
+    return value
+
+
+#: Longest ``Callback-Url`` we accept (browsers' practical URL limit is larger; an
+#: endpoint URL is far shorter).
+MAX_CALLBACK_URL: Final = 2048
+
+
+class HttpCallbackLink(HttpAsyncLink):
+    """ILP over HTTP, RFC 35 draft 3 (callback mode): ``202 Accepted``, then the
+    Fulfill/Reject as a POST to the sender's ``Callback-Url``.
+
+    Outgoing, a Prepare is ``POST <peer_url>`` (any path) with ``Content-Type`` and
+    ``Accept: application/octet-stream``, ``Authorization``, ``Request-Id: <uuid4>``,
+    ``Callback-Url: <callback_url>`` and ``ILP-Destination``; any 2xx accepts it (the
+    draft says 202; a 200 is taken as acceptance too), 5xx/408/425/429/timeouts repeat
+    the identical POST with backoff until the Prepare expires, other 4xx fail the send.
+    The first callback carrying that ``Request-Id`` (a POST of a Fulfill or Reject to
+    ``callback_url``) completes the send and is answered ``200``; any later one, or one
+    for an id we do not wait for, ``400`` ("the connector should ignore it and return an
+    error"), so a reply is never processed twice.
+
+    Incoming, a Prepare POSTed to our endpoint needs ``Request-Id`` (a URL-safe token
+    up to 128 characters; the draft's UUIDv4 fits) and ``Callback-Url`` (unless
+    ``peer_callback_url`` pins it: then a different one is refused with ``400``,
+    so a peer cannot make us POST elsewhere). It is answered ``202`` at once; a repeat
+    with the same id and body gets ``202`` again without running the handler twice, the
+    same id with another body ``409``. The answer is POSTed to the callback URL with
+    ``Request-Id``, repeated with capped exponential backoff on 5xx, timeouts and
+    connection failures until a ``2xx`` or ``4xx`` ("MUST conclude retrying") or the
+    Prepare's expiry. At most ``max_pending`` incoming Prepares are being processed or
+    delivered at once (one more gets ``503`` with ``Retry-After: 1``), and at most
+    ``max_pending`` of our own wait for callbacks (one more fails with LinkError).
+    """
+
+    _transport_name = "ILP-over-HTTP (callback)"
+
+    def __init__(
+        self,
+        peer_url: str | None = None,
+        *,
+        callback_url: str | None = None,
+        peer_callback_url: str | None = None,
+        max_pending: int = 1000,
+        **options: Any,
+    ) -> None:
+        super().__init__(peer_url, **options)
+        for name, value in (
+            ("callback_url", callback_url),
+            ("peer_callback_url", peer_callback_url),
+        ):
+            if value is not None:
+                try:
+                    check_callback_url(value)
+                except ValueError as exc:
+                    raise ConfigError(name, str(exc)) from None
+        if max_pending < 1:
+            raise ConfigError("max_pending", "must be at least 1")
+        self.callback_url = callback_url
+        self._peer_callback_url = peer_callback_url
+        self._max_pending = max_pending
+        self._pending_in = 0
+        #: Callbacks we delivered (acknowledged with a 2xx), for monitoring.
+        self.callbacks_acknowledged = 0
+        #: Callbacks the peer refused with a 4xx (repeats end there), for monitoring.
+        self.callbacks_refused = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> HttpCallbackLink:
+        """A link for an ``http+oer://…?mode=callback`` URL (see the module docstring)."""
+        parsed = parse_http_url(url)
+        if parsed.asynchronous or parsed.mode != "callback":
+            raise ConfigError(
+                "uplink", "HttpCallbackLink needs an http+oer:// URL with mode=callback"
+            )
+        return cls(parsed.peer_url, **{**parsed.link_options(), **options})
+
+    def _our_callback_url(self) -> str:
+        url = self.callback_url or self.server_url
+        if url is None:
+            raise LinkClosedError(
+                "an ILP-over-HTTP callback link needs callback_url or a listening server"
+            )
+        return url
+
+    def _callback_headers(self, request_id: str, prepare: IlpPrepare | None) -> dict[str, str]:
+        headers = self._headers(prepare)
+        headers["Content-Type"] = OCTET_STREAM_CONTENT_TYPE
+        headers[REQUEST_ID_HEADER] = request_id
+        if prepare is not None:
+            headers["Accept"] = OCTET_STREAM_CONTENT_TYPE
+            headers[CALLBACK_URL_HEADER] = self._our_callback_url()
+        return headers
+
+    async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
+        """POST ``prepare`` (repeated until accepted) and wait for the peer's callback."""
+        wait = timeout if timeout is not None else self.expiry_timeout(prepare)
+        self._session()
+        assert self.peer_url is not None
+        if len(self._outgoing) >= self._max_pending:
+            raise LinkError(f"{self._max_pending} Prepares already wait for a callback")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        request_id = str(uuid.uuid4())
+        headers = self._callback_headers(request_id, prepare)
+        future: asyncio.Future[IlpReply] = loop.create_future()
+        self._outgoing[request_id] = future
+        try:
+            await self._post_until_ok(
+                self.peer_url,
+                encode_packet(prepare),
+                headers,
+                deadline,
+                attempt_timeout=self._attempt_timeout,
+                any_2xx=True,
+            )
+            remaining = deadline - loop.time()
+            if not future.done() and remaining <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(future, remaining)
+        except LinkError:
+            raise
+        except TimeoutError:
+            raise LinkTimeoutError(
+                f"no callback for request {request_id} within {wait:.3f} s"
+            ) from None
+        finally:
+            self._outgoing.pop(request_id, None)
+
+    async def _handle_post(
+        self, body: bytes, request_id: str | None, request: web.Request | None = None
+    ) -> web.StreamResponse:
+        headers = request.headers if request is not None else {}
+        header_id = headers.get(REQUEST_ID_HEADER)
+        if header_id is None and request_id is None:
+            return _text(400, f"the {REQUEST_ID_HEADER} header is required")
+        if header_id is not None and request_id is not None and header_id != request_id:
+            return _text(400, f"the {REQUEST_ID_HEADER} header and the path disagree")
+        rid = header_id if header_id is not None else request_id
+        assert rid is not None
+        if not _REQUEST_ID.fullmatch(rid):
+            return _text(400, "invalid request id")
+        if body[:1] in _REPLY_TYPES:
+            return self._accept_callback(body, rid)
+        known = self._incoming.get(rid)
+        if known is not None:
+            if known != body:
+                return _text(409, "request id reused with a different packet")
+            return _text(202, "")  # accepted before: not processed again
+        callback = headers.get(CALLBACK_URL_HEADER)
+        if self._peer_callback_url is not None:
+            if callback is not None and callback != self._peer_callback_url:
+                return _text(400, f"{CALLBACK_URL_HEADER} is not the one agreed for this peer")
+            callback = self._peer_callback_url
+        if callback is None:
+            return _text(400, f"the {CALLBACK_URL_HEADER} header is required")
+        try:
+            check_callback_url(callback)
+        except ValueError as exc:
+            return _text(400, str(exc))
+        if self._pending_in >= self._max_pending:
+            return _text(503, "too many pending requests", **{"Retry-After": "1"})
+        self._incoming.put(rid, body)
+        self._pending_in += 1
+        self._spawn(self._process_callback(rid, body, callback, _claimed_destination(request)))
+        # "the recipient MUST respond immediately that the ILP Prepare is accepted"
+        return _text(202, "")
+
+    def _accept_callback(self, body: bytes, request_id: str) -> web.StreamResponse:
+        future = self._outgoing.get(request_id)
+        if future is None or future.done():
+            # "If the request ID doesn't correspond to an in-flight ILP Prepare, or a reply
+            # was already processed, the connector should ignore it and return an error"
+            return _text(400, "no ILP Prepare in flight with this request id")
+        try:
+            reply = decode_reply(body)
+        except DecodeError as exc:
+            future.set_exception(RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}"))
+            return _text(400, f"invalid ILP packet: {exc.reason}")
+        future.set_result(reply)
+        return _text(200, "")
+
+    async def _process_callback(
+        self, request_id: str, body: bytes, callback: str, claimed: str | None
+    ) -> None:
+        try:
+            deadline = _reply_deadline(body)
+            channel = ReplyChannel(lambda: not self._stopping)
+            set_reply_channel(channel)
+            answer = await self._answer_prepare(body, claimed)
+            if not await self._deliver_callback(callback, request_id, answer, deadline):
+                channel.undelivered()
+        finally:
+            self._pending_in -= 1
+
+    async def _deliver_callback(
+        self, url: str, request_id: str, answer: bytes, deadline: float
+    ) -> bool:
+        """POST the answer until a 2xx or 4xx or ``deadline``; whether the peer may have it.
+
+        A 4xx after an attempt whose outcome we do not know (timeout, 5xx, lost
+        connection) is taken as "already processed": that attempt may have reached it.
+        """
+        headers = self._callback_headers(request_id, None)
+        loop = asyncio.get_running_loop()
+        delay = self._retry_interval
+        maybe_delivered = False
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await self._post(
+                    url,
+                    answer,
+                    headers,
+                    min(remaining, self._attempt_timeout),
+                    first=False,
+                    retry=True,
+                    any_2xx=True,
+                    retry_4xx=False,  # "MUST conclude retrying after ... a 4xx error"
+                )
+            except _Retry as exc:
+                log.debug("repeating the callback for %s to %s: %s", request_id, url, exc)
+                maybe_delivered = True
+            except (HttpStatusError, AuthenticationError) as exc:
+                log.warning("callback for %s refused by %s: %s", request_id, url, exc)
+                self.callbacks_refused += 1
+                return maybe_delivered
+            except LinkError as exc:
+                log.warning("could not deliver the callback for %s: %s", request_id, exc)
+                return False
+            else:
+                self.callbacks_acknowledged += 1
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(self._max_retry_interval, delay * 2)
+        log.warning("no acknowledgement for the callback of %s before expiry", request_id)
+        return False

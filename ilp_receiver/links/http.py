@@ -102,13 +102,14 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -157,6 +158,8 @@ from .listener import DEFAULT_LIMITS, ServerLimits, start_listener
 
 __all__ = [
     "MAX_CALLBACK_URL",
+    "Answer",
+    "Exchange",
     "HttpAsyncLink",
     "HttpCallbackLink",
     "HttpLink",
@@ -164,9 +167,11 @@ __all__ = [
     "HttpStatusError",
     "HttpSyncLink",
     "add_http_oer_routes",
+    "aiohttp_exchange",
     "check_callback_url",
     "make_http_oer_handler",
     "parse_http_url",
+    "write_aiohttp_answer",
 ]
 
 log = logging.getLogger(__name__)
@@ -399,20 +404,106 @@ class _RequestTable(Generic[_V]):
 # -- shared base ------------------------------------------------------------------------
 
 
-def _text(status: int, body: bytes | str, **headers: str) -> web.Response:
-    text = body.decode() if isinstance(body, bytes) else body
-    return web.Response(status=status, text=text, headers=headers or None)
+@dataclass(slots=True)
+class Exchange:
+    """One incoming HTTP request as the links see it, whichever server carried it
+    (aiohttp for HTTP/1.1, :mod:`ilp_receiver.links.http2` for HTTP/2 and TLS with ALPN).
+
+    ``headers`` is case-insensitive; ``chunks()`` yields the body as it arrives;
+    ``is_open()`` tells whether the client could still take the answer.
+    """
+
+    method: str
+    headers: Mapping[str, str]
+    request_id: str | None
+    content_length: int | None
+    chunks: Callable[[], AsyncIterator[bytes]]
+    is_open: Callable[[], bool]
 
 
-def _ilp_response(packet: bytes) -> web.Response:
-    return web.Response(body=packet, content_type=ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE)
+@dataclass(slots=True)
+class Answer:
+    """The HTTP answer to an :class:`Exchange`.
+
+    When ``channel`` is set, the server that writes the answer calls its
+    ``undelivered()`` if the client is gone or the write fails.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+    channel: ReplyChannel | None = None
 
 
-def _claimed_destination(request: web.Request | None) -> str | None:
+def _text(status: int, body: bytes | str, **headers: str) -> Answer:
+    data = body.encode() if isinstance(body, str) else body
+    return Answer(status, data, "text/plain", headers)
+
+
+def _ilp_response(packet: bytes) -> Answer:
+    return Answer(200, packet, ILP_OVER_HTTP_RESPONSE_CONTENT_TYPE)
+
+
+def _claimed_destination(exchange: Exchange | None) -> str | None:
     """The request's ``ILP-Destination`` header (None when absent or no request)."""
-    if request is None:
+    if exchange is None:
         return None
-    return request.headers.get(ILP_DESTINATION_HEADER)
+    return exchange.headers.get(ILP_DESTINATION_HEADER)
+
+
+def aiohttp_exchange(request: web.Request) -> Exchange:
+    """An aiohttp request as an :class:`Exchange`."""
+    transport = request.transport
+
+    def chunks() -> AsyncIterator[bytes]:
+        return request.content.iter_any()
+
+    return Exchange(
+        method=request.method,
+        headers=request.headers,
+        request_id=request.match_info.get("request_id"),
+        content_length=request.content_length,
+        chunks=chunks,
+        is_open=lambda: transport is not None and not transport.is_closing(),
+    )
+
+
+async def write_aiohttp_answer(answer: Answer, request: web.Request) -> web.StreamResponse:
+    """Write ``answer`` to an aiohttp request (running its channel's ``undelivered``
+    callbacks when the client is gone or the write fails)."""
+    if answer.content_type == "application/json":
+        response = web.Response(
+            status=answer.status,
+            body=answer.body,
+            content_type="application/json",
+            headers=answer.headers or None,
+        )
+    elif answer.content_type == "text/plain":
+        response = web.Response(
+            status=answer.status,
+            text=answer.body.decode(),
+            headers=answer.headers or None,
+        )
+    else:
+        response = web.Response(
+            status=answer.status,
+            body=answer.body,
+            content_type=answer.content_type,
+            headers=answer.headers or None,
+        )
+    channel = answer.channel
+    if channel is None:
+        return response
+    if not channel.is_open:
+        channel.undelivered()
+        return response
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except (ConnectionError, OSError, RuntimeError):
+        channel.undelivered()
+    return response
 
 
 def _reply_deadline(body: bytes) -> float:
@@ -429,14 +520,14 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
+async def _read_body(exchange: Exchange, limit: int) -> bytes | None:
     """The request body, or None when it is longer than ``limit`` bytes."""
-    length = request.content_length
+    length = exchange.content_length
     if length is not None and length > limit:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in exchange.chunks():
         size += len(chunk)
         if size > limit:
             return None
@@ -748,33 +839,41 @@ class HttpLink(Link):
 
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
         """Answer one HTTP request of the peer (GET health check or POST of a packet)."""
-        if request.method in ("GET", "HEAD"):
+        answer = await self.handle_exchange(aiohttp_exchange(request))
+        return await write_aiohttp_answer(answer, request)
+
+    async def handle_exchange(self, exchange: Exchange) -> Answer:
+        """Answer one request of the peer, whichever HTTP server carried it."""
+        if exchange.method in ("GET", "HEAD"):
             # "GET on the endpoint returns 200 OK with body OK (health check)"
             return _text(200, HEALTH_CHECK_BODY)
-        if request.method != "POST":
+        if exchange.method != "POST":
             return _text(405, "method not allowed", Allow="GET, HEAD, POST")
-        if not self.check_authorization(request.headers.get(AUTHORIZATION_HEADER, "")):
-            return web.json_response(
-                _UNAUTHORIZED_JSON, status=401, headers={"WWW-Authenticate": "Bearer"}
+        if not self.check_authorization(exchange.headers.get(AUTHORIZATION_HEADER, "")):
+            return Answer(
+                401,
+                json.dumps(_UNAUTHORIZED_JSON).encode(),
+                "application/json",
+                {"WWW-Authenticate": "Bearer"},
             )
         if not self.is_connected:
             return _text(502, SERVER_CLOSED_BODY)
-        request_id = request.match_info.get("request_id")
+        request_id = exchange.request_id
         if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
             return _text(400, "invalid request id")
         try:
             async with asyncio.timeout(self._limits.body_timeout):
-                body = await _read_body(request, self._max_body)
+                body = await _read_body(exchange, self._max_body)
         except TimeoutError:
             return _text(408, f"the body did not arrive within {self._limits.body_timeout} s")
         if body is None:
             # "413-style body limit at 32767 bytes"
             return _text(413, f"an ILP packet is at most {self._max_body} bytes")
-        return await self._handle_post(body, request_id, request)
+        return await self._handle_post(body, request_id, exchange)
 
     async def _handle_post(
-        self, body: bytes, request_id: str | None, request: web.Request | None = None
-    ) -> web.StreamResponse:
+        self, body: bytes, request_id: str | None, request: Exchange | None = None
+    ) -> Answer:
         raise NotImplementedError
 
     async def _answer_prepare(self, body: bytes, claimed: str | None = None) -> bytes:
@@ -904,8 +1003,8 @@ class HttpSyncLink(HttpLink):
             raise RemoteProtocolError(f"peer sent an invalid ILP reply: {exc}") from exc
 
     async def _handle_post(
-        self, body: bytes, request_id: str | None, request: web.Request | None = None
-    ) -> web.StreamResponse:
+        self, body: bytes, request_id: str | None, request: Exchange | None = None
+    ) -> Answer:
         claimed = _claimed_destination(request)
         if request_id is None:
             if request is None:
@@ -933,13 +1032,12 @@ class HttpSyncLink(HttpLink):
                 self._answered.pop(request_id)
             raise
 
-    async def _answer_on_exchange(self, body: bytes, request: web.Request) -> web.StreamResponse:
+    async def _answer_on_exchange(self, body: bytes, request: Exchange) -> Answer:
         """A plain ILP-over-HTTP POST: the handler sees this HTTP exchange as its
         :func:`~ilp_receiver.links.base.reply_channel` (open while the client's
-        connection is), and the answer is written here so that a write that fails is
-        known (the channel's ``undelivered`` callbacks run)."""
-        transport = request.transport
-        channel = ReplyChannel(lambda: transport is not None and not transport.is_closing())
+        connection is), and the server writing the answer runs the channel's
+        ``undelivered`` callbacks when that write fails or the client is gone."""
+        channel = ReplyChannel(request.is_open)
         set_reply_channel(channel)
         try:
             response = _ilp_response(
@@ -947,14 +1045,7 @@ class HttpSyncLink(HttpLink):
             )
         finally:
             set_reply_channel(None)  # the connection's next request is another exchange
-        if not channel.is_open:
-            channel.undelivered()
-            return response
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except (ConnectionError, OSError, RuntimeError):
-            channel.undelivered()
+        response.channel = channel
         return response
 
 
@@ -1039,8 +1130,8 @@ class HttpAsyncLink(HttpLink):
             self._outgoing.pop(request_id, None)
 
     async def _handle_post(
-        self, body: bytes, request_id: str | None, request: web.Request | None = None
-    ) -> web.StreamResponse:
+        self, body: bytes, request_id: str | None, request: Exchange | None = None
+    ) -> Answer:
         if request_id is None:
             return _text(404, "HTTP-OER-ASYNC packets are POSTed to /ilp/<request-id>")
         if body[:1] in _REPLY_TYPES:
@@ -1056,7 +1147,7 @@ class HttpAsyncLink(HttpLink):
         # "The receiver answers 200 as soon as it has received the packet correctly"
         return _text(200, "")
 
-    def _accept_reply(self, body: bytes, request_id: str) -> web.StreamResponse:
+    def _accept_reply(self, body: bytes, request_id: str) -> Answer:
         future = self._outgoing.get(request_id)
         try:
             reply = decode_reply(body)
@@ -1237,9 +1328,9 @@ class HttpCallbackLink(HttpAsyncLink):
             self._outgoing.pop(request_id, None)
 
     async def _handle_post(
-        self, body: bytes, request_id: str | None, request: web.Request | None = None
-    ) -> web.StreamResponse:
-        headers = request.headers if request is not None else {}
+        self, body: bytes, request_id: str | None, request: Exchange | None = None
+    ) -> Answer:
+        headers: Mapping[str, str] = request.headers if request is not None else {}
         header_id = headers.get(REQUEST_ID_HEADER)
         if header_id is None and request_id is None:
             return _text(400, f"the {REQUEST_ID_HEADER} header is required")
@@ -1275,7 +1366,7 @@ class HttpCallbackLink(HttpAsyncLink):
         # "the recipient MUST respond immediately that the ILP Prepare is accepted"
         return _text(202, "")
 
-    def _accept_callback(self, body: bytes, request_id: str) -> web.StreamResponse:
+    def _accept_callback(self, body: bytes, request_id: str) -> Answer:
         future = self._outgoing.get(request_id)
         if future is None or future.done():
             # "If the request ID doesn't correspond to an in-flight ILP Prepare, or a reply

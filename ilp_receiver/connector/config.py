@@ -54,6 +54,7 @@ from typing import Any, Final, Literal, cast
 from ..codec.address import is_valid_address
 from ..errors import ConfigError
 from ..links.http import check_callback_url
+from ..links.http2 import TlsClientFiles, TlsServerFiles
 from ..links.listener import ServerLimits
 
 __all__ = [
@@ -408,6 +409,46 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
     ),
     _f(
         "accounts",
+        "http2",
+        "bool",
+        False,
+        "http: serve this account's endpoint with HTTP/2 and HTTP/1.1 (h2c with prior "
+        "knowledge in clear text, ALPN over TLS; needs `listen` and the http2 extra) and "
+        "call the peer over HTTP/2",
+    ),
+    _f(
+        "accounts",
+        "tls_cert",
+        "str",
+        None,
+        "http: PEM certificate chain file: the endpoint is served over TLS with ALPN "
+        "`h2`/`http/1.1` (needs `listen`, `tls_key` and the http2 extra)",
+    ),
+    _f("accounts", "tls_key", "str", None, "http: PEM private key file of `tls_cert`"),
+    _f(
+        "accounts",
+        "tls_client_ca",
+        "str",
+        None,
+        "http: PEM CA file; the peer must present a TLS client certificate from it",
+    ),
+    _f(
+        "accounts",
+        "tls_ca",
+        "str",
+        None,
+        "http: PEM CA file to verify the peer's server certificate (default: the system's)",
+    ),
+    _f(
+        "accounts",
+        "tls_client_cert",
+        "str",
+        None,
+        "http: PEM certificate chain file we present to the peer (with `tls_client_key`)",
+    ),
+    _f("accounts", "tls_client_key", "str", None, "http: PEM private key of `tls_client_cert`"),
+    _f(
+        "accounts",
         "max_pending",
         "int",
         1000,
@@ -534,6 +575,13 @@ class AccountConfig:
     callback_url: str | None = None
     peer_callback_url: str | None = None
     max_pending: int = 1000
+    http2: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_ca: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
     idempotent: bool = False
     max_connections: int = 32
     #: mini-accounts registration limits (see :data:`SCHEMA`)
@@ -678,6 +726,43 @@ def env_name(scope: str, name: str, account: str | None = None) -> str:
 
 
 #: Account fields that only mean something for a ``mini-accounts`` section.
+_HTTP_ONLY_FIELDS: Final = (
+    "http2",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_ca",
+    "tls_client_cert",
+    "tls_client_key",
+)
+
+
+def _check_tls(path: str, v: Mapping[str, object]) -> None:
+    """TLS files of an http account: in pairs, readable, and what they should be."""
+    cert, key, client_ca = v["tls_cert"], v["tls_key"], v["tls_client_ca"]
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(f"{path}.{missing}", "a TLS endpoint needs tls_cert and tls_key")
+    if client_ca is not None and cert is None:
+        raise ConfigError(f"{path}.tls_client_ca", "client certificates need tls_cert")
+    if (cert is not None or v["http2"]) and v["listen"] is None:
+        raise ConfigError(
+            f"{path}.listen",
+            "an HTTP/2 or TLS endpoint needs its own listener (the shared server is aiohttp, "
+            "HTTP/1.1 only)",
+        )
+    if isinstance(cert, str) and isinstance(key, str):
+        TlsServerFiles(cert, key, cast("str | None", client_ca), prefix=f"{path}.tls_").context()
+    ca, client_cert, client_key = v["tls_ca"], v["tls_client_cert"], v["tls_client_key"]
+    if ca is not None or client_cert is not None or client_key is not None:
+        TlsClientFiles(
+            cast("str | None", ca),
+            cast("str | None", client_cert),
+            cast("str | None", client_key),
+            prefix=f"{path}.tls_",
+        ).context()
+
+
 _REGISTRATION_FIELDS: Final = (
     "max_accounts",
     "registration_rate",
@@ -738,6 +823,10 @@ def _account(
             raise ConfigError(f"{path}.{name}", "only applies to accounts with transport 'http'")
         if given and name != "http_mode" and v["http_mode"] != "callback":
             raise ConfigError(f"{path}.{name}", "only applies with http_mode = 'callback'")
+    for name in _HTTP_ONLY_FIELDS:
+        if v[name] not in (None, False) and transport != "http":
+            raise ConfigError(f"{path}.{name}", "only applies to accounts with transport 'http'")
+    _check_tls(path, v)
     for name in ("callback_url", "peer_callback_url"):
         if isinstance(v[name], str):
             try:
@@ -793,6 +882,13 @@ def _account(
         callback_url=cast("str | None", v["callback_url"]),
         peer_callback_url=cast("str | None", v["peer_callback_url"]),
         max_pending=cast(int, v["max_pending"]),
+        http2=cast(bool, v["http2"]),
+        tls_cert=cast("str | None", v["tls_cert"]),
+        tls_key=cast("str | None", v["tls_key"]),
+        tls_client_ca=cast("str | None", v["tls_client_ca"]),
+        tls_ca=cast("str | None", v["tls_ca"]),
+        tls_client_cert=cast("str | None", v["tls_client_cert"]),
+        tls_client_key=cast("str | None", v["tls_client_key"]),
         idempotent=cast(bool, v["idempotent"]),
         max_connections=cast(int, v["max_connections"]),
         max_accounts=cast(int, v["max_accounts"]),

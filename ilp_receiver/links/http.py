@@ -60,8 +60,13 @@ and ``ilp-receiver receive --uplink URL``)::
   ``request_ids=1`` (POST to ``PATH/ilp/<uuid4>`` and repeat on transport failures, the
   PR 382 HTTP-OER-SYNC form) or ``mode=callback`` (:class:`HttpCallbackLink`, with
   ``callback_url`` = the ``Callback-Url`` we send, default our server's URL, and
-  ``peer_callback_url`` = the only callback URL the peer may name). Unknown options are
-  refused.
+  ``peer_callback_url`` = the only callback URL the peer may name). ``http2=1`` serves
+  our endpoint with HTTP/2 and HTTP/1.1 and calls the peer over HTTP/2 (h2c with prior
+  knowledge for ``http+oer``, ALPN for ``https+oer``); ``tls_cert``, ``tls_key`` (our
+  endpoint over TLS with ALPN), ``tls_client_ca`` (clients must present a certificate
+  from it), ``tls_ca`` (verify the peer with it), ``tls_client_cert``/``tls_client_key``
+  (our client certificate) are file paths (see :mod:`ilp_receiver.links.http2`).
+  Unknown options are refused.
 
 The JS connector's ``--http-account myrecv,7771,http://127.0.0.1:7772/,secret`` POSTs to
 us at ``http://127.0.0.1:7772/`` with ``Bearer secret`` and takes our POSTs at
@@ -154,6 +159,7 @@ from ..errors import (
     RemoteProtocolError,
 )
 from .base import Link, ReplyChannel, set_reply_channel
+from .http2 import Http2Client, Http2Server, TlsClientFiles, TlsServerFiles, require_http2
 from .listener import DEFAULT_LIMITS, ServerLimits, start_listener
 
 __all__ = [
@@ -183,6 +189,15 @@ SCHEMES: Final = {
     "http+oer-async": ("http", True),
     "https+oer-async": ("https", True),
 }
+#: TLS file options of the URL and of :class:`HttpLink` (see :mod:`.http2`).
+TLS_OPTIONS: Final = (
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_ca",
+    "tls_client_cert",
+    "tls_client_key",
+)
 #: Request ids we accept in ``/ilp/<request-id>`` (UUIDs and other URL-safe strings).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 #: How long an answer to a malformed async Prepare is retried (it has no expiry).
@@ -233,6 +248,8 @@ class HttpLinkUrl:
     mode: str = "sync"
     callback_url: str | None = None
     peer_callback_url: str | None = None
+    http2: bool = False
+    tls: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:  # never show the tokens
         return (
@@ -252,6 +269,8 @@ class HttpLinkUrl:
             "listen_path": self.listen_path,
             "bearer": self.bearer,
             "send_destination": self.send_destination,
+            "http2": self.http2,
+            **dict(self.tls),
         }
         if self.mode == "callback":
             options["callback_url"] = self.callback_url
@@ -319,7 +338,8 @@ def parse_http_url(url: str) -> HttpLinkUrl:
         peer_name = None
         token = unquote(parts.username) if parts.username else ""
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    known = {"listen", "incoming_token", "listen_path", "bearer", "destination_header"}
+    known = {"listen", "incoming_token", "listen_path", "bearer", "destination_header", "http2"}
+    known.update(TLS_OPTIONS)
     if not asynchronous:
         known.update(("request_ids", "mode", "callback_url", "peer_callback_url"))
     unknown = sorted(set(query) - known)
@@ -358,6 +378,8 @@ def parse_http_url(url: str) -> HttpLinkUrl:
         mode=mode,
         callback_url=query.get("callback_url"),
         peer_callback_url=query.get("peer_callback_url"),
+        http2=_flag("http2", query.get("http2", "0")),
+        tls=tuple((name, query[name]) for name in TLS_OPTIONS if name in query),
     )
 
 
@@ -567,8 +589,39 @@ class HttpLink(Link):
         shutdown_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         limits: ServerLimits = DEFAULT_LIMITS,
+        http2: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_client_ca: str | None = None,
+        tls_ca: str | None = None,
+        tls_client_cert: str | None = None,
+        tls_client_key: str | None = None,
     ) -> None:
         super().__init__()
+        self.http2 = http2
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError(
+                "tls_key" if tls_key is None else "tls_cert",
+                "a TLS server needs both tls_cert and tls_key",
+            )
+        if tls_client_ca is not None and tls_cert is None:
+            raise ConfigError("tls_client_ca", "client certificates need a TLS server (tls_cert)")
+        self._tls_server = (
+            TlsServerFiles(tls_cert, tls_key, tls_client_ca)
+            if tls_cert is not None and tls_key is not None
+            else None
+        )
+        self._tls_client = (
+            TlsClientFiles(tls_ca, tls_client_cert, tls_client_key, prefix="tls_")
+            if tls_ca is not None or tls_client_cert is not None or tls_client_key is not None
+            else None
+        )
+        if http2 or self._tls_server is not None:
+            require_http2("http2" if http2 else "tls_cert")
+        if self._tls_server is not None:
+            self._tls_server.context()  # a bad file is refused now, naming the setting
+        if self._tls_client is not None:
+            self._tls_client.context()
         self._limits = limits
         self.peer_url = peer_url
         self._token = token
@@ -594,6 +647,8 @@ class HttpLink(Link):
         self._max_connections = max_connections
         self._shutdown_grace = shutdown_grace
         self._http: aiohttp.ClientSession | None = None
+        self._h2: Http2Client | None = None
+        self._h2_server: Http2Server | None = None
         self._runner: web.AppRunner | None = None
         self._bound: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -620,19 +675,30 @@ class HttpLink(Link):
         host, port = self._bound
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{port}{self._listen_path}"
+        scheme = "https" if self._tls_server is not None else "http"
+        return f"{scheme}://{host}:{port}{self._listen_path}"
 
     async def start(self) -> None:
         """Open the client session, start listening (if configured), run connect callbacks."""
         if self._started:
             return
         self._stopping = False
+        ssl_context = self._tls_client.context() if self._tls_client is not None else True
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=_CLIENT_KEEPALIVE
+                limit=self._max_connections,
+                keepalive_timeout=_CLIENT_KEEPALIVE,
+                ssl=ssl_context,
             ),
             auto_decompress=False,
         )
+        if self.http2:
+            self._h2 = Http2Client(
+                cleartext=not (self.peer_url or "").startswith("https:"),
+                max_connections=self._max_connections,
+                keepalive=_CLIENT_KEEPALIVE,
+                tls=self._tls_client,
+            )
         try:
             if self._listen_port is not None:
                 await self._start_server()
@@ -643,6 +709,24 @@ class HttpLink(Link):
             raise
 
     async def _start_server(self) -> None:
+        if self.http2 or self._tls_server is not None:
+            server = Http2Server(
+                self._listen_host,
+                self._listen_port or 0,
+                tls=self._tls_server,
+                limits=self._limits,
+                shutdown_grace=self._shutdown_grace,
+            )
+            server.add_route(self._listen_path, self.handle_exchange)
+            try:
+                await server.start()
+            except ConfigError as exc:
+                raise LinkError(str(exc)) from exc
+            self._h2_server = server
+            assert server.port is not None
+            self._bound = (self._listen_host, server.port)
+            log.info("%s link listening on %s (HTTP/2)", self._transport_name, self.server_url)
+            return
         app = web.Application(client_max_size=self._max_body + 1)
         add_http_oer_routes(app.router, self, self._listen_path)
         runner = web.AppRunner(
@@ -673,6 +757,12 @@ class HttpLink(Link):
         http, self._http = self._http, None
         if http is not None:
             await http.close()  # aborts our in-flight POSTs
+        h2, self._h2 = self._h2, None
+        if h2 is not None:
+            await h2.close()
+        h2_server, self._h2_server = self._h2_server, None
+        if h2_server is not None:
+            await h2_server.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()  # waits up to shutdown_grace for in-flight requests
@@ -737,6 +827,56 @@ class HttpLink(Link):
         Raises :class:`_Retry` for failures that a repeat may cure (only when ``retry``;
         408, 425 and 429 only with ``retry_4xx``), LinkError subclasses otherwise.
         """
+        if self._h2 is not None:
+            status, payload = await self._post_h2(url, body, headers, wait, first, retry)
+        else:
+            status, payload = await self._post_h1(url, body, headers, wait, first, retry)
+        if len(payload) > self._max_body:
+            raise RemoteProtocolError(
+                f"{url} answered with a body over {self._max_body} bytes; an ILP packet is smaller"
+            )
+        if status == 200 or (any_2xx and 200 <= status < 300):
+            return payload
+        excerpt = payload[:200].decode("utf-8", "replace")
+        if status in (401, 403):
+            raise AuthenticationError(f"peer refused our token: HTTP {status} {excerpt}")
+        if retry and (status >= 500 or (retry_4xx and status in (408, 425, 429))):
+            raise _Retry(f"HTTP {status}")
+        raise HttpStatusError(status, f"peer answered HTTP {status}: {excerpt}")
+
+    async def _post_h2(
+        self, url: str, body: bytes, headers: dict[str, str], wait: float, first: bool, retry: bool
+    ) -> tuple[int, bytes]:
+        """One POST with the httpx client (HTTP/2); errors mapped as in :meth:`_post_h1`."""
+        import httpx
+
+        client = self._h2
+        if client is None or not self._started:
+            raise LinkClosedError(f"{self._transport_name} link is not started")
+        try:
+            status, payload, _ = await client.post(url, body, headers, wait, self._max_body)
+        except httpx.ConnectError as exc:
+            if self._stopping:
+                raise LinkClosedError("link stopped") from exc
+            if retry and not first:
+                raise _Retry(f"cannot connect: {exc}") from exc
+            raise LinkClosedError(f"cannot connect to {url}: {exc}") from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            if retry:
+                raise _Retry("attempt timed out") from exc
+            raise LinkTimeoutError(f"no HTTP answer from {url} within {wait:.3f} s") from None
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:
+            if self._stopping or self._h2 is None:
+                raise LinkClosedError("link stopped") from exc
+            if retry:
+                raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+            raise LinkClosedError(f"HTTP exchange with {url} failed: {exc}") from exc
+        return status, payload
+
+    async def _post_h1(
+        self, url: str, body: bytes, headers: dict[str, str], wait: float, first: bool, retry: bool
+    ) -> tuple[int, bytes]:
+        """One POST with the aiohttp client (HTTP/1.1)."""
         http = self._client()
         try:
             async with http.post(
@@ -766,18 +906,7 @@ class HttpLink(Link):
             if retry:
                 raise _Retry(f"{type(exc).__name__}: {exc}") from exc
             raise LinkClosedError(f"HTTP exchange with {url} failed: {exc}") from exc
-        if len(payload) > self._max_body:
-            raise RemoteProtocolError(
-                f"{url} answered with a body over {self._max_body} bytes; an ILP packet is smaller"
-            )
-        if status == 200 or (any_2xx and 200 <= status < 300):
-            return payload
-        excerpt = payload[:200].decode("utf-8", "replace")
-        if status in (401, 403):
-            raise AuthenticationError(f"peer refused our token: HTTP {status} {excerpt}")
-        if retry and (status >= 500 or (retry_4xx and status in (408, 425, 429))):
-            raise _Retry(f"HTTP {status}")
-        raise HttpStatusError(status, f"peer answered HTTP {status}: {excerpt}")
+        return status, payload
 
     async def _post_until_ok(
         self,

@@ -375,3 +375,21 @@ def test_http2_without_the_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     assert "pip install 'ilp-receiver[http2]'" in str(info.value)
     with pytest.raises(ConfigError, match=r"ilp-receiver\[http2\]"):
         open_link("http+oer://t@127.0.0.1:1/?http2=1")
+
+
+async def test_one_http2_connection_outlives_a_thousand_requests() -> None:
+    # Hypercorn's default closes a connection after 1000 requests, failing the streams
+    # in flight; an HTTP/2 peer sends all its Prepares on one connection.
+    link = HttpSyncLink(None, token="out", incoming_token="in", listen_port=0, http2=True)
+    link.set_handler(Barrier(1))
+    await link.start()
+    try:
+        body = encode_packet(prepare())
+        async with h2c_client() as client:
+            statuses: list[int] = []
+            for _ in range(12):
+                responses = await post_all(client, link.server_url or "", [body] * 100, "in")
+                statuses += [r.status_code for r in responses]
+        assert statuses == [200] * 1200
+    finally:
+        await link.stop()

@@ -378,6 +378,10 @@ class Http2Server:
         config.h11_max_incomplete_size = MAX_HEAD_BYTES
         config.h2_max_header_list_size = MAX_HEAD_BYTES
         config.h2_max_concurrent_streams = MAX_CONCURRENT_STREAMS
+        # Hypercorn closes a connection after 1000 requests by default; an HTTP/2 peer
+        # keeps one connection for all its Prepares, and streams in flight when the
+        # connection goes away fail (T01 upstream). Time and stream bounds stay.
+        config.keep_alive_max_requests = 2**31
         config.include_server_header = False
         config.alpn_protocols = ["h2", "http/1.1"]
         if self._tls is not None:

@@ -281,7 +281,8 @@ class _App:
         try:
             answer = await handler(exchange)
             channel = answer.channel
-            await asyncio.sleep(0)  # let the watcher see a disconnect already queued
+            if channel is not None and channel.is_open:  # starts the watcher if need be
+                await asyncio.sleep(0)  # let it see a disconnect already queued
             if channel is not None and not channel.is_open:
                 channel.undelivered()
                 return

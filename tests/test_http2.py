@@ -9,6 +9,8 @@
   ``http/1.1`` on the same port; client certificates are required when configured.
 * Bad or missing TLS files are ConfigErrors naming the setting.
 * The callback mode works over HTTP/2 as well.
+* A Prepare whose HTTP/2 client went away before the Fulfill could be written has its
+  credit reverted, as over HTTP/1.1; one connection outlives 1000 requests.
 """
 
 from __future__ import annotations
@@ -393,3 +395,58 @@ async def test_one_http2_connection_outlives_a_thousand_requests() -> None:
         assert statuses == [200] * 1200
     finally:
         await link.stop()
+
+
+async def test_a_credit_whose_http2_client_went_away_is_reverted() -> None:
+    # As over HTTP/1.1 (tests/test_http_exchange.py): the Prepare is credited only while
+    # the exchange that carried it can take the Fulfill back.
+    from ilp_receiver.uplink import PeerConfig
+
+    from .test_http_exchange import GatedStore
+
+    store = GatedStore()
+    link = HttpSyncLink(
+        "http://127.0.0.1:9/", token="tok", listen_port=0, http2=True, shutdown_grace=0.5
+    )
+    receiver = AsyncReceiver(
+        link,
+        secret=os.urandom(32),
+        store=store,
+        stream=False,
+        static_config=PeerConfig("test.h2.rcv", "XYZ", 9),
+    )
+    await receiver.start()
+    try:
+        destination, shared = receiver.issue()
+        expires = datetime.now(UTC) + timedelta(seconds=30)
+        body = encode_packet(
+            build_chunk_prepare(
+                destination,
+                shared,
+                amount=700,
+                expires_at=expires.replace(microsecond=expires.microsecond // 1000 * 1000),
+                iv=os.urandom(12),
+                payment_id=os.urandom(16),
+                chunk_amount=700,
+            )
+        )
+        client = h2c_client()
+        attempt = asyncio.ensure_future(
+            client.post(link.server_url or "", content=body, headers={"Authorization": "tok"})
+        )
+        await asyncio.wait_for(store.applied.wait(), 5)
+        await client.aclose()  # the client goes away while the credit is being committed
+        with pytest.raises((httpx.HTTPError, RuntimeError)):
+            await attempt
+        for _ in range(100):  # the server learns of the closed connection
+            await asyncio.sleep(0.01)
+        store.gate.set()
+        for _ in range(300):
+            if receiver.reverted_credits:
+                break
+            await asyncio.sleep(0.01)
+        assert receiver.reverted_credits == 1
+        assert await store.balance("endpoint:default") == 0
+    finally:
+        store.gate.set()
+        await receiver.stop()

@@ -1023,3 +1023,26 @@ async def test_async_answer_is_redelivered_until_the_peer_is_back(
         await runner.cleanup()
     assert len(answers) == 1
     assert isinstance(decode_reply(answers[0]), IlpFulfill)
+
+
+async def test_octet_stream_option_and_any_2xx_answer(
+    fake_peer: Callable[[Route], Awaitable[str]],
+) -> None:
+    # what a Rafiki peer needs: the RFC's Content-Type, and its 201 taken as the answer
+    seen: list[str] = []
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers["Content-Type"])
+        return web.Response(status=201, body=encode_packet(IlpFulfill(FULFILLMENT)))
+
+    url = await fake_peer(route)
+    for option, expected in (("?octet_stream=1", "application/octet-stream"), ("", None)):
+        link = open_link(f"http+oer://tok@{url[7:]}{option}")
+        await link.start()
+        try:
+            assert await link.send(prepare()) == IlpFulfill(FULFILLMENT)
+        finally:
+            await link.stop()
+        assert seen[-1] == (expected or "application/ilp+octet-stream")
+    with pytest.raises(ConfigError):
+        HttpSyncLink("http://x/", content_type="text/plain")

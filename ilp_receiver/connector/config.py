@@ -409,6 +409,15 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
     ),
     _f(
         "accounts",
+        "content_type",
+        "str",
+        "application/ilp+octet-stream",
+        "http: Content-Type of the Prepares we POST in sync mode: ilp-plugin-http's, or "
+        "`application/octet-stream` (the RFC's; Rafiki refuses any other with 400)",
+        choices=("application/ilp+octet-stream", "application/octet-stream"),
+    ),
+    _f(
+        "accounts",
         "http2",
         "bool",
         False,
@@ -575,6 +584,7 @@ class AccountConfig:
     callback_url: str | None = None
     peer_callback_url: str | None = None
     max_pending: int = 1000
+    content_type: str = "application/ilp+octet-stream"
     http2: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -882,6 +892,7 @@ def _account(
         callback_url=cast("str | None", v["callback_url"]),
         peer_callback_url=cast("str | None", v["peer_callback_url"]),
         max_pending=cast(int, v["max_pending"]),
+        content_type=cast(str, v["content_type"]),
         http2=cast(bool, v["http2"]),
         tls_cert=cast("str | None", v["tls_cert"]),
         tls_key=cast("str | None", v["tls_key"]),

@@ -272,6 +272,7 @@ class Connector:
                 listen_port=None,
                 limits=self.config.server.limits(),
                 http2=config.http2,
+                content_type=config.content_type,
                 tls_ca=config.tls_ca,
                 tls_client_cert=config.tls_client_cert,
                 tls_client_key=config.tls_client_key,

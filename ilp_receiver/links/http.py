@@ -9,7 +9,7 @@ HTTP-OER-SYNC (rfcs PR 382):
 
 * outgoing: ``POST <peer URL>`` (or ``<peer URL>/ilp/<uuid4>`` with ``request_ids``) with
   ``Content-Type: application/ilp+octet-stream``, ``Authorization: Bearer <token>``,
-  ``ILP-Destination`` and optionally ``ILP-Peer-Name``; the 200 body is the Fulfill or
+  ``ILP-Destination`` and optionally ``ILP-Peer-Name``; the 200 (any 2xx) body is the Fulfill or
   Reject. Every ILP answer, Rejects included, is a 200; other statuses and transport
   failures raise :class:`~ilp_receiver.errors.LinkError` subclasses (see "Errors").
 * incoming: ``POST <listen path>`` and ``POST <listen path>ilp/<request-id>``; a repeat of
@@ -56,6 +56,8 @@ and ``ilp-receiver receive --uplink URL``)::
 * options: ``incoming_token`` (the token the peer must present to us; default: ``TOKEN``,
   as with the JS connector's ``--http-account``), ``listen_path`` (default ``/``),
   ``bearer=0`` (send the raw token without ``Bearer``, ilp-plugin-http's legacy form),
+  ``octet_stream=1`` (send ``Content-Type: application/octet-stream``, the RFC's type,
+  which Rafiki insists on, instead of ilp-plugin-http's ``application/ilp+octet-stream``),
   ``destination_header=0`` (omit ``ILP-Destination``), and for ``http+oer`` only
   ``request_ids=1`` (POST to ``PATH/ilp/<uuid4>`` and repeat on transport failures, the
   PR 382 HTTP-OER-SYNC form) or ``mode=callback`` (:class:`HttpCallbackLink`, with
@@ -123,6 +125,7 @@ import aiohttp
 from aiohttp import web
 
 from ..codec.http_oer import (
+    ACCEPTED_CONTENT_TYPES,
     AUTHORIZATION_HEADER,
     CALLBACK_URL_HEADER,
     HEALTH_CHECK_BODY,
@@ -250,6 +253,7 @@ class HttpLinkUrl:
     peer_callback_url: str | None = None
     http2: bool = False
     tls: tuple[tuple[str, str], ...] = ()
+    octet_stream: bool = False
 
     def __repr__(self) -> str:  # never show the tokens
         return (
@@ -270,6 +274,9 @@ class HttpLinkUrl:
             "bearer": self.bearer,
             "send_destination": self.send_destination,
             "http2": self.http2,
+            "content_type": (
+                OCTET_STREAM_CONTENT_TYPE if self.octet_stream else ILP_OVER_HTTP_CONTENT_TYPE
+            ),
             **dict(self.tls),
         }
         if self.mode == "callback":
@@ -339,6 +346,7 @@ def parse_http_url(url: str) -> HttpLinkUrl:
         token = unquote(parts.username) if parts.username else ""
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     known = {"listen", "incoming_token", "listen_path", "bearer", "destination_header", "http2"}
+    known.add("octet_stream")
     known.update(TLS_OPTIONS)
     if not asynchronous:
         known.update(("request_ids", "mode", "callback_url", "peer_callback_url"))
@@ -379,6 +387,7 @@ def parse_http_url(url: str) -> HttpLinkUrl:
         callback_url=query.get("callback_url"),
         peer_callback_url=query.get("peer_callback_url"),
         http2=_flag("http2", query.get("http2", "0")),
+        octet_stream=_flag("octet_stream", query.get("octet_stream", "0")),
         tls=tuple((name, query[name]) for name in TLS_OPTIONS if name in query),
     )
 
@@ -590,6 +599,7 @@ class HttpLink(Link):
         clock: Callable[[], float] = time.monotonic,
         limits: ServerLimits = DEFAULT_LIMITS,
         http2: bool = False,
+        content_type: str = ILP_OVER_HTTP_CONTENT_TYPE,
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_client_ca: str | None = None,
@@ -599,6 +609,9 @@ class HttpLink(Link):
     ) -> None:
         super().__init__()
         self.http2 = http2
+        if content_type not in ACCEPTED_CONTENT_TYPES:
+            raise ConfigError("content_type", f"one of {', '.join(sorted(ACCEPTED_CONTENT_TYPES))}")
+        self._content_type = content_type
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError(
                 "tls_key" if tls_key is None else "tls_cert",
@@ -789,7 +802,7 @@ class HttpLink(Link):
 
     def _headers(self, prepare: IlpPrepare | None) -> dict[str, str]:
         headers = {
-            "Content-Type": ILP_OVER_HTTP_CONTENT_TYPE,
+            "Content-Type": self._content_type,
             AUTHORIZATION_HEADER: authorization_header(self._token, bearer=self._bearer),
         }
         if self._peer_name:
@@ -1125,7 +1138,10 @@ class HttpSyncLink(HttpLink):
             deadline = asyncio.get_running_loop().time() + wait
             payload = await self._post_until_ok(url, body, headers, deadline, attempt_timeout=None)
         else:
-            payload = await self._post(self.peer_url, body, headers, wait, first=True, retry=False)
+            # any 2xx: Rafiki's connector answered 201 with the reply in some versions
+            payload = await self._post(
+                self.peer_url, body, headers, wait, first=True, retry=False, any_2xx=True
+            )
         try:
             return decode_reply(payload)
         except DecodeError as exc:

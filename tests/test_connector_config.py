@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ BASE: dict[str, Any] = {
     "connector": {"address": "test.conn", "store": "memory:"},
     "accounts": {"alice": {"relation": "child", "transport": "local"}},
 }
+
+
+HTTP: dict[str, Any] = {"transport": "http", "url": "http://peer/", "token": "t"}
 
 
 def with_account(**fields: Any) -> dict[str, Any]:
@@ -47,6 +51,19 @@ def with_account(**fields: Any) -> dict[str, Any]:
         (with_account(transport="btp-server", token="t"), "accounts.alice.listen"),
         (with_account(transport="http", url="ftp://x"), "accounts.alice.url"),
         (with_account(transport="mini-accounts", relation="peer"), "accounts.alice.relation"),
+        (with_account(http_mode="callback"), "accounts.alice.http_mode"),
+        (with_account(**HTTP, http_mode="push"), "accounts.alice.http_mode"),
+        (with_account(**HTTP, callback_url="http://us/cb"), "accounts.alice.callback_url"),
+        (with_account(**HTTP, max_pending=5), "accounts.alice.max_pending"),
+        (
+            with_account(**HTTP, http_mode="callback", callback_url="file:///etc/passwd"),
+            "accounts.alice.callback_url",
+        ),
+        (
+            with_account(**HTTP, http_mode="callback", peer_callback_url="//x"),
+            "accounts.alice.peer_callback_url",
+        ),
+        (with_account(**HTTP, http_mode="callback", max_pending=0), "accounts.alice.max_pending"),
         (with_account(send_routes="yes"), "accounts.alice.send_routes"),
         ({**BASE, "connector": {"address": "nope"}}, "connector.address"),
         ({**BASE, "connector": {"store": "memory:"}}, "connector.address"),
@@ -138,6 +155,16 @@ def test_load_config_reads_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert info.value.field == "config"
+
+
+def test_docs_rafiki_recipe_is_a_valid_config() -> None:
+    docs = (ROOT / "docs" / "connector.md").read_text(encoding="utf-8")
+    recipe = docs.split("**A Rafiki peer**", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = config_from_mapping(tomllib.loads(recipe), env={})
+    account = config.accounts["rafiki"]
+    assert (account.transport, account.http_mode, account.relation) == ("http", "sync", "peer")
+    assert account.max_packet_amount == 100_000_000
+    assert account.token != account.incoming_token
 
 
 def test_docs_contain_the_rendered_config_table() -> None:

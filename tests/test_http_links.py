@@ -398,6 +398,66 @@ async def test_sync_accepts_any_content_type(
             assert isinstance(decode_reply(await response.read()), IlpFulfill)
 
 
+@pytest.mark.parametrize("request_id", [None, "dest-1"])
+async def test_sync_ilp_destination_that_disagrees_is_rejected_f00(
+    sync_pair: tuple[HttpLink, HttpLink], client: aiohttp.ClientSession, request_id: str | None
+) -> None:
+    # The header is advisory (absent: fine; equal: fine); one that names another
+    # destination than the packet is refused without running the handler.
+    _, b = sync_pair
+    recorder = Recorder()
+    b.set_handler(recorder)
+    url = (b.server_url or "") + (f"ilp/{request_id}" if request_id else "")
+    packet = encode_packet(prepare(destination="test.b.alice"))
+    async with client.post(
+        url, data=packet, headers={**post_headers(A_TO_B), "ILP-Destination": "test.b.mallory"}
+    ) as response:
+        assert response.status == 200
+        reply = decode_reply(await response.read())
+    assert isinstance(reply, IlpReject)
+    assert (reply.code, reply.triggered_by) == ("F00", "test.b")
+    assert "ILP-Destination" in reply.message
+    assert recorder.calls == []
+    for headers in ({"ILP-Destination": "test.b.alice"}, {}):
+        async with client.post(
+            (b.server_url or "") + (f"ilp/{request_id}-ok{len(headers)}" if request_id else ""),
+            data=packet,
+            headers={**post_headers(A_TO_B), **headers},
+        ) as response:
+            assert isinstance(decode_reply(await response.read()), IlpFulfill)
+    assert len(recorder.calls) == 2
+
+
+async def test_async_ilp_destination_that_disagrees_gets_f00_posted_back(
+    async_pair: tuple[HttpLink, HttpLink],
+    client: aiohttp.ClientSession,
+    fake_peer: Callable[[Route], Awaitable[str]],
+) -> None:
+    _, b = async_pair
+    answers: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        answers.append(await request.read())
+        arrived.set()
+        return web.Response(text="")
+
+    b.peer_url = await fake_peer(route)
+    recorder = Recorder()
+    b.set_handler(recorder)
+    async with client.post(
+        f"{b.server_url}ilp/dest-2",
+        data=encode_packet(prepare()),
+        headers={**post_headers(A_TO_B), "ILP-Destination": "test.elsewhere"},
+    ) as response:
+        assert response.status == 200
+    await asyncio.wait_for(arrived.wait(), 5)
+    reply = decode_reply(answers[0])
+    assert isinstance(reply, IlpReject)
+    assert reply.code == "F00"
+    assert recorder.calls == []
+
+
 @pytest.mark.parametrize(
     "body", [b"", b"\x0c\x05abc", b"garbage", encode_packet(IlpFulfill(FULFILLMENT))]
 )
@@ -963,3 +1023,26 @@ async def test_async_answer_is_redelivered_until_the_peer_is_back(
         await runner.cleanup()
     assert len(answers) == 1
     assert isinstance(decode_reply(answers[0]), IlpFulfill)
+
+
+async def test_octet_stream_option_and_any_2xx_answer(
+    fake_peer: Callable[[Route], Awaitable[str]],
+) -> None:
+    # what a Rafiki peer needs: the RFC's Content-Type, and its 201 taken as the answer
+    seen: list[str] = []
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers["Content-Type"])
+        return web.Response(status=201, body=encode_packet(IlpFulfill(FULFILLMENT)))
+
+    url = await fake_peer(route)
+    for option, expected in (("?octet_stream=1", "application/octet-stream"), ("", None)):
+        link = open_link(f"http+oer://tok@{url[7:]}{option}")
+        await link.start()
+        try:
+            assert await link.send(prepare()) == IlpFulfill(FULFILLMENT)
+        finally:
+            await link.stop()
+        assert seen[-1] == (expected or "application/ilp+octet-stream")
+    with pytest.raises(ConfigError):
+        HttpSyncLink("http://x/", content_type="text/plain")

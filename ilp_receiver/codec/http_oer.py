@@ -23,6 +23,7 @@ __all__ = [
     "ACCEPTED_CONTENT_TYPES",
     "AUTHORIZATION_HEADER",
     "BEARER_PREFIX",
+    "CALLBACK_URL_HEADER",
     "HEALTH_CHECK_BODY",
     "HTTP_OER_ILP_PATH",
     "ILP_DESTINATION_HEADER",
@@ -33,6 +34,7 @@ __all__ = [
     "NO_HANDLER_BODY",
     "NO_HANDLER_STATUS",
     "OCTET_STREAM_CONTENT_TYPE",
+    "REQUEST_ID_HEADER",
     "SERVER_CLOSED_BODY",
     "UNAUTHORIZED_BODY",
     "UNAUTHORIZED_CONTENT_TYPE",
@@ -58,6 +60,11 @@ BEARER_PREFIX: Final = "Bearer "
 ILP_PEER_NAME_HEADER: Final = "ILP-Peer-Name"
 #: Advisory copy of the Prepare's destination; "the packet is authoritative".
 ILP_DESTINATION_HEADER: Final = "ILP-Destination"
+
+#: RFC 35 draft 3 (callback mode): where the Fulfill/Reject is to be POSTed.
+CALLBACK_URL_HEADER: Final = "Callback-Url"
+#: RFC 35 draft 3 (callback mode): the UUIDv4 pairing a Prepare with its callback.
+REQUEST_ID_HEADER: Final = "Request-Id"
 
 #: "401 bad credentials (ilp-plugin-http body "invalid authorization")".
 UNAUTHORIZED_STATUS: Final = 401

@@ -53,6 +53,8 @@ from typing import Any, Final, Literal, cast
 
 from ..codec.address import is_valid_address
 from ..errors import ConfigError
+from ..links.http import check_callback_url
+from ..links.http2 import TlsClientFiles, TlsServerFiles
 from ..links.listener import ServerLimits
 
 __all__ = [
@@ -380,6 +382,89 @@ SCHEMA: Final[tuple[FieldSpec, ...]] = (
         "`[host:]port` of a dedicated listener (default: the shared server)",
     ),
     _f("accounts", "path", "str", "/", "HTTP path of the BTP WebSocket or HTTP endpoint"),
+    _f(
+        "accounts",
+        "http_mode",
+        "str",
+        "sync",
+        "http: `sync` (the answer is the body of the 200: the ILP-over-HTTP seed, Rafiki) or "
+        "`callback` (RFC 35 draft 3: `202`, then the answer POSTed to `Callback-Url`)",
+        choices=("sync", "callback"),
+    ),
+    _f(
+        "accounts",
+        "callback_url",
+        "str",
+        None,
+        "http callback mode: the `Callback-Url` we send, where the peer reaches this "
+        "account's endpoint (default: the account's listener URL)",
+    ),
+    _f(
+        "accounts",
+        "peer_callback_url",
+        "str",
+        None,
+        "http callback mode: the peer's callback URL agreed out of band; a Prepare naming "
+        "another `Callback-Url` gets 400 (default: take the header)",
+    ),
+    _f(
+        "accounts",
+        "content_type",
+        "str",
+        "application/ilp+octet-stream",
+        "http: Content-Type of the Prepares we POST in sync mode: ilp-plugin-http's, or "
+        "`application/octet-stream` (the RFC's; Rafiki refuses any other with 400)",
+        choices=("application/ilp+octet-stream", "application/octet-stream"),
+    ),
+    _f(
+        "accounts",
+        "http2",
+        "bool",
+        False,
+        "http: serve this account's endpoint with HTTP/2 and HTTP/1.1 (h2c with prior "
+        "knowledge in clear text, ALPN over TLS; needs `listen` and the http2 extra) and "
+        "call the peer over HTTP/2",
+    ),
+    _f(
+        "accounts",
+        "tls_cert",
+        "str",
+        None,
+        "http: PEM certificate chain file: the endpoint is served over TLS with ALPN "
+        "`h2`/`http/1.1` (needs `listen`, `tls_key` and the http2 extra)",
+    ),
+    _f("accounts", "tls_key", "str", None, "http: PEM private key file of `tls_cert`"),
+    _f(
+        "accounts",
+        "tls_client_ca",
+        "str",
+        None,
+        "http: PEM CA file; the peer must present a TLS client certificate from it",
+    ),
+    _f(
+        "accounts",
+        "tls_ca",
+        "str",
+        None,
+        "http: PEM CA file to verify the peer's server certificate (default: the system's)",
+    ),
+    _f(
+        "accounts",
+        "tls_client_cert",
+        "str",
+        None,
+        "http: PEM certificate chain file we present to the peer (with `tls_client_key`)",
+    ),
+    _f("accounts", "tls_client_key", "str", None, "http: PEM private key of `tls_client_cert`"),
+    _f(
+        "accounts",
+        "max_pending",
+        "int",
+        1000,
+        "http callback mode: incoming Prepares processed or awaiting delivery at once "
+        "(one more: 503), and our own awaiting callbacks (one more: T01)",
+        minimum=1,
+    ),
     _f("accounts", "idempotent", "bool", False, "BTP/2.0-I (repeat requests, cache answers)"),
     _f(
         "accounts",
@@ -495,6 +580,18 @@ class AccountConfig:
     peer_name: str | None = None
     listen: tuple[str, int] | None = None
     path: str = "/"
+    http_mode: str = "sync"
+    callback_url: str | None = None
+    peer_callback_url: str | None = None
+    max_pending: int = 1000
+    content_type: str = "application/ilp+octet-stream"
+    http2: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tls_ca: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
     idempotent: bool = False
     max_connections: int = 32
     #: mini-accounts registration limits (see :data:`SCHEMA`)
@@ -639,6 +736,43 @@ def env_name(scope: str, name: str, account: str | None = None) -> str:
 
 
 #: Account fields that only mean something for a ``mini-accounts`` section.
+_HTTP_ONLY_FIELDS: Final = (
+    "http2",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_ca",
+    "tls_client_cert",
+    "tls_client_key",
+)
+
+
+def _check_tls(path: str, v: Mapping[str, object]) -> None:
+    """TLS files of an http account: in pairs, readable, and what they should be."""
+    cert, key, client_ca = v["tls_cert"], v["tls_key"], v["tls_client_ca"]
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(f"{path}.{missing}", "a TLS endpoint needs tls_cert and tls_key")
+    if client_ca is not None and cert is None:
+        raise ConfigError(f"{path}.tls_client_ca", "client certificates need tls_cert")
+    if (cert is not None or v["http2"]) and v["listen"] is None:
+        raise ConfigError(
+            f"{path}.listen",
+            "an HTTP/2 or TLS endpoint needs its own listener (the shared server is aiohttp, "
+            "HTTP/1.1 only)",
+        )
+    if isinstance(cert, str) and isinstance(key, str):
+        TlsServerFiles(cert, key, cast("str | None", client_ca), prefix=f"{path}.tls_").context()
+    ca, client_cert, client_key = v["tls_ca"], v["tls_client_cert"], v["tls_client_key"]
+    if ca is not None or client_cert is not None or client_key is not None:
+        TlsClientFiles(
+            cast("str | None", ca),
+            cast("str | None", client_cert),
+            cast("str | None", client_key),
+            prefix=f"{path}.tls_",
+        ).context()
+
+
 _REGISTRATION_FIELDS: Final = (
     "max_accounts",
     "registration_rate",
@@ -691,6 +825,24 @@ def _account(
             raise ConfigError(f"{path}.url", f"a {transport} account needs url = 'http://...'")
         if not (v["incoming_token"] or v["token"]):
             raise ConfigError(f"{path}.incoming_token", "an HTTP account needs a token")
+    for name in ("http_mode", "callback_url", "peer_callback_url", "max_pending"):
+        given = (isinstance(raw, dict) and name in raw) or env_name(
+            "accounts", name, account_id
+        ) in env
+        if given and transport != "http":
+            raise ConfigError(f"{path}.{name}", "only applies to accounts with transport 'http'")
+        if given and name != "http_mode" and v["http_mode"] != "callback":
+            raise ConfigError(f"{path}.{name}", "only applies with http_mode = 'callback'")
+    for name in _HTTP_ONLY_FIELDS:
+        if v[name] not in (None, False) and transport != "http":
+            raise ConfigError(f"{path}.{name}", "only applies to accounts with transport 'http'")
+    _check_tls(path, v)
+    for name in ("callback_url", "peer_callback_url"):
+        if isinstance(v[name], str):
+            try:
+                check_callback_url(cast(str, v[name]))
+            except ValueError as exc:
+                raise ConfigError(f"{path}.{name}", str(exc)) from None
     if transport == "btp-server" and not v["token"]:
         raise ConfigError(f"{path}.token", "a btp-server account needs the token clients send")
     if transport == "mini-accounts" and relation != "child":
@@ -736,6 +888,18 @@ def _account(
         peer_name=cast("str | None", v["peer_name"]),
         listen=parsed_listen,
         path=route_path,
+        http_mode=cast(str, v["http_mode"]),
+        callback_url=cast("str | None", v["callback_url"]),
+        peer_callback_url=cast("str | None", v["peer_callback_url"]),
+        max_pending=cast(int, v["max_pending"]),
+        content_type=cast(str, v["content_type"]),
+        http2=cast(bool, v["http2"]),
+        tls_cert=cast("str | None", v["tls_cert"]),
+        tls_key=cast("str | None", v["tls_key"]),
+        tls_client_ca=cast("str | None", v["tls_client_ca"]),
+        tls_ca=cast("str | None", v["tls_ca"]),
+        tls_client_cert=cast("str | None", v["tls_client_cert"]),
+        tls_client_key=cast("str | None", v["tls_client_key"]),
         idempotent=cast(bool, v["idempotent"]),
         max_connections=cast(int, v["max_connections"]),
         max_accounts=cast(int, v["max_accounts"]),

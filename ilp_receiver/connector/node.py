@@ -43,7 +43,14 @@ from ..links.base import Link
 from ..links.btp_client import BtpClientLink
 from ..links.btp_server import BtpConnection, BtpServer, BtpServerLink
 from ..links.btp_session import BtpSession
-from ..links.http import HttpAsyncLink, HttpLink, HttpSyncLink, add_http_oer_routes
+from ..links.http import (
+    HttpAsyncLink,
+    HttpCallbackLink,
+    HttpLink,
+    HttpSyncLink,
+    add_http_oer_routes,
+)
+from ..links.http2 import Http2Server, TlsServerFiles, require_http2
 from ..links.listener import start_listener
 from ..links.memory import MemoryLink, memory_link_pair
 from ..links.uplink import fetch_peer_config
@@ -147,6 +154,7 @@ class Connector:
         self._templates: dict[str, AccountConfig] = {}
         self._local_ends: dict[str, MemoryLink] = {}
         self._runners: list[web.AppRunner] = []
+        self._h2_servers: list[Http2Server] = []
         self._listeners: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ccp_task: asyncio.Task[None] | None = None
@@ -246,7 +254,17 @@ class Connector:
             client.on_connect(connected)
             return client
         if transport in ("http", "http-async"):
+            options: dict[str, Any] = {}
             cls: type[HttpLink] = HttpSyncLink if transport == "http" else HttpAsyncLink
+            if transport == "http" and config.http_mode == "callback":
+                cls = HttpCallbackLink
+                options = {
+                    "callback_url": config.callback_url,
+                    "peer_callback_url": config.peer_callback_url,
+                    "max_pending": config.max_pending,
+                }
+            if config.http2:
+                require_http2(f"accounts.{config.id}.http2")
             return cls(
                 config.url,
                 token=config.token or "",
@@ -254,6 +272,12 @@ class Connector:
                 peer_name=config.peer_name,
                 listen_port=None,
                 limits=self.config.server.limits(),
+                http2=config.http2,
+                content_type=config.content_type,
+                tls_ca=config.tls_ca,
+                tls_client_cert=config.tls_client_cert,
+                tls_client_key=config.tls_client_key,
+                **options,
             )
         if transport == "local":
             ours, theirs = memory_link_pair()
@@ -623,10 +647,51 @@ class Connector:
         btp_paths: dict[tuple[str, int], set[str]] = {}
         pending: list[tuple[str, tuple[str, int], str, str]] = []
         configs = list(self._templates.values()) + [a.config for a in self._accounts.values()]
+        h2_servers: dict[tuple[str, int], tuple[Http2Server, TlsServerFiles | None]] = {}
+        limits = self.config.server.limits()
+        for config in configs:
+            if config.transport == "http" and (config.http2 or config.tls_cert is not None):
+                key = self._listen_key(config)
+                tls = (
+                    TlsServerFiles(
+                        config.tls_cert,
+                        config.tls_key,
+                        config.tls_client_ca,
+                        prefix=f"accounts.{config.id}.tls_",
+                    )
+                    if config.tls_cert is not None and config.tls_key is not None
+                    else None
+                )
+                if key not in h2_servers:
+                    server = Http2Server(
+                        key[0],
+                        key[1],
+                        tls=tls,
+                        limits=limits,
+                        setting=f"accounts.{config.id}.listen",
+                    )
+                    h2_servers[key] = (server, tls)
+                server, first_tls = h2_servers[key]
+                if first_tls != tls:
+                    raise ConfigError(
+                        f"accounts.{config.id}.tls_cert",
+                        "accounts sharing a listener must have the same TLS files",
+                    )
+                link = self._accounts[config.id].link
+                assert isinstance(link, HttpLink)
+                server.add_route(config.path, link.handle_exchange)
+                pending.append((config.id, key, server.scheme, config.path))
         for config in configs:
             if config.transport not in _SERVER_TRANSPORTS:
                 continue
+            if config.transport == "http" and (config.http2 or config.tls_cert is not None):
+                continue
             key = self._listen_key(config)
+            if key in h2_servers:
+                raise ConfigError(
+                    f"accounts.{config.id}.listen",
+                    "shares a listener with an HTTP/2 or TLS account; give it another one",
+                )
             app = apps.setdefault(key, web.Application(client_max_size=40_000))
             if config.transport in ("http", "http-async"):
                 link = self._accounts[config.id].link
@@ -640,7 +705,11 @@ class Connector:
                     app.router.add_get(config.path, self._btp_server(key, config.path).handle)
                 pending.append((config.id, key, "ws", config.path))
         bound: dict[tuple[str, int], int] = {}
-        limits = self.config.server.limits()
+        for key, (server, _) in h2_servers.items():
+            await server.start()
+            self._h2_servers.append(server)
+            assert server.port is not None
+            bound[key] = server.port
         for key, app in apps.items():
             runner = web.AppRunner(
                 app, access_log=None, shutdown_timeout=1.0, **limits.runner_options()
@@ -651,6 +720,12 @@ class Connector:
             bound[key] = listener.port
         for account_id, key, scheme, path in pending:
             self._listeners[account_id] = f"{scheme}://{key[0]}:{bound[key]}{path}"
+            account = self._accounts.get(account_id)
+            link = account.link if account is not None else None
+            if isinstance(link, HttpCallbackLink) and link.callback_url is None:
+                # default Callback-Url: this account's own endpoint (callbacks are told
+                # from Prepares by their packet type)
+                link.callback_url = self._listeners[account_id]
 
     # ------------------------------------------------------------ CCP timer
 
@@ -775,6 +850,9 @@ class Connector:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        for server in self._h2_servers:
+            await server.stop()
+        self._h2_servers.clear()
         if self._ledger is not None:
             with contextlib.suppress(Exception):
                 await self._ledger.flush()  # settled balances reach the store

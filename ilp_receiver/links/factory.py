@@ -17,12 +17,15 @@ def open_link(url: str, **options: Any) -> Link:
       add ``idempotent=True`` (or the URL query ``?profile=btp2i``) for BTP/2.0-I.
     * ``http+oer://[NAME:]TOKEN@host:port/path?listen=[LHOST:]LPORT`` and ``https+oer://…``:
       ILP over HTTP / HTTP-OER-SYNC (:class:`~ilp_receiver.links.http.HttpSyncLink`); add
-      ``&request_ids=1`` for the PR 382 ``/ilp/<request-id>`` form.
+      ``&request_ids=1`` for the PR 382 ``/ilp/<request-id>`` form, ``&mode=callback`` for
+      the RFC 35 draft 3 callback mode
+      (:class:`~ilp_receiver.links.http.HttpCallbackLink`).
     * ``http+oer-async://[NAME:]TOKEN@host:port/base?listen=[LHOST:]LPORT`` and
       ``https+oer-async://…``: HTTP-OER-ASYNC (:class:`~ilp_receiver.links.http.HttpAsyncLink`).
 
     Further HTTP query options (``incoming_token``, ``listen_path``, ``bearer``,
-    ``destination_header``) are described in :mod:`ilp_receiver.links.http`.
+    ``destination_header``, ``callback_url``, ``peer_callback_url``) are described in
+    :mod:`ilp_receiver.links.http`.
 
     Options are passed to the link's constructor.
     """
@@ -35,8 +38,10 @@ def open_link(url: str, **options: Any) -> Link:
             options.setdefault("idempotent", True)
         return BtpClientLink(url, **options)
     if scheme in ("http+oer", "https+oer"):
-        from .http import HttpSyncLink
+        from .http import HttpCallbackLink, HttpSyncLink, parse_http_url
 
+        if parse_http_url(url).mode == "callback":
+            return HttpCallbackLink.from_url(url, **options)
         return HttpSyncLink.from_url(url, **options)
     if scheme in ("http+oer-async", "https+oer-async"):
         from .http import HttpAsyncLink

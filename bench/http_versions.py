@@ -73,9 +73,9 @@ def free_port() -> int:
 
 async def serve_receiver(port: int, http2: bool) -> None:
     from ilp_receiver.links.http import HttpSyncLink
+    from ilp_receiver.links.uplink import PeerConfig
     from ilp_receiver.receiver import AsyncReceiver
     from ilp_receiver.stores import MemoryStore
-    from ilp_receiver.links.uplink import PeerConfig
 
     link = HttpSyncLink(
         "http://127.0.0.1:9/", token=TOKEN, listen_port=port, http2=http2, max_connections=256

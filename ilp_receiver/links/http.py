@@ -1242,22 +1242,41 @@ class HttpAsyncLink(HttpLink):
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
         """POST ``prepare`` (repeated until 200) and wait for the peer's answer POST."""
+        request_id = str(uuid.uuid4())
+        # "The sender repeats the POST (idempotently, same request-id and body) until it
+        # gets a 200."
+        return await self._post_and_wait(
+            prepare, timeout, request_id, self._request_url(request_id), self._headers(prepare)
+        )
+
+    async def _post_and_wait(
+        self,
+        prepare: IlpPrepare,
+        timeout: float | None,
+        request_id: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        any_2xx: bool = False,
+        answer: str = "answer",
+    ) -> IlpReply:
+        """POST ``prepare`` as request ``request_id`` to ``url`` until it is accepted,
+        then wait for the peer's own POST of the Fulfill or Reject (the async and the
+        callback modes)."""
         wait = timeout if timeout is not None else self.expiry_timeout(prepare)
         self._session()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        request_id = str(uuid.uuid4())
         future: asyncio.Future[IlpReply] = loop.create_future()
         self._outgoing[request_id] = future
         try:
-            # "The sender repeats the POST (idempotently, same request-id and body) until it
-            # gets a 200."
             await self._post_until_ok(
-                self._request_url(request_id),
+                url,
                 encode_packet(prepare),
-                self._headers(prepare),
+                headers,
                 deadline,
                 attempt_timeout=self._attempt_timeout,
+                any_2xx=any_2xx,
             )
             remaining = deadline - loop.time()
             if not future.done() and remaining <= 0:
@@ -1269,7 +1288,7 @@ class HttpAsyncLink(HttpLink):
             # "if no Fulfill/Reject arrives before the Prepare's expiresAt, treat the payment
             # as rejected (R00 upstream)"
             raise LinkTimeoutError(
-                f"no answer to request {request_id} within {wait:.3f} s"
+                f"no {answer} for request {request_id} within {wait:.3f} s"
             ) from None
         finally:
             self._outgoing.pop(request_id, None)
@@ -1439,38 +1458,14 @@ class HttpCallbackLink(HttpAsyncLink):
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
         """POST ``prepare`` (repeated until accepted) and wait for the peer's callback."""
-        wait = timeout if timeout is not None else self.expiry_timeout(prepare)
-        self._session()
         assert self.peer_url is not None
         if len(self._outgoing) >= self._max_pending:
             raise LinkError(f"{self._max_pending} Prepares already wait for a callback")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
         request_id = str(uuid.uuid4())
         headers = self._callback_headers(request_id, prepare)
-        future: asyncio.Future[IlpReply] = loop.create_future()
-        self._outgoing[request_id] = future
-        try:
-            await self._post_until_ok(
-                self.peer_url,
-                encode_packet(prepare),
-                headers,
-                deadline,
-                attempt_timeout=self._attempt_timeout,
-                any_2xx=True,
-            )
-            remaining = deadline - loop.time()
-            if not future.done() and remaining <= 0:
-                raise TimeoutError
-            return await asyncio.wait_for(future, remaining)
-        except LinkError:
-            raise
-        except TimeoutError:
-            raise LinkTimeoutError(
-                f"no callback for request {request_id} within {wait:.3f} s"
-            ) from None
-        finally:
-            self._outgoing.pop(request_id, None)
+        return await self._post_and_wait(
+            prepare, timeout, request_id, self.peer_url, headers, any_2xx=True, answer="callback"
+        )
 
     async def _handle_post(
         self, body: bytes, request_id: str | None, request: Exchange | None = None

@@ -1242,6 +1242,7 @@ class HttpAsyncLink(HttpLink):
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
         """POST ``prepare`` (repeated until 200) and wait for the peer's answer POST."""
+        self._session()  # LinkClosedError before start
         request_id = str(uuid.uuid4())
         # "The sender repeats the POST (idempotently, same request-id and body) until it
         # gets a 200."
@@ -1264,7 +1265,6 @@ class HttpAsyncLink(HttpLink):
         then wait for the peer's own POST of the Fulfill or Reject (the async and the
         callback modes)."""
         wait = timeout if timeout is not None else self.expiry_timeout(prepare)
-        self._session()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         future: asyncio.Future[IlpReply] = loop.create_future()
@@ -1458,6 +1458,7 @@ class HttpCallbackLink(HttpAsyncLink):
 
     async def send(self, prepare: IlpPrepare, timeout: float | None = None) -> IlpReply:
         """POST ``prepare`` (repeated until accepted) and wait for the peer's callback."""
+        self._session()  # LinkClosedError before start
         assert self.peer_url is not None
         if len(self._outgoing) >= self._max_pending:
             raise LinkError(f"{self._max_pending} Prepares already wait for a callback")

@@ -53,7 +53,7 @@ from typing import Any, Final, Literal, cast
 
 from ..codec.address import is_valid_address
 from ..errors import ConfigError
-from ..links.http import check_callback_url
+from ..links.http import TLS_OPTIONS, check_callback_url
 from ..links.http2 import TlsClientFiles, TlsServerFiles
 from ..links.listener import ServerLimits
 
@@ -735,16 +735,8 @@ def env_name(scope: str, name: str, account: str | None = None) -> str:
     return f"{ENV_PREFIX}{scope.upper()}_{name.upper()}"
 
 
-#: Account fields that only mean something for a ``mini-accounts`` section.
-_HTTP_ONLY_FIELDS: Final = (
-    "http2",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "tls_ca",
-    "tls_client_cert",
-    "tls_client_key",
-)
+#: Account fields that only mean something for an account with transport ``http``.
+_HTTP_ONLY_FIELDS: Final = ("http2", *TLS_OPTIONS)
 
 
 def _check_tls(path: str, v: Mapping[str, object]) -> None:

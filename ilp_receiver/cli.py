@@ -27,7 +27,12 @@ from types import ModuleType
 
 from . import __version__
 from .commands import COMMANDS
-from .commands._common import DefaultsHelpFormatter, JsonLogFormatter, describe_error
+from .commands._common import (
+    DefaultsHelpFormatter,
+    JsonLogFormatter,
+    LoopBatchingStreamHandler,
+    describe_error,
+)
 from .errors import ConfigError
 from .links.listener import raise_open_files_limit
 
@@ -60,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool, log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBatchingStreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:

@@ -31,6 +31,7 @@ from .commands._common import (
     DefaultsHelpFormatter,
     JsonLogFormatter,
     LoopBatchingStreamHandler,
+    TextLogFormatter,
     describe_error,
 )
 from .errors import ConfigError
@@ -69,7 +70,11 @@ def _setup_logging(verbose: bool, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # no format of ours shows a record's thread or process: don't look them up per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 

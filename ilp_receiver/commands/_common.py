@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -26,6 +27,7 @@ __all__ = [
     "DefaultsHelpFormatter",
     "JsonLogFormatter",
     "LoopBatchingStreamHandler",
+    "TextLogFormatter",
     "add_log_format_argument",
     "add_uplink_argument",
     "cli_invocation",
@@ -187,6 +189,32 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    """``logging.Formatter`` that formats the local time of each second once.
+
+    ``%(asctime)s`` is the default ``YYYY-mm-dd HH:MM:SS,mmm``: ``time.strftime`` of
+    the record's second, then its milliseconds.  Successive records of one second (a
+    receiver logs a line per PSK2 payment) reuse that second's text; the lines are
+    those of a plain ``Formatter`` with the same format.
+    """
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._cached: tuple[int, str] = (-1, "")  # one attribute: swapped atomically
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as ``Formatter.formatTime`` writes it."""
+        msec_format = self.default_msec_format
+        if datefmt or msec_format is None or self.converter is not time.localtime:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._cached
+        if cached[0] != second:
+            text = time.strftime(self.default_time_format, time.localtime(second))
+            cached = self._cached = (second, text)
+        return msec_format % (cached[1], record.msecs)
 
 
 class LoopBatchingStreamHandler(logging.StreamHandler[TextIO]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -296,6 +297,14 @@ def _endpoint_of(account: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _payment_target(account: str) -> tuple[str | None, str]:
+    """``account``'s SPSP path and how the payment line names it (the same few accounts
+    come back on every packet: worked out once each)."""
+    endpoint = _endpoint_of(account)
+    return endpoint, f"{endpoint} (account {account})" if endpoint else f"account {account}"
+
+
 def log_payments(receiver: AsyncReceiver) -> None:
     """Log one line per incoming payment of ``receiver`` on ``ilp_receiver.payments``:
     amount, account (and SPSP endpoint), the account's new balance, the protocol.
@@ -316,8 +325,7 @@ def log_payments(receiver: AsyncReceiver) -> None:
         if event.kind != ("completed" if stream else "received"):
             return
         config = receiver.config
-        endpoint = _endpoint_of(event.account)
-        where = f"{endpoint} (account {event.account})" if endpoint else f"account {event.account}"
+        endpoint, where = _payment_target(event.account)
         protocol = "stream" if stream else event.payment.format
         payment_log.info(
             "payment received: %d units (%s, scale %d) to %s, balance now %d, over %s",

@@ -69,14 +69,12 @@ import os
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +85,17 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from saturation_common import (
+    CLK_TCK,
+    cpu_ticks,
+    free_port,
+    length_prefix,
+    median,
+    ratios,
+    start_process,
+    wrapped_pid,
+    ws_frame,
+)
 
 from ilp_receiver.codec.btp import (
     BtpMessage,
@@ -121,7 +130,6 @@ from ilp_receiver.stream.secrets import StreamKeys, derive_keys, seal_packet
 ROOT: Final = Path(__file__).resolve().parent.parent
 HARNESS: Final = ROOT / ".interop"
 BIN: Final = Path(sys.executable).parent
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 DRIVER_PREFIX: Final = "test.driver"
 ASSET_CODE: Final = "XYZ"
 ASSET_SCALE: Final = 9
@@ -133,31 +141,6 @@ _FULFILL: Final = 13
 #: The stores our receiver can be run with (``--store`` names).
 STORES: Final = ("sqlite", "memory", "postgres")
 PROTOCOLS: Final = ("psk2", "stream")
-
-
-def cpu_ticks(pid: int) -> int:
-    """User + system clock ticks used so far by ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def ws_frame(payload: bytes) -> bytes:
-    """``payload`` as one unmasked binary WebSocket frame (server to client, RFC 6455)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x82, n)) + payload
-    if n < 65536:
-        return struct.pack(">BBH", 0x82, 126, n) + payload
-    return struct.pack(">BBQ", 0x82, 127, n) + payload
-
-
-def _length_prefix(buf: bytes, pos: int) -> tuple[int, int]:
-    """An OER length prefix at ``pos``: (length, position after the prefix)."""
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    size = first & 0x7F
-    return int.from_bytes(buf[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -240,11 +223,11 @@ class Child:
 
     def _answer(self, load: Load, index: int, data: bytes) -> None:
         # fast path: Response, one "ilp" entry, an ILP Fulfill
-        _, pos = _length_prefix(data, 5)
+        _, pos = length_prefix(data, 5)
         if data.startswith(_ILP_ENTRY, pos):
-            _, pos = _length_prefix(data, pos + len(_ILP_ENTRY))
+            _, pos = length_prefix(data, pos + len(_ILP_ENTRY))
             if data[pos] == _FULFILL:
-                _, pos = _length_prefix(data, pos + 1)
+                _, pos = length_prefix(data, pos + 1)
                 fulfillment = data[pos : pos + 32]
                 ok = hashlib.sha256(fulfillment).digest() == load.conditions[index]
                 self._count(load, None if ok else "wrong fulfillment", "")
@@ -358,45 +341,6 @@ class Receiver:
     def __post_init__(self) -> None:
         if not self.pid:
             self.pid = self.proc.pid
-
-
-def wrapped_pid(pid: int) -> int:
-    """The process ``pid`` runs (a profiler's child), or ``pid`` when it has none."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return int(children[-1]) if children else pid
-
-
-def start_process(
-    args: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start a process that prints a ``{"event":"ready"}`` line; wait for it and return
-    the process and that line."""
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        if '"event":"ready"' in line.replace(" ", ""):
-            ready: dict[str, Any] = json.loads(line)
-            return proc, ready
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise SystemExit(f"{args[0]} did not get ready; see {log}")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for ``--base-port 0``)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def postgres_url() -> str:
@@ -627,16 +571,6 @@ async def feed_once(
 # ---------------------------------------------------------------------------- reporting
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def _ratios(pairs: Iterable[tuple[float, float]]) -> list[float]:
-    """``a / b`` for each pair whose ``b`` is not zero (a run too short for the kernel's
-    10 ms CPU ticks measures 0 ms; its ratio is unknown, not infinite)."""
-    return [a / b for a, b in pairs if b]
-
-
 def report(
     rows: dict[tuple[str, str, int], list[RunResult]],
     baseline_of: Callable[[str], str],
@@ -656,9 +590,9 @@ def report(
         drv = [r.driver_ms_per_packet for r in results]
         exact = sum(r.exact for r in results)
         lines.append(
-            f"| {protocol} | {concurrency} | {name} | {_median(pps):.0f} "
-            f"({', '.join(f'{p:.0f}' for p in pps)}) | {_median(cpu):.3f} "
-            f"({', '.join(f'{c:.3f}' for c in cpu)}) | {_median(drv):.3f} | "
+            f"| {protocol} | {concurrency} | {name} | {median(pps):.0f} "
+            f"({', '.join(f'{p:.0f}' for p in pps)}) | {median(cpu):.3f} "
+            f"({', '.join(f'{c:.3f}' for c in cpu)}) | {median(drv):.3f} | "
             f"{exact}/{len(results)} |"
         )
     lines += [
@@ -674,12 +608,12 @@ def report(
         ours = rows[(protocol, name, concurrency)]
         base = rows[(protocol, baseline, concurrency)]
         pairs = list(zip(ours, base, strict=True))
-        pps_ratio = _ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
-        cpu_ratio = _ratios((o.receiver_ms_per_packet, b.receiver_ms_per_packet) for o, b in pairs)
-        driver_share = _ratios((o.driver_ms_per_packet, o.receiver_ms_per_packet) for o in ours)
+        pps_ratio = ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
+        cpu_ratio = ratios((o.receiver_ms_per_packet, b.receiver_ms_per_packet) for o, b in pairs)
+        driver_share = ratios((o.driver_ms_per_packet, o.receiver_ms_per_packet) for o in ours)
         lines.append(
-            f"| {protocol} | {concurrency} | {name} / {baseline} | {_median(pps_ratio):.2f} | "
-            f"**{_median(cpu_ratio):.2f}** | {_median(driver_share):.2f} |"
+            f"| {protocol} | {concurrency} | {name} / {baseline} | {median(pps_ratio):.2f} | "
+            f"**{median(cpu_ratio):.2f}** | {median(driver_share):.2f} |"
         )
     lines += [
         "",

@@ -27,7 +27,13 @@ from types import ModuleType
 
 from . import __version__
 from .commands import COMMANDS
-from .commands._common import DefaultsHelpFormatter, JsonLogFormatter, describe_error
+from .commands._common import (
+    DefaultsHelpFormatter,
+    JsonLogFormatter,
+    LoopBatchingStreamHandler,
+    TextLogFormatter,
+    describe_error,
+)
 from .errors import ConfigError
 from .links.listener import raise_open_files_limit
 
@@ -60,11 +66,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool, log_format: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBatchingStreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # no format of ours shows a record's thread or process: don't look them up per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 

@@ -494,3 +494,21 @@ async def test_frame_sender_writes_the_first_frame_at_once_and_coalesces_the_res
     transport.backlog = 1  # backed up: aiohttp's own flow control takes over
     await sender.send(b"e")
     assert ws.sent == [b"e"] and len(transport.writes) == 3
+
+
+async def test_frame_sender_without_immediate_first_writes_once_per_iteration() -> None:
+    """What the connector uses: every frame of an iteration leaves in one write at its end."""
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport, immediate_first=False)  # type: ignore[arg-type]
+    frame = bytes((0x82, 1))
+    await sender.send(b"a")
+    assert transport.writes == []  # not yet: the iteration is not over
+    await sender.send(b"b")
+    await asyncio.sleep(0)
+    assert transport.writes == [frame + b"a" + frame + b"b"]  # one write, in order
+    await sender.send(b"c")  # a lone frame of the next iteration: still one write
+    await asyncio.sleep(0)
+    assert transport.writes == [frame + b"a" + frame + b"b", frame + b"c"]
+    transport.backlog = 1  # backed up: aiohttp's own flow control takes over
+    await sender.send(b"d")
+    assert ws.sent == [b"d"] and len(transport.writes) == 2

@@ -4,6 +4,8 @@ name CLI flags, logging formats and how to print a command a user can run."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -11,9 +13,10 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 if TYPE_CHECKING:
     from ..receiver import AsyncReceiver, PaymentEvent
@@ -24,6 +27,8 @@ __all__ = [
     "UPLINK_FORMS",
     "DefaultsHelpFormatter",
     "JsonLogFormatter",
+    "LoopBatchingStreamHandler",
+    "TextLogFormatter",
     "add_log_format_argument",
     "add_uplink_argument",
     "cli_invocation",
@@ -187,6 +192,83 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class TextLogFormatter(logging.Formatter):
+    """``logging.Formatter`` that formats the local time of each second once.
+
+    ``%(asctime)s`` is the default ``YYYY-mm-dd HH:MM:SS,mmm``: ``time.strftime`` of
+    the record's second, then its milliseconds.  Successive records of one second (a
+    receiver logs a line per PSK2 payment) reuse that second's text; the lines are
+    those of a plain ``Formatter`` with the same format.
+    """
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._cached: tuple[int, str] = (-1, "")  # one attribute: swapped atomically
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as ``Formatter.formatTime`` writes it."""
+        msec_format = self.default_msec_format
+        if datefmt or msec_format is None or self.converter is not time.localtime:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._cached
+        if cached[0] != second:
+            text = time.strftime(self.default_time_format, time.localtime(second))
+            cached = self._cached = (second, text)
+        return msec_format % (cached[1], record.msecs)
+
+
+class LoopBatchingStreamHandler(logging.StreamHandler[TextIO]):
+    """A :class:`logging.StreamHandler` that writes the records one event-loop iteration
+    logs on the loop's thread with one write, at the start of the next iteration.
+
+    The lines are exactly those of a plain ``StreamHandler`` with the same formatter, in
+    the same order; only the number of writes changes (``ilp-receiver receive`` logs one
+    line per PSK2 payment, and a write system call per line cost as much as a SQLite
+    commit per packet at saturation).  Records logged outside a running loop (another
+    thread, start-up, shutdown) are written at once, after what the loop had pending;
+    :meth:`flush` (also called by :func:`logging.shutdown`) writes what is pending.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record``; keep it for the end of this loop iteration, or write it."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._pending:
+                self.flush()
+            super().emit(record)
+            return
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        pending = self._pending
+        if not pending:
+            loop.call_soon(self.flush)
+        pending.append(line)
+
+    def flush(self) -> None:
+        """Write the pending lines with one write, then flush the stream."""
+        self.acquire()
+        try:
+            pending = self._pending
+            if pending:
+                text = pending[0] if len(pending) == 1 else "".join(pending)
+                pending.clear()
+                self.stream.write(text)
+            super().flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "pending log lines lost"}))
+        finally:
+            self.release()
+
+
 def describe_store(store: str | None) -> str:
     """Where a ``--store`` value keeps balances, for the start-up log: an absolute SQLite
     path, or a URL without its password."""
@@ -215,6 +297,14 @@ def _endpoint_of(account: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _payment_target(account: str) -> tuple[str | None, str]:
+    """``account``'s SPSP path and how the payment line names it (the same few accounts
+    come back on every packet: worked out once each)."""
+    endpoint = _endpoint_of(account)
+    return endpoint, f"{endpoint} (account {account})" if endpoint else f"account {account}"
+
+
 def log_payments(receiver: AsyncReceiver) -> None:
     """Log one line per incoming payment of ``receiver`` on ``ilp_receiver.payments``:
     amount, account (and SPSP endpoint), the account's new balance, the protocol.
@@ -235,8 +325,7 @@ def log_payments(receiver: AsyncReceiver) -> None:
         if event.kind != ("completed" if stream else "received"):
             return
         config = receiver.config
-        endpoint = _endpoint_of(event.account)
-        where = f"{endpoint} (account {event.account})" if endpoint else f"account {event.account}"
+        endpoint, where = _payment_target(event.account)
         protocol = "stream" if stream else event.payment.format
         payment_log.info(
             "payment received: %d units (%s, scale %d) to %s, balance now %d, over %s",

@@ -634,7 +634,15 @@ class Connector:
             assert isinstance(link, BtpServerLink)
             return link
 
-        return BtpServer(authenticate, link_for, auth_timeout=self.config.server.auth_timeout)
+        # every frame waits for the end of the loop iteration: a connector's BTP traffic
+        # comes in batches, and one write per batch and connection costs half the CPU
+        # per packet at concurrency 10 (bench/connector_saturation.py, docs/benchmarks.md)
+        return BtpServer(
+            authenticate,
+            link_for,
+            auth_timeout=self.config.server.auth_timeout,
+            immediate_first_frame=False,
+        )
 
     def _listen_key(self, config: AccountConfig) -> tuple[str, int]:
         if config.listen is not None:

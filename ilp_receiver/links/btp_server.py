@@ -94,15 +94,26 @@ class FrameSender:
     wake-ups at the peer).  While the socket is backed up it hands each message to
     aiohttp's own ``send_bytes`` (and its flow control) instead.  Frames are only ever
     written whole, in order, and nothing is written once the WebSocket is closing.
+    With ``immediate_first=False`` every message waits for the end of the iteration: one
+    write per iteration and connection, what a connector at saturation wants (a forwarded
+    Prepare and the answers it relays come in batches; writing each batch's first frame
+    on its own doubled the writes, and the peer's wake-ups).
     Server side only: it writes to the connection's public ``request.transport``, and
     its frames are unmasked (a client's must be masked, RFC 6455 section 5.3; our
     client links write through aiohttp's ``send_bytes``).
     """
 
-    __slots__ = ("_frames", "_loop", "_transport", "_wrote", "_ws")
+    __slots__ = ("_frames", "_immediate_first", "_loop", "_transport", "_wrote", "_ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        *,
+        immediate_first: bool = True,
+    ) -> None:
         self._ws = ws
+        self._immediate_first = immediate_first
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._frames: list[bytes] = []
@@ -119,7 +130,8 @@ class FrameSender:
         frames = self._frames
         frame = _binary_frame(data)
         if not frames:
-            if not self._wrote:  # the iteration's first: out now (nothing queued before it)
+            if self._immediate_first and not self._wrote:
+                # the iteration's first: out now (nothing queued before it)
                 self._transport.write(frame)
                 self._wrote = True
                 self._loop.call_soon(self._next_iteration)
@@ -315,6 +327,7 @@ class BtpServer:
     ``authenticate`` maps credentials to an account id (None refuses); ``link_for``
     returns the :class:`BtpServerLink` of that account (creating it if the connector
     allows), and is where the connector wires the link's handler.
+    ``immediate_first_frame`` is :class:`FrameSender`'s ``immediate_first``.
     """
 
     def __init__(
@@ -324,8 +337,10 @@ class BtpServer:
         *,
         auth_timeout: float = 10.0,
         heartbeat: float = 30.0,
+        immediate_first_frame: bool = True,
     ) -> None:
         self._authenticate = authenticate
+        self.immediate_first_frame = immediate_first_frame
         self._link_for = link_for
         self.auth_timeout = auth_timeout
         self.heartbeat = heartbeat
@@ -349,7 +364,9 @@ class BtpServer:
             return ws
         transport = request.transport
         session = BtpSession(
-            ws.send_bytes if transport is None else FrameSender(ws, transport).send,
+            ws.send_bytes
+            if transport is None
+            else FrameSender(ws, transport, immediate_first=self.immediate_first_frame).send,
             link.handle_incoming,
             local_address=lambda: link.local_address,
             idempotent=link.idempotent,

@@ -456,12 +456,13 @@ class _FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.backlog = 0
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
     def get_write_buffer_size(self) -> int:
         return self.backlog
@@ -512,3 +513,17 @@ async def test_frame_sender_without_immediate_first_writes_once_per_iteration() 
     transport.backlog = 1  # backed up: aiohttp's own flow control takes over
     await sender.send(b"d")
     assert ws.sent == [b"d"] and len(transport.writes) == 2
+
+
+async def test_frames_queued_when_the_connection_closes_are_counted_as_dropped() -> None:
+    """Frames waiting for the end of the iteration when the connection closes are not
+    written, and the session hears how many (its ``undelivered`` count)."""
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport, immediate_first=False)  # type: ignore[arg-type]
+    dropped: list[int] = []
+    sender.on_dropped = dropped.append
+    await sender.send(b"a")
+    await sender.send(b"b")
+    transport.closing = True  # closes before the iteration ends
+    await asyncio.sleep(0)
+    assert transport.writes == [] and dropped == [2]

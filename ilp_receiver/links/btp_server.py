@@ -103,7 +103,15 @@ class FrameSender:
     client links write through aiohttp's ``send_bytes``).
     """
 
-    __slots__ = ("_frames", "_immediate_first", "_loop", "_transport", "_wrote", "_ws")
+    __slots__ = (
+        "_frames",
+        "_immediate_first",
+        "_loop",
+        "_transport",
+        "_wrote",
+        "_ws",
+        "on_dropped",
+    )
 
     def __init__(
         self,
@@ -118,6 +126,9 @@ class FrameSender:
         self._loop = asyncio.get_running_loop()
         self._frames: list[bytes] = []
         self._wrote = False  # a frame went out directly in this loop iteration
+        #: called with the number of queued frames dropped because the connection
+        #: closed before the end of the iteration (the session counts them undelivered)
+        self.on_dropped: Callable[[int], None] | None = None
 
     async def send(self, data: bytes) -> None:
         """Queue one binary message (written at the end of this loop iteration)."""
@@ -148,7 +159,10 @@ class FrameSender:
             return
         self._frames = []
         if self._ws.closed or self._transport.is_closing():
-            return  # the connection is going away: nobody to deliver to
+            # the connection is going away: nobody to deliver to
+            if self.on_dropped is not None:
+                self.on_dropped(len(frames))
+            return
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
@@ -363,14 +377,19 @@ class BtpServer:
         if link is None:
             return ws
         transport = request.transport
-        session = BtpSession(
-            ws.send_bytes
+        sender = (
+            None
             if transport is None
-            else FrameSender(ws, transport, immediate_first=self.immediate_first_frame).send,
+            else FrameSender(ws, transport, immediate_first=self.immediate_first_frame)
+        )
+        session = BtpSession(
+            ws.send_bytes if sender is None else sender.send,
             link.handle_incoming,
             local_address=lambda: link.local_address,
             idempotent=link.idempotent,
         )
+        if sender is not None:
+            sender.on_dropped = session.count_undelivered
         link._attach(session, ws)
         try:
             async for msg in ws:

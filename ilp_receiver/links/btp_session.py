@@ -126,6 +126,11 @@ class BtpSession:
     def _is_open(self) -> bool:
         return self._closed is None
 
+    def count_undelivered(self, answers: int) -> None:
+        """Count ``answers`` the transport accepted but could not write after all (the
+        connection closed before its queued frames left)."""
+        self.undelivered += answers
+
     # -- our requests -------------------------------------------------------------------
 
     async def request(

@@ -34,28 +34,30 @@ CONCURRENCY = 4  # requests in flight per dispatcher and endpoint
 
 class CountingEndpoint:
     """Counts POSTs per ``webhook-id``; holds its answers until ``gate`` is set
-    (``in_flight`` requests are waiting)."""
+    (``in_flight``: the requests waiting, per dispatcher -- each posts to
+    ``/hook/<its name>``)."""
 
     def __init__(self) -> None:
         self.by_id: Counter[str] = Counter()
         self.url = ""
         self.gate = asyncio.Event()
-        self.in_flight = 0
+        self.in_flight: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         await request.read()
+        name = request.match_info["name"]
         self.by_id[request.headers["webhook-id"]] += 1
-        self.in_flight += 1
+        self.in_flight[name] += 1
         try:
             await self.gate.wait()
         finally:
-            self.in_flight -= 1
+            self.in_flight[name] -= 1
         return web.Response(status=204)
 
     async def __aenter__(self) -> CountingEndpoint:
         app = web.Application()
-        app.router.add_post("/hook", self._handle)
+        app.router.add_post("/hook/{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listener = await start_listener(self._runner, "127.0.0.1", 0, ServerLimits())
@@ -63,6 +65,7 @@ class CountingEndpoint:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.gate.set()  # never leave a held request behind (the cleanup would wait)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -128,7 +131,7 @@ async def test_two_dispatcher_processes_on_postgres_deliver_each_event_once(
                                 "--store",
                                 f"{pg}?prefix={prefix}",
                                 "--url",
-                                endpoint.url,
+                                f"{endpoint.url}/{name}",
                                 "--timeout",
                                 "60",  # held answers are no timeouts (no retries)
                                 "--concurrency",
@@ -141,14 +144,15 @@ async def test_two_dispatcher_processes_on_postgres_deliver_each_event_once(
                             )
                         )
                 admins = [str((await _ready(proc))["admin"]) for proc in procs]
-                # a dispatcher has at most CONCURRENCY requests in flight to one endpoint:
-                # twice that many held means both processes hold claims at once
+                # hold every answer until both processes have a request in flight: both
+                # then hold claims at the same time (at most a minute)
                 for _ in range(6000):
-                    if endpoint.in_flight >= 2 * CONCURRENCY:
+                    if min(endpoint.in_flight[name] for name in ("one", "two")) > 0:
                         break
                     await asyncio.sleep(0.01)
-                assert endpoint.in_flight == 2 * CONCURRENCY
+                held = dict(endpoint.in_flight)
                 endpoint.gate.set()
+                assert min(held.get(name, 0) for name in ("one", "two")) > 0, held
                 for _ in range(6000):  # at most a minute
                     if len(endpoint.by_id) >= EVENTS and (
                         await store.outbox_counts() == {"pending": 0, "dead": 0}

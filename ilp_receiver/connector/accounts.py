@@ -521,6 +521,9 @@ class Ledger:
         self._reserved: dict[str, int] = {}
         #: settled changes not yet handed to the store, summed per account
         self._unwritten: dict[str, int] = {}
+        #: settled changes whose store write failed: counted in memory, written again
+        #: with the next write (summed per account)
+        self._unpersisted: dict[str, int] = {}
         self._waiters: list[asyncio.Future[bool]] = []
         self._writing = False
         self._orphan_writes: set[asyncio.Task[None]] = set()
@@ -601,10 +604,21 @@ class Ledger:
         """Every settled balance."""
         return dict(self._settled)
 
+    @property
+    def unpersisted(self) -> dict[str, int]:
+        """Settled changes the store has not taken yet (its writes failed), per account;
+        the next write carries them again."""
+        return dict(self._unpersisted)
+
     def forget(self, account: str) -> bool:
         """Drop a zero balance from memory (an expired mini-account); False, and nothing
         dropped, while the account has a settled, in-flight or unwritten change."""
-        if self._settled.get(account, 0) or account in self._reserved or account in self._unwritten:
+        if (
+            self._settled.get(account, 0)
+            or account in self._reserved
+            or account in self._unwritten
+            or account in self._unpersisted
+        ):
             return False
         self._settled.pop(account, None)
         return True
@@ -635,7 +649,8 @@ class Ledger:
         returns once they are committed (group-committed with concurrent calls).
 
         A store failure is logged and the change still counts in memory (the Fulfill
-        has to go upstream anyway: we already paid downstream).  A caller cancelled
+        has to go upstream anyway: we already paid downstream); the store is given it
+        again with the next write (:attr:`unpersisted`) until one succeeds.  A caller cancelled
         while waiting does not undo its change: it is written all the same.
 
         Group commit without a writer task: the first caller writes (it *leads*);
@@ -684,9 +699,19 @@ class Ledger:
             while self._unwritten:
                 changes, self._unwritten = self._unwritten, {}
                 waiters, self._waiters = self._waiters, []
+                retried, self._unpersisted = self._unpersisted, {}
+                writes = changes
+                if retried:
+                    writes = dict(changes)
+                    for account, delta in retried.items():
+                        writes[account] = writes.get(account, 0) + delta
                 try:
-                    await self.store.add_many([(self._key(a), d) for a, d in changes.items() if d])
+                    await self.store.add_many([(self._key(a), d) for a, d in writes.items() if d])
                 except Exception:
+                    # counted in memory all the same; the next write carries them again
+                    for account, delta in writes.items():
+                        if delta:
+                            self._unpersisted[account] = self._unpersisted.get(account, 0) + delta
                     log.exception("balance store failed while settling fulfilled packets")
                 finally:
                     settled = self._settled

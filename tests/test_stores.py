@@ -1186,7 +1186,9 @@ async def test_sqlite_wal_is_reused_under_continuous_writes(tmp_path: pathlib.Pa
         assert await store.balance("w") == 3000
         assert store.commit_counts["inline"] >= 2500
         wal_size = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
-    # ~1 MB here; with the checkpoint racing the commits it was over 5 MB and growing
-    assert wal_size < 2_500_000, wal_size
+    # 1.2-3.7 MB measured with the checkpoint under the write lock (it depends on when
+    # the writer thread gets the GIL); 5.1-5.5 MB with the checkpoint racing the commits
+    # (the lock taken out of the writer's checkpoint, same machine)
+    assert wal_size < 4_500_000, wal_size
     with pytest.raises(ValueError, match="checkpoint_interval"):
         SqliteStore(tmp_path / "x.db", checkpoint_interval=0)

@@ -81,8 +81,7 @@ from saturation_common import (
     cpu_ticks,
     free_port,
     length_prefix,
-    median,
-    ratios,
+    markdown_report,
     start_process,
     wrapped_pid,
     ws_client_frame,
@@ -576,50 +575,16 @@ def report(
     baseline_of: Callable[[str], str],
     load_averages: list[str],
 ) -> str:
-    """The markdown tables: medians per connector, then per-run ratios to the baseline."""
-    lines = [
-        "| packets | concurrency | connector | packets/s median (runs) | "
-        "connector CPU ms/packet median (runs) | driver CPU ms/packet median | exact runs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    keys = sorted(rows, key=lambda k: (PACKETS.index(k[0]), k[2], k[1]))
-    for packet, name, concurrency in keys:
-        results = rows[(packet, name, concurrency)]
-        pps = [r.packets_per_s for r in results]
-        cpu = [r.connector_ms_per_packet for r in results]
-        drv = [r.driver_ms_per_packet for r in results]
-        exact = sum(r.exact for r in results)
-        lines.append(
-            f"| {packet} | {concurrency} | {name} | {median(pps):.0f} "
-            f"({', '.join(f'{p:.0f}' for p in pps)}) | {median(cpu):.3f} "
-            f"({', '.join(f'{c:.3f}' for c in cpu)}) | {median(drv):.3f} | "
-            f"{exact}/{len(results)} |"
-        )
-    lines += [
-        "",
-        "| packets | concurrency | connector / baseline | packets/s ratio (median of "
-        "per-run ratios) | CPU ms/packet ratio | driver / connector CPU (median) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for packet, name, concurrency in keys:
-        baseline = baseline_of(name)
-        if baseline == name or (packet, baseline, concurrency) not in rows:
-            continue
-        ours = rows[(packet, name, concurrency)]
-        base = rows[(packet, baseline, concurrency)]
-        pairs = list(zip(ours, base, strict=True))
-        pps_ratio = ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
-        cpu_ratio = ratios((o.connector_ms_per_packet, b.connector_ms_per_packet) for o, b in pairs)
-        driver_share = ratios((o.driver_ms_per_packet, o.connector_ms_per_packet) for o in ours)
-        lines.append(
-            f"| {packet} | {concurrency} | {name} / {baseline} | {median(pps_ratio):.2f} | "
-            f"**{median(cpu_ratio):.2f}** | {median(driver_share):.2f} |"
-        )
-    lines += [
-        "",
-        "Load average (1, 5, 15 min) at the start of each run: " + "; ".join(load_averages),
-    ]
-    return "\n".join(lines)
+    """The markdown tables: medians per connector, then per-run ratios against the baseline."""
+    return markdown_report(
+        rows,
+        baseline_of,
+        load_averages,
+        kinds=PACKETS,
+        kind_label="packets",
+        target="connector",
+        target_ms=lambda r: r.connector_ms_per_packet,
+    )
 
 
 # ---------------------------------------------------------------------------- main

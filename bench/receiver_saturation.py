@@ -90,8 +90,7 @@ from saturation_common import (
     cpu_ticks,
     free_port,
     length_prefix,
-    median,
-    ratios,
+    markdown_report,
     start_process,
     wrapped_pid,
     ws_frame,
@@ -577,49 +576,15 @@ def report(
     load_averages: list[str],
 ) -> str:
     """The markdown tables: medians per receiver, then per-run ratios against the baseline."""
-    lines = [
-        "| protocol | concurrency | receiver | packets/s median (runs) | "
-        "receiver CPU ms/packet median (runs) | driver CPU ms/packet median | exact runs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    keys = sorted(rows, key=lambda k: (PROTOCOLS.index(k[0]), k[2], k[1]))
-    for protocol, name, concurrency in keys:
-        results = rows[(protocol, name, concurrency)]
-        pps = [r.packets_per_s for r in results]
-        cpu = [r.receiver_ms_per_packet for r in results]
-        drv = [r.driver_ms_per_packet for r in results]
-        exact = sum(r.exact for r in results)
-        lines.append(
-            f"| {protocol} | {concurrency} | {name} | {median(pps):.0f} "
-            f"({', '.join(f'{p:.0f}' for p in pps)}) | {median(cpu):.3f} "
-            f"({', '.join(f'{c:.3f}' for c in cpu)}) | {median(drv):.3f} | "
-            f"{exact}/{len(results)} |"
-        )
-    lines += [
-        "",
-        "| protocol | concurrency | receiver / baseline | packets/s ratio (median of "
-        "per-run ratios) | CPU ms/packet ratio | driver / receiver CPU (median) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for protocol, name, concurrency in keys:
-        baseline = baseline_of(name)
-        if baseline == name or (protocol, baseline, concurrency) not in rows:
-            continue
-        ours = rows[(protocol, name, concurrency)]
-        base = rows[(protocol, baseline, concurrency)]
-        pairs = list(zip(ours, base, strict=True))
-        pps_ratio = ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
-        cpu_ratio = ratios((o.receiver_ms_per_packet, b.receiver_ms_per_packet) for o, b in pairs)
-        driver_share = ratios((o.driver_ms_per_packet, o.receiver_ms_per_packet) for o in ours)
-        lines.append(
-            f"| {protocol} | {concurrency} | {name} / {baseline} | {median(pps_ratio):.2f} | "
-            f"**{median(cpu_ratio):.2f}** | {median(driver_share):.2f} |"
-        )
-    lines += [
-        "",
-        "Load average (1, 5, 15 min) at the start of each run: " + "; ".join(load_averages),
-    ]
-    return "\n".join(lines)
+    return markdown_report(
+        rows,
+        baseline_of,
+        load_averages,
+        kinds=PROTOCOLS,
+        kind_label="protocol",
+        target="receiver",
+        target_ms=lambda r: r.receiver_ms_per_packet,
+    )
 
 
 # ---------------------------------------------------------------------------- main

@@ -15,9 +15,9 @@ import statistics
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -111,3 +111,78 @@ def ratios(pairs: Iterable[tuple[float, float]]) -> list[float]:
     """``a / b`` for each pair whose ``b`` is not zero (a run too short for the kernel's
     10 ms CPU ticks measures 0 ms; its ratio is unknown, not infinite)."""
     return [a / b for a, b in pairs if b]
+
+
+class Measured(Protocol):
+    """What a run's result offers the report (both drivers' ``RunResult``)."""
+
+    @property
+    def packets_per_s(self) -> float: ...
+
+    @property
+    def driver_ms_per_packet(self) -> float: ...
+
+    @property
+    def exact(self) -> bool: ...
+
+
+R = TypeVar("R", bound=Measured)
+
+
+def markdown_report(
+    rows: Mapping[tuple[str, str, int], Sequence[R]],
+    baseline_of: Callable[[str], str],
+    load_averages: list[str],
+    *,
+    kinds: Sequence[str],
+    kind_label: str,
+    target: str,
+    target_ms: Callable[[R], float],
+) -> str:
+    """The markdown tables of a saturation run: medians per ``target`` process (rows
+    keyed by (kind, name, concurrency), ``kind`` one of ``kinds`` headed ``kind_label``),
+    then per-run ratios against each one's baseline; ``target_ms`` is a run's CPU ms per
+    packet of the measured process."""
+    lines = [
+        f"| {kind_label} | concurrency | {target} | packets/s median (runs) | "
+        f"{target} CPU ms/packet median (runs) | driver CPU ms/packet median | exact runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted(rows, key=lambda k: (kinds.index(k[0]), k[2], k[1]))
+    for kind, name, concurrency in keys:
+        results = rows[(kind, name, concurrency)]
+        pps = [r.packets_per_s for r in results]
+        cpu = [target_ms(r) for r in results]
+        drv = [r.driver_ms_per_packet for r in results]
+        exact = sum(r.exact for r in results)
+        lines.append(
+            f"| {kind} | {concurrency} | {name} | {median(pps):.0f} "
+            f"({', '.join(f'{p:.0f}' for p in pps)}) | {median(cpu):.3f} "
+            f"({', '.join(f'{c:.3f}' for c in cpu)}) | {median(drv):.3f} | "
+            f"{exact}/{len(results)} |"
+        )
+    lines += [
+        "",
+        f"| {kind_label} | concurrency | {target} / baseline | packets/s ratio (median of "
+        f"per-run ratios) | CPU ms/packet ratio | driver / {target} CPU (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, name, concurrency in keys:
+        baseline = baseline_of(name)
+        if baseline == name or (kind, baseline, concurrency) not in rows:
+            continue
+        ours = rows[(kind, name, concurrency)]
+        base = rows[(kind, baseline, concurrency)]
+        pairs = list(zip(ours, base, strict=True))
+        pps_ratio = ratios((o.packets_per_s, b.packets_per_s) for o, b in pairs)
+        cpu_ratio = ratios((target_ms(o), target_ms(b)) for o, b in pairs)
+        driver_share = ratios((o.driver_ms_per_packet, target_ms(o)) for o in ours)
+        lines.append(
+            f"| {kind} | {concurrency} | {name} / {baseline} | {median(pps_ratio):.2f} | "
+            f"**{median(cpu_ratio):.2f}** | {median(driver_share):.2f} |"
+        )
+    lines += [
+        "",
+        "Load average (1, 5, 15 min) at the start of each run: " + "; ".join(load_averages),
+    ]
+    return "\n".join(lines)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -23,13 +26,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_FLAGS",
+    "DEFAULT_PAYMENT_LINES_PER_SECOND",
     "OPTION_FLAGS",
     "UPLINK_FORMS",
     "DefaultsHelpFormatter",
     "JsonLogFormatter",
     "LoopBatchingStreamHandler",
+    "PaymentLog",
     "TextLogFormatter",
     "add_log_format_argument",
+    "add_payment_log_argument",
     "add_uplink_argument",
     "cli_invocation",
     "describe_error",
@@ -305,17 +311,71 @@ def _payment_target(account: str) -> tuple[str | None, str]:
     return endpoint, f"{endpoint} (account {account})" if endpoint else f"account {account}"
 
 
-def log_payments(receiver: AsyncReceiver) -> None:
-    """Log one line per incoming payment of ``receiver`` on ``ilp_receiver.payments``:
-    amount, account (and SPSP endpoint), the account's new balance, the protocol.
+#: ``--payment-log-rate``'s default: payment lines per second before the rest of the
+#: second is summed up
+DEFAULT_PAYMENT_LINES_PER_SECOND: Final = 10
 
-    PSK2: one line per packet credited (a single payment is one packet).  STREAM: one
-    line per connection when it closes, with the total it brought (a STREAM payment is
-    a connection's money; its packets are logged at DEBUG).  With ``--log-format json``
-    the fields are keys of the JSON line.
+
+def add_payment_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--payment-log-rate N``: at most N payment lines per second, the rest summed."""
+    parser.add_argument(
+        "--payment-log-rate",
+        type=_non_negative_int,
+        default=DEFAULT_PAYMENT_LINES_PER_SECOND,
+        metavar="N",
+        help="payment lines per second at most; the payments beyond them are summed in one "
+        "line per account at the end of that second (0: a line for every payment)",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return value
+
+
+class PaymentLog:
+    """The payment lines of ``receive`` and ``demo`` on ``ilp_receiver.payments``.
+
+    One INFO line per incoming payment (amount, account and SPSP endpoint, the account's
+    new balance, the protocol), at most ``lines_per_second`` of them in any second
+    (0: no limit).  The payments of a second beyond that many are summed per account
+    and written as one ``payments received: N more payments, ...`` line when that
+    second ends (and by :meth:`flush`), so a receiver at thousands of packets per second
+    writes a few lines per second, not a line per packet, and nothing goes unreported.
+
+    PSK2: a payment is a packet credited (a single payment is one packet).  STREAM: a
+    payment is a connection's money, logged when the connection closes, with the total
+    it brought (its packets are logged at DEBUG).  With ``--log-format json`` the fields
+    are keys of the JSON line (``"event": "payment"``, or ``"payments"`` for a sum).
     """
 
-    def record(event: PaymentEvent) -> None:
+    __slots__ = ("_clock", "_flush_at", "_lines", "_per_second", "_receiver", "_since", "_summed")
+
+    def __init__(
+        self,
+        receiver: AsyncReceiver,
+        lines_per_second: int = DEFAULT_PAYMENT_LINES_PER_SECOND,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if lines_per_second < 0:
+            raise ValueError("lines_per_second must be 0 or more")
+        self._receiver = receiver
+        self._per_second = lines_per_second
+        self._clock = clock
+        self._since = -math.inf  # when the current second of lines began
+        self._lines = 0  # lines written in it
+        #: account -> [payments, amount, latest balance, protocols] summed, not written
+        self._summed: dict[str, list[Any]] = {}
+        self._flush_at: asyncio.TimerHandle | None = None
+
+    def record(self, event: PaymentEvent) -> None:
+        """Log ``event`` if it is a payment (the receiver's event callback)."""
         stream = event.payment.format == "stream"
         if stream and event.kind == "received":
             payment_log.debug(
@@ -324,9 +384,20 @@ def log_payments(receiver: AsyncReceiver) -> None:
             return
         if event.kind != ("completed" if stream else "received"):
             return
-        config = receiver.config
-        endpoint, where = _payment_target(event.account)
         protocol = "stream" if stream else event.payment.format
+        per_second = self._per_second
+        if per_second:
+            now = self._clock()
+            if now - self._since >= 1.0:
+                if self._summed:
+                    self.flush()  # the timer has not run yet: the sums come first
+                self._since, self._lines = now, 0
+            if self._lines >= per_second:
+                self._sum(event, protocol)
+                return
+            self._lines += 1
+        config = self._receiver.config
+        endpoint, where = _payment_target(event.account)
         payment_log.info(
             "payment received: %d units (%s, scale %d) to %s, balance now %d, over %s",
             event.amount,
@@ -349,4 +420,67 @@ def log_payments(receiver: AsyncReceiver) -> None:
             },
         )
 
-    receiver.on_event(record)
+    def _sum(self, event: PaymentEvent, protocol: str) -> None:
+        summed = self._summed.get(event.account)
+        if summed is None:
+            self._summed[event.account] = [1, event.amount, event.balance, {protocol}]
+            if self._flush_at is None:
+                delay = max(0.0, self._since + 1.0 - self._clock())
+                with contextlib.suppress(RuntimeError):  # no loop: the next line or flush()
+                    self._flush_at = asyncio.get_running_loop().call_later(delay, self.flush)
+            return
+        summed[0] += 1
+        summed[1] += event.amount
+        summed[2] = event.balance
+        summed[3].add(protocol)
+
+    def flush(self) -> None:
+        """Write the sums of the payments that got no line of their own (the end of
+        their second, and at shutdown)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        summed, self._summed = self._summed, {}
+        if not summed:
+            return
+        seconds = max(0.0, self._clock() - self._since)
+        config = self._receiver.config
+        for account, (count, amount, balance, protocols) in summed.items():
+            endpoint, where = _payment_target(account)
+            protocol = ", ".join(sorted(protocols))
+            payment_log.info(
+                "payments received: %d more payments, %d units in all (%s, scale %d) to %s "
+                "in the last %.1f s, balance now %d, over %s",
+                count,
+                amount,
+                config.asset_code,
+                config.asset_scale,
+                where,
+                seconds,
+                balance,
+                protocol,
+                extra={
+                    "fields": {
+                        "event": "payments",
+                        "count": count,
+                        "amount": str(amount),
+                        "asset_code": config.asset_code,
+                        "asset_scale": config.asset_scale,
+                        "account": account,
+                        "endpoint": endpoint,
+                        "balance": str(balance),
+                        "protocol": protocol,
+                        "seconds": round(seconds, 3),
+                    }
+                },
+            )
+
+
+def log_payments(
+    receiver: AsyncReceiver, lines_per_second: int = DEFAULT_PAYMENT_LINES_PER_SECOND
+) -> PaymentLog:
+    """Log ``receiver``'s payments on ``ilp_receiver.payments`` (:class:`PaymentLog`);
+    call the returned log's :meth:`~PaymentLog.flush` after the receiver stops."""
+    payments = PaymentLog(receiver, lines_per_second)
+    receiver.on_event(payments.record)
+    return payments

@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import IlpReceiverError
-from ._common import add_log_format_argument, cli_invocation, local_payment_pointer, log_payments
+from ._common import (
+    add_log_format_argument,
+    add_payment_log_argument,
+    cli_invocation,
+    local_payment_pointer,
+    log_payments,
+)
 
 __all__ = ["HELP", "NAME", "add_arguments", "run"]
 
@@ -87,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "since 2019) or 'interledger-psk2' (the 2018 clients) (default: stream)",
     )
     add_log_format_argument(parser)
+    add_payment_log_argument(parser)
 
 
 def _free_port(host: str) -> int:
@@ -194,7 +201,7 @@ async def _demo(args: argparse.Namespace) -> int:
             store=str(state / "site.sqlite3"),
             receiver_name="ilp-receiver demo site",
         )
-        log_payments(receiver)
+        payments = log_payments(receiver, args.payment_log_rate)
 
         @paid(args.price)
         async def fortune(request: web.Request) -> web.Response:
@@ -298,6 +305,7 @@ async def _demo(args: argparse.Namespace) -> int:
             return 0
         finally:
             await runner.cleanup()
+            payments.flush()  # the sums of the last second
 
 
 def _serving(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import ConfigError, IlpReceiverError
 from ._common import (
     add_log_format_argument,
+    add_payment_log_argument,
     add_uplink_argument,
     describe_error,
     describe_store,
@@ -36,6 +37,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..receiver import AsyncReceiver
+    from ._common import PaymentLog
 
 __all__ = [
     "HELP",
@@ -128,6 +130,7 @@ async def _receive(args: argparse.Namespace) -> int:
     # 1. the port: a second instance on a taken port stops here, before it opens the
     # store or connects an uplink that could deliver it a payment
     holder: list[AsyncReceiver] = []
+    payments: list[PaymentLog] = []
     directory = EndpointDirectory(args.endpoint or None)
     limits = ServerLimits(max_connections=args.max_connections, header_timeout=args.header_timeout)
     app = create_spsp_app(cast("AsyncReceiver", _LazyReceiver(holder)), directory)
@@ -165,7 +168,7 @@ async def _receive(args: argparse.Namespace) -> int:
             webhooks=args.webhooks,
         )
         holder.append(receiver)
-        log_payments(receiver)
+        payments.append(log_payments(receiver, args.payment_log_rate))
         # 3. the uplink
         deadline = asyncio.get_running_loop().time() + args.connect_timeout
         while True:
@@ -218,6 +221,8 @@ async def _receive(args: argparse.Namespace) -> int:
         await runner.cleanup()
         for receiver in holder:
             await receiver.stop()
+        for payment_log in payments:
+            payment_log.flush()  # the sums of the last second
         if started:
             emit("stopped")
 
@@ -330,6 +335,7 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
         "--webhook-admin-host", default="127.0.0.1", help="webhook admin API address"
     )
     add_log_format_argument(receive)
+    add_payment_log_argument(receive)
 
 
 def _positive_int(text: str) -> int:

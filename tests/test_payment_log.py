@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,7 +59,7 @@ async def network(tmp_path: Path) -> AsyncIterator[tuple[MemoryLink, AsyncReceiv
 
 
 @pytest.fixture
-def records() -> list[logging.LogRecord]:
+def records() -> Iterator[list[logging.LogRecord]]:
     """What ``ilp_receiver.payments`` logs at INFO during the test."""
     caught: list[logging.LogRecord] = []
 

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,7 @@ from ilp_receiver.links.btp_session import BtpSession
 from ilp_receiver.psk2.sender import build_chunk_prepare
 from ilp_receiver.receiver import AsyncReceiver
 from ilp_receiver.stores import AddResult, MemoryStore
+from ilp_receiver.stores.base import Change
 
 SECRET = bytes(range(32))
 
@@ -263,6 +265,13 @@ class GatedStore(MemoryStore):
         self.applied.set()
         await self.gate.wait()
         return result
+
+    async def _add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
+        """The receiver's batched credits (Prepares read together), gated the same way."""
+        outcomes = await super()._add_each(changes)
+        self.applied.set()
+        await self.gate.wait()
+        return outcomes
 
 
 async def receiver_on(c: Connector, store: MemoryStore, **options: Any) -> AsyncReceiver:

@@ -813,6 +813,54 @@ async def test_add_many_concurrent_with_add(store: BalanceStore) -> None:
     assert await store.balances() == {"c": 1000 - 50 - 100, "d": 50}
 
 
+# -- add_each ------------------------------------------------------------------------------
+
+
+async def test_add_each_contract(make_store: Factory) -> None:
+    """Every store: one outcome per change, in order, each what ``add`` would have made
+    of it: its AddResult, a repeated idempotency key unapplied, BalanceLimitError for a
+    change beyond its limit (the others still apply), bad arguments refused before the
+    backend; and a change already made by ``add`` is not made again."""
+    async with make_store() as store:
+        assert await store.add_each([]) == []
+        await store.add("a", 10, idempotency_key="k0")
+        outcomes = await store.add_each(
+            [
+                ("a", 5, None, 100, "k1"),
+                ("b", 7, None, None, "k2"),
+                ("a", 90, None, 100, "k3"),  # 105 > 100
+                ("a", 5, None, None, "k0"),  # made by add already
+                ("c", -1, 0, None, None),  # below its minimum
+                ("d", 1.5, None, None, None),  # type: ignore[list-item]
+                ("a", 1, None, None, None),  # no key: applies
+            ]
+        )
+        assert outcomes[0] == AddResult(15, True)
+        assert outcomes[1] == AddResult(7, True)
+        assert isinstance(outcomes[2], BalanceLimitError)
+        assert isinstance(outcomes[3], AddResult) and not outcomes[3].applied
+        assert isinstance(outcomes[4], BalanceLimitError)
+        assert isinstance(outcomes[5], TypeError)
+        assert outcomes[6] == AddResult(16, True)
+        assert await store.balances() == {"a": 16, "b": 7}
+        # the same keys again: nothing applies twice
+        again = await store.add_each([("a", 5, None, 100, "k1"), ("b", 7, None, None, "k2")])
+        assert [o.applied for o in again if isinstance(o, AddResult)] == [False, False]
+        assert await store.balances() == {"a": 16, "b": 7}
+
+
+async def test_add_each_concurrent_with_add_is_exact(store: BalanceStore) -> None:
+    """Batches and single adds of the same keys, interleaved: each key counted once."""
+    await asyncio.gather(
+        *(
+            store.add_each([("e", 1, None, None, f"x{i}"), ("e", 1, None, None, f"y{i}")])
+            for i in range(40)
+        ),
+        *(store.add("e", 1, idempotency_key=f"x{i}") for i in range(40)),
+    )
+    assert await store.balance("e") == 80
+
+
 class _AddOnlyStore(BalanceStore):
     """The smallest store: only the abstract methods (what Redis/PostgreSQL inherit)."""
 

@@ -19,9 +19,10 @@ receiver undoes a credit whose Fulfill never left, ``docs/scaling.md``).
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from ..codec.ilp import IlpFulfill, IlpPrepare, IlpReject, IlpReply
@@ -29,6 +30,7 @@ from ..errors import IlpError
 
 __all__ = [
     "ConnectCallback",
+    "IlpBatchHandler",
     "IlpHandler",
     "Link",
     "ReplyChannel",
@@ -40,6 +42,11 @@ log = logging.getLogger(__name__)
 
 #: Handles one incoming ILP Prepare and returns the Fulfill or Reject to send back.
 IlpHandler = Callable[[IlpPrepare], Awaitable[IlpReply]]
+#: Handles ILP Prepares that arrived together and returns their answers, in order;
+#: ``channels[i]`` is the :class:`ReplyChannel` of ``prepares[i]`` (or None).
+IlpBatchHandler = Callable[
+    [Sequence[IlpPrepare], Sequence["ReplyChannel | None"]], Awaitable[list[IlpReply]]
+]
 #: Called (and awaited) every time a link (re)connects and is authenticated.
 ConnectCallback = Callable[[], Awaitable[None]]
 
@@ -129,13 +136,22 @@ class Link(abc.ABC):
 
     def __init__(self) -> None:
         self._handler: IlpHandler = _no_handler
+        self._batch_handler: IlpBatchHandler | None = None
         self._connect_callbacks: list[ConnectCallback] = []
         #: The ILP address used as ``triggeredBy`` in Rejects this link produces itself.
         self.local_address = ""
 
-    def set_handler(self, handler: IlpHandler) -> None:
-        """Route incoming Prepares to ``handler``."""
+    def set_handler(self, handler: IlpHandler, *, batch: IlpBatchHandler | None = None) -> None:
+        """Route incoming Prepares to ``handler``; a transport that reads several
+        Prepares at once may hand them to ``batch`` together instead
+        (:meth:`handle_incoming_batch`)."""
         self._handler = handler
+        self._batch_handler = batch
+
+    @property
+    def handles_batches(self) -> bool:
+        """Whether the handler takes Prepares that arrived together at once."""
+        return self._batch_handler is not None
 
     def on_connect(self, callback: ConnectCallback) -> None:
         """Await ``callback`` after every (re)connection, before the link counts as up."""
@@ -156,6 +172,27 @@ class Link(abc.ABC):
             if not isinstance(exc, IlpError):
                 log.exception("handler failed on a Prepare to %s", prepare.destination)
             return reject_from_error(exc, self.local_address)
+
+    async def handle_incoming_batch(
+        self, prepares: Sequence[IlpPrepare], channels: Sequence[ReplyChannel | None]
+    ) -> list[IlpReply]:
+        """Answer Prepares that arrived together, in order; never raises.  The batch
+        handler when there is one (an exception escaping it becomes one Reject for
+        each, as in :meth:`handle_incoming`), else :meth:`handle_incoming` for each in
+        a task of its own that sees its channel as :func:`reply_channel`."""
+        batch = self._batch_handler
+        if batch is None:
+            return list(await asyncio.gather(*map(self._handle_on, prepares, channels)))
+        try:
+            return await batch(prepares, channels)
+        except Exception as exc:
+            if not isinstance(exc, IlpError):
+                log.exception("handler failed on %d Prepares", len(prepares))
+            return [reject_from_error(exc, self.local_address)] * len(prepares)
+
+    async def _handle_on(self, prepare: IlpPrepare, channel: ReplyChannel | None) -> IlpReply:
+        set_reply_channel(channel)
+        return await self.handle_incoming(prepare)
 
     @property
     @abc.abstractmethod

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -27,7 +28,7 @@ from ..errors import (
     LinkTimeoutError,
     RemoteProtocolError,
 )
-from .base import Link
+from .base import Link, ReplyChannel
 from .btp_session import DEFAULT_REQUEST_TIMEOUT, BtpSession
 from .btp_url import BtpUrl, parse_btp_url
 
@@ -169,12 +170,22 @@ class BtpClientLink(Link):
         the end of the connect callbacks (IL-DCP: our address is not known yet) waits
         for them (a server that spreads an account's packets over several connections
         sends to a new one at once)."""
+        await self._wait_up(prepare)
+        return await self.handle_incoming(prepare)
+
+    async def _wait_up(self, prepare: IlpPrepare) -> None:
         up = self._up
         if not up.is_set():
             wait = min(self.expiry_timeout(prepare), self._auth_timeout)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(up.wait(), wait)
-        return await self.handle_incoming(prepare)
+
+    async def _handle_batch_when_up(
+        self, prepares: Sequence[IlpPrepare], channels: Sequence[ReplyChannel | None]
+    ) -> list[IlpReply]:
+        """:meth:`_handle_when_up` for Prepares read together."""
+        await self._wait_up(prepares[0])
+        return await self.handle_incoming_batch(prepares, channels)
 
     async def _run(self) -> None:
         attempt = 0
@@ -228,6 +239,7 @@ class BtpClientLink(Link):
             idempotent=self.idempotent,
             retry_interval=self._retry_interval,
             rng=self._rng,
+            handle_batch=self._handle_batch_when_up if self.handles_batches else None,
         )
         reader = asyncio.create_task(self._read(ws, session), name="btp-client-reader")
         try:

@@ -30,7 +30,7 @@ from ..btp.session import (
 from ..codec.btp import BtpError, BtpFrame, BtpTransfer, encode_btp, find_protocol_data
 from ..codec.ilp import IlpPrepare, IlpReply
 from ..errors import LinkClosedError, LinkTimeoutError, RemoteProtocolError
-from .base import ReplyChannel, set_reply_channel
+from .base import IlpBatchHandler, ReplyChannel, set_reply_channel
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "BtpSession"]
 
@@ -45,7 +45,10 @@ class BtpSession:
 
     ``send_bytes`` writes one binary WebSocket message.  ``handle_prepare`` answers the
     peer's ILP Prepares and must not raise (the link's
-    :meth:`~ilp_receiver.links.base.Link.handle_incoming`).  ``on_transfer`` records the
+    :meth:`~ilp_receiver.links.base.Link.handle_incoming`).  With ``handle_batch`` (the
+    link's :meth:`~ilp_receiver.links.base.Link.handle_incoming_batch`), the Prepares
+    fed in one event-loop iteration are answered together by one task instead of a
+    task each.  ``on_transfer`` records the
     peer's BTP Transfers (they are answered with an empty Response).
     """
 
@@ -60,6 +63,7 @@ class BtpSession:
         response_cache_size: int = 1000,
         on_transfer: Callable[[BtpTransfer], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        handle_batch: IlpBatchHandler | None = None,
     ) -> None:
         #: the sans-I/O state this driver feeds (request ids, deadlines, the cache)
         self.state = BtpSessionState(
@@ -71,6 +75,9 @@ class BtpSession:
         )
         self._send_bytes = send_bytes
         self._handle_prepare = handle_prepare
+        self._handle_batch = handle_batch
+        # Prepares read in this loop iteration, for the batch task already spawned
+        self._batch: list[PrepareReceived] = []
         self._on_transfer = on_transfer
         self._waiting: dict[int, asyncio.Future[BtpFrame]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,7 +122,8 @@ class BtpSession:
 
     @property
     def handling(self) -> int:
-        """The peer's requests on this connection we are still answering."""
+        """Tasks answering the peer's requests on this connection (one per Prepare, or
+        per batch of Prepares read together)."""
         return len(self._tasks)
 
     @property
@@ -250,7 +258,12 @@ class BtpSession:
         if event is None:
             return
         if isinstance(event, PrepareReceived):  # the common case first
-            self._spawn(self._answer_prepare(event.request_id, event.prepare))
+            if self._handle_batch is None:
+                self._spawn(self._answer_prepare(event.request_id, event.prepare))
+            else:
+                if not self._batch:  # the task takes what this iteration feeds
+                    self._spawn(self._answer_batch())
+                self._batch.append(event)
         elif isinstance(event, ResponseReceived):
             future = self._waiting.pop(event.request_id, None)
             if future is not None and not future.done():
@@ -275,6 +288,24 @@ class BtpSession:
         except BaseException:
             self.state.abandon(request_id)  # cancelled: a repeat is handled afresh
             raise
+        await self._answer(request_id, reply, channel)
+
+    async def _answer_batch(self) -> None:
+        """Answer the Prepares fed since this task was spawned, together."""
+        assert self._handle_batch is not None
+        batch, self._batch = self._batch, []
+        channels = [ReplyChannel(self._is_open) for _ in batch]
+        try:
+            replies = await self._handle_batch([event.prepare for event in batch], channels)
+        except BaseException:
+            for event in batch:
+                self.state.abandon(event.request_id)  # cancelled: repeats handled afresh
+            raise
+        for event, reply, channel in zip(batch, replies, channels, strict=True):
+            await self._answer(event.request_id, reply, channel)
+
+    async def _answer(self, request_id: int, reply: IlpReply, channel: ReplyChannel) -> None:
+        """Hand ``reply`` back; ``channel`` learns when it could not be."""
         answer = self.state.answer_prepare(request_id, reply)
         if self.state.idempotent:
             # BTP/2.0-I: a lost answer is asked for again with the same request id and

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from ..errors import IlpReceiverError
 from .outbox import OutboxEntry, OutboxEvent, OutboxState
@@ -36,6 +36,7 @@ __all__ = [
     "AddResult",
     "BalanceLimitError",
     "BalanceStore",
+    "Change",
     "Clock",
     "StoreClosedError",
     "StoreError",
@@ -46,6 +47,9 @@ DEFAULT_RETENTION: float = 24 * 60 * 60.0
 
 #: A callable returning the current time in seconds since the epoch (``time.time``).
 Clock = Callable[[], float]
+#: One change of :meth:`BalanceStore.add_each`: ``(key, delta, minimum, maximum,
+#: idempotency_key)``, as the arguments of :meth:`BalanceStore.add`.
+Change = tuple[str, int, int | None, int | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,40 @@ class BalanceStore(abc.ABC):
         :class:`StoreError` when the backend fails.
         """
         return list(await asyncio.gather(*(self.add(key, delta) for key, delta in changes)))
+
+    async def add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
+        """Several independent :meth:`add` calls, ``(key, delta, minimum, maximum,
+        idempotency_key)`` each, committed together where the store can (SQLite: one
+        group commit); returns after the commit, with one outcome per change in order:
+        its :class:`AddResult`, or the exception :meth:`add` would have raised for it
+        (:class:`BalanceLimitError`, :class:`StoreError`, or ``ValueError`` /
+        ``TypeError`` for bad arguments, which never reach the backend).
+
+        The backend's step is :meth:`_add_each`; its default runs :meth:`_add` for each
+        change concurrently.
+        """
+        outcomes: list[AddResult | Exception | None] = []
+        checked: list[Change] = []
+        for change in changes:
+            try:
+                check_add_args(*change)
+            except (TypeError, ValueError) as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+                checked.append(change)
+        results = iter(await self._add_each(checked) if checked else ())
+        return [next(results) if outcome is None else outcome for outcome in outcomes]
+
+    async def _add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
+        """The storage step of :meth:`add_each`, with checked arguments."""
+        outcomes = await asyncio.gather(
+            *(self._add(*change, ()) for change in changes), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if not isinstance(outcome, AddResult | Exception):
+                raise outcome  # cancelled
+        return cast("list[AddResult | Exception]", outcomes)
 
     @abc.abstractmethod
     async def balance(self, key: str) -> int:

@@ -18,6 +18,7 @@ from .base import (
     DEFAULT_RETENTION,
     AddResult,
     BalanceStore,
+    Change,
     Clock,
     StoreClosedError,
     limit_error,
@@ -79,6 +80,16 @@ class MemoryStore(BalanceStore):
         """The storage step of ``add``: :meth:`_add_blocking` (it never waits longer
         than another add)."""
         return self._add_blocking(key, delta, minimum, maximum, idempotency_key, outbox)
+
+    async def _add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
+        """The changes one after the other (none waits: no task for each)."""
+        outcomes: list[AddResult | Exception] = []
+        for change in changes:
+            try:
+                outcomes.append(self._add_blocking(*change, ()))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def _add_blocking(
         self,

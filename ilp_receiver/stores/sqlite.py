@@ -85,7 +85,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..errors import ConfigError
 from .base import (
@@ -93,6 +93,7 @@ from .base import (
     AddResult,
     BalanceLimitError,
     BalanceStore,
+    Change,
     Clock,
     StoreClosedError,
     StoreError,
@@ -753,14 +754,29 @@ class SqliteStore(BalanceStore):
         outbox: Sequence[OutboxEntry],
     ) -> AddResult:
         """One change (and its events) into the next group commit; returns after COMMIT."""
+        outcome = (
+            await self._submit([(key, delta, minimum, maximum, idempotency_key, tuple(outbox))])
+        )[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
+        """All ``changes`` into the next group commit, with one future; returns after
+        COMMIT with one outcome per change."""
+        outcomes = await self._submit([(*change, ()) for change in changes])
+        for outcome in outcomes:
+            if not isinstance(outcome, AddResult | Exception):
+                raise outcome
+        return cast("list[AddResult | Exception]", outcomes)
+
+    async def _submit(self, items: list[_Item]) -> list[_Outcome]:
+        """Put ``items`` into the loop iteration's group commit (or the writer thread's
+        queue) and wait for their outcomes."""
         self._check_writable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[_Outcome]] = loop.create_future()
-        entry: _Entry = (
-            [(key, delta, minimum, maximum, idempotency_key, tuple(outbox))],
-            future,
-            loop,
-        )
+        entry: _Entry = (items, future, loop)
         pending = self._loop_batch
         if self._synchronous != "NORMAL":
             self._queue.put(entry)
@@ -774,10 +790,7 @@ class SqliteStore(BalanceStore):
             pending.append(entry)
         else:  # another event loop's batch is open: use the writer thread
             self._queue.put(entry)
-        outcome = (await future)[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return await future
 
     def _flush_loop_batch(self) -> None:
         """Commit the changes :meth:`add` collected in this loop iteration: inline

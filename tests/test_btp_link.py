@@ -589,9 +589,17 @@ def test_a_batch_of_masked_frames_round_trips_with_a_key_each() -> None:
     assert parse_ws_frames(masked_binary_frames(payloads[:1], keys[:4])) == frames[:1]
 
 
-async def test_a_masked_frame_sender_uses_a_fresh_key_per_frame_and_batch() -> None:
+@pytest.mark.parametrize("immediate_first", [True, False])
+async def test_a_masked_frame_sender_uses_a_fresh_key_per_frame_and_batch(
+    immediate_first: bool,
+) -> None:
     transport, ws = _FakeTransport(), _FakeWebSocket()
-    sender = FrameSender(ws, transport, masked=True)  # type: ignore[arg-type]
+    sender = FrameSender(
+        ws,
+        transport,  # type: ignore[arg-type]
+        immediate_first=immediate_first,
+        masked=True,
+    )
     sent: list[bytes] = []
     for _ in range(3):  # three iterations: the first frame at once, the rest batched
         for _ in range(4):
@@ -599,7 +607,8 @@ async def test_a_masked_frame_sender_uses_a_fresh_key_per_frame_and_batch() -> N
             sent.append(data)
             await sender.send(data)
         await asyncio.sleep(0)
-    assert len(transport.writes) == 6  # two writes per iteration
+    # two writes per iteration (the first frame at once), or one at its end
+    assert len(transport.writes) == (6 if immediate_first else 3)
     frames = [f for write in transport.writes for f in parse_ws_frames(write)]
     assert [payload for _, _, payload in frames] == sent  # whole, in order
     keys = [key for _, key, _ in frames]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,10 +41,17 @@ from ilp_receiver.codec.ilp import (
     encode_packet,
 )
 from ilp_receiver.errors import AuthenticationError, LinkClosedError
-from ilp_receiver.links.btp_client import BtpClientLink, ReconnectPolicy
-from ilp_receiver.links.btp_server import BtpServer, BtpServerLink, FrameSender
+from ilp_receiver.links import btp_client
+from ilp_receiver.links.btp_client import BtpClientLink, ReconnectPolicy, _TransportKeepingWebSocket
+from ilp_receiver.links.btp_server import BtpServer, BtpServerLink
 from ilp_receiver.links.btp_url import parse_btp_url
 from ilp_receiver.links.uplink import Uplink
+from ilp_receiver.links.websocket_frames import (
+    FrameSender,
+    binary_frame,
+    masked_binary_frame,
+    masked_binary_frames,
+)
 
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2)
 
@@ -527,3 +537,241 @@ async def test_frames_queued_when_the_connection_closes_are_counted_as_dropped()
     transport.closing = True  # closes before the iteration ends
     await asyncio.sleep(0)
     assert transport.writes == [] and dropped == [2]
+
+
+# -- masked client frames ---------------------------------------------------------------
+
+
+def parse_ws_frames(buf: bytes) -> list[tuple[int, bytes | None, bytes]]:
+    """An RFC 6455 section 5.2 frame parser written apart from the code under test:
+    (first byte, mask key or None, unmasked payload) per frame; the buffer must end on a
+    frame boundary."""
+    frames: list[tuple[int, bytes | None, bytes]] = []
+    i = 0
+    while i < len(buf):
+        first, second = buf[i], buf[i + 1]
+        length, i = second & 0x7F, i + 2
+        if length == 126:
+            length, i = int.from_bytes(buf[i : i + 2], "big"), i + 2
+        elif length == 127:
+            length, i = int.from_bytes(buf[i : i + 8], "big"), i + 8
+        key = None
+        if second & 0x80:
+            key, i = buf[i : i + 4], i + 4
+        payload = buf[i : i + length]
+        assert len(payload) == length, "a frame cut short"
+        i += length
+        if key is not None:
+            payload = bytes(b ^ key[j % 4] for j, b in enumerate(payload))
+        frames.append((first, key, payload))
+    return frames
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 125, 126, 65535, 65536])
+def test_a_masked_frame_round_trips_through_an_rfc6455_parser(length: int) -> None:
+    payload = os.urandom(length)
+    key = os.urandom(4)
+    frame = masked_binary_frame(payload, key)
+    assert parse_ws_frames(frame) == [(0x82, key, payload)]
+    if length >= 4:
+        assert payload not in frame  # really masked
+    header = 2 if length < 126 else 4 if length < 65536 else 10
+    assert len(frame) == header + 4 + length
+    assert binary_frame(payload)[header:] == payload  # the server's: unmasked, same header
+    assert parse_ws_frames(binary_frame(payload)) == [(0x82, None, payload)]
+
+
+def test_a_batch_of_masked_frames_round_trips_with_a_key_each() -> None:
+    payloads = [os.urandom(n) for n in (0, 125, 126, 65535, 65536, 3, 200)]
+    keys = os.urandom(4 * len(payloads))
+    frames = parse_ws_frames(masked_binary_frames(payloads, keys))
+    assert frames == [(0x82, keys[4 * i : 4 * i + 4], p) for i, p in enumerate(payloads)]
+    assert parse_ws_frames(masked_binary_frames(payloads[:1], keys[:4])) == frames[:1]
+
+
+@pytest.mark.parametrize("immediate_first", [True, False])
+async def test_a_masked_frame_sender_uses_a_fresh_key_per_frame_and_batch(
+    immediate_first: bool,
+) -> None:
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(
+        ws,
+        transport,  # type: ignore[arg-type]
+        immediate_first=immediate_first,
+        masked=True,
+    )
+    sent: list[bytes] = []
+    for _ in range(3):  # three iterations: the first frame at once, the rest batched
+        for _ in range(4):
+            data = os.urandom(30)
+            sent.append(data)
+            await sender.send(data)
+        await asyncio.sleep(0)
+    # two writes per iteration (the first frame at once), or one at its end
+    assert len(transport.writes) == (6 if immediate_first else 3)
+    frames = [f for write in transport.writes for f in parse_ws_frames(write)]
+    assert [payload for _, _, payload in frames] == sent  # whole, in order
+    keys = [key for _, key, _ in frames]
+    assert None not in keys and len(set(keys)) == len(keys)
+
+
+async def test_a_masked_frame_sender_hands_frames_to_send_bytes_when_backed_up() -> None:
+    """Flow control: with bytes waiting in the transport, the frames queued so far go
+    out first and the new one through aiohttp's send_bytes (which masks it itself)."""
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport, masked=True)  # type: ignore[arg-type]
+    await sender.send(b"a")  # the iteration's first: written at once
+    await sender.send(b"b")  # queued for the end of the iteration
+    transport.backlog = 10
+    await sender.send(b"c")
+    await sender.send(b"d")
+    written = [payload for w in transport.writes for _, _, payload in parse_ws_frames(w)]
+    assert written == [b"a", b"b"] and ws.sent == [b"c", b"d"]  # in order, nothing lost
+    transport.backlog = 0
+    await asyncio.sleep(0)
+    await sender.send(b"e")
+    assert [payload for _, _, payload in parse_ws_frames(transport.writes[-1])] == [b"e"]
+
+
+@pytest.fixture
+def socket_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bytes]]:
+    """Every ``send``/``sendmsg`` this process makes, as (own port, peer port, bytes):
+    the socket writes themselves, whoever makes them."""
+    seen: list[tuple[int, int, bytes]] = []
+    send, sendmsg = socket.socket.send, socket.socket.sendmsg
+
+    def ports(sock: socket.socket) -> tuple[int, int]:
+        try:
+            return int(sock.getsockname()[1]), int(sock.getpeername()[1])
+        except OSError:
+            return 0, 0
+
+    def counting_send(self: socket.socket, data: bytes, *args: int) -> int:
+        n = send(self, data, *args)
+        seen.append((*ports(self), bytes(data)[:n]))
+        return n
+
+    def counting_sendmsg(self: socket.socket, buffers: list[bytes], *args: Any) -> int:
+        n = sendmsg(self, buffers, *args)
+        seen.append((*ports(self), b"".join(bytes(b) for b in buffers)[:n]))
+        return n
+
+    monkeypatch.setattr(socket.socket, "send", counting_send)
+    monkeypatch.setattr(socket.socket, "sendmsg", counting_sendmsg)
+    return seen
+
+
+async def test_the_client_link_answers_a_burst_in_fewer_writes_than_answers(
+    parent: FakeParent, socket_sends: list[tuple[int, int, bytes]]
+) -> None:
+    """Prepares arriving together are answered with masked frames, several per socket
+    write, each answer intact, with its request's id, in the order the requests came."""
+    link = BtpClientLink(f"btp+ws://alice:secret@127.0.0.1:{parent.port}", reconnect=FAST)
+
+    async def echo(prepare: IlpPrepare) -> IlpReply:
+        return IlpFulfill(bytes(32), prepare.data)
+
+    link.set_handler(echo)
+    await Uplink(link).start()
+    try:
+        server_link = parent.links["alice"]
+        burst = 40
+        del socket_sends[:]
+        prepares = [
+            dataclasses.replace(prepare_to("test.parent.alice"), data=b"p%d" % i)
+            for i in range(burst)
+        ]
+        replies = await asyncio.gather(*(server_link.send(p) for p in prepares))
+        assert replies == [IlpFulfill(bytes(32), p.data) for p in prepares]
+
+        def messages(frames: list[tuple[int, bytes | None, bytes]]) -> list[tuple[int, bytes]]:
+            """(request id, ILP packet) of each BTP frame."""
+            out: list[tuple[int, bytes]] = []
+            for first, _, payload in frames:
+                assert first == 0x82  # FIN, binary
+                frame = decode_btp(payload)
+                entry = find_protocol_data(frame, "ilp")
+                assert entry is not None
+                out.append((frame.request_id, entry.data))
+            return out
+
+        requests = messages(
+            parse_ws_frames(b"".join(d for own, _, d in socket_sends if own == parent.port))
+        )
+        writes = [data for _, peer, data in socket_sends if peer == parent.port]
+        frames = parse_ws_frames(b"".join(writes))
+        assert all(key is not None for _, key, _ in frames)  # masked
+        answers = messages(frames)
+        assert len(requests) == len(answers) == burst
+        # answered in the order the Prepares came, each with its own request id and data
+        assert [rid for rid, _ in answers] == [rid for rid, _ in requests]
+        for (_, prepare), (_, reply) in zip(requests, answers, strict=True):
+            assert decode_reply(reply) == IlpFulfill(bytes(32), decode_prepare(prepare).data)
+        assert len(writes) < burst // 2  # coalesced: the old client made one write each
+    finally:
+        await link.stop()
+
+
+async def test_the_client_link_falls_back_to_send_bytes_without_a_transport(
+    parent: FakeParent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If aiohttp ever hands the WebSocket response no usable transport, answers still
+    go out, through send_bytes."""
+    keep = _TransportKeepingWebSocket.__init__
+
+    def without_transport(self: _TransportKeepingWebSocket, *args: Any, **kwargs: Any) -> None:
+        keep(self, *args, **kwargs)
+        self.frame_transport = None
+
+    monkeypatch.setattr(_TransportKeepingWebSocket, "__init__", without_transport)
+    built: list[object] = []
+    monkeypatch.setattr(btp_client, "FrameSender", lambda *a, **k: built.append(a))
+    link = BtpClientLink(f"btp+ws://alice:secret@127.0.0.1:{parent.port}", reconnect=FAST)
+
+    async def echo(prepare: IlpPrepare) -> IlpReply:
+        return IlpFulfill(bytes(32), prepare.data)
+
+    link.set_handler(echo)
+    await Uplink(link).start()
+    try:
+        replies = await asyncio.gather(
+            *(parent.links["alice"].send(prepare_to("test.parent.alice")) for _ in range(5))
+        )
+        assert replies == [IlpFulfill(bytes(32), b"hello")] * 5
+        assert built == []
+    finally:
+        await link.stop()
+
+
+def test_the_client_websocket_keeps_only_a_real_transport() -> None:
+    """What the response class keeps of the writer aiohttp gives it: its transport if
+    that is an asyncio.Transport, else nothing."""
+
+    class Writer:
+        def __init__(self, transport: object) -> None:
+            self.transport = transport
+
+    class Response:
+        connection = None
+
+    def made(writer: object) -> _TransportKeepingWebSocket:
+        loop = asyncio.new_event_loop()
+        try:
+            return _TransportKeepingWebSocket(
+                None,
+                writer,  # type: ignore[arg-type]
+                None,
+                Response(),
+                None,
+                True,
+                True,
+                loop,
+                heartbeat=None,
+            )
+        finally:
+            loop.close()
+
+    transport = asyncio.Transport()
+    assert made(Writer(transport)).frame_transport is transport
+    assert made(Writer("not a transport")).frame_transport is None
+    assert made(object()).frame_transport is None

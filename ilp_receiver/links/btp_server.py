@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from ..errors import (
 )
 from .base import Link
 from .btp_session import DEFAULT_REQUEST_TIMEOUT, BtpSession
+from .websocket_frames import FrameSender
 
 __all__ = [
     "SPREADS",
@@ -55,7 +55,6 @@ __all__ = [
     "BtpConnection",
     "BtpServer",
     "BtpServerLink",
-    "FrameSender",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,104 +65,6 @@ Authenticator = Callable[[str | None, str], Awaitable[str | None]]
 
 #: How :meth:`BtpServerLink.send` picks among an account's connections.
 SPREADS: Final = ("least-in-flight", "round-robin")
-
-
-_LEN2 = struct.Struct("!BBH")
-_LEN8 = struct.Struct("!BBQ")
-
-
-def _binary_frame(data: bytes) -> bytes:
-    """One unfragmented, unmasked binary WebSocket frame (RFC 6455 section 5.2): what a
-    server sends."""
-    n = len(data)
-    if n < 126:
-        header = bytes((0x82, n))
-    elif n < 65536:
-        header = _LEN2.pack(0x82, 126, n)
-    else:
-        header = _LEN8.pack(0x82, 127, n)
-    return header + data
-
-
-class FrameSender:
-    """Writes BTP messages to an aiohttp WebSocket with few socket writes and little delay.
-
-    The first message of an event-loop iteration is written at once (the answer to a
-    lone request leaves without waiting); the ones that follow it in the same iteration
-    are coalesced into one write when the iteration ends (fewer syscalls here, fewer
-    wake-ups at the peer).  While the socket is backed up it hands each message to
-    aiohttp's own ``send_bytes`` (and its flow control) instead.  Frames are only ever
-    written whole, in order, and nothing is written once the WebSocket is closing.
-    With ``immediate_first=False`` every message waits for the end of the iteration: one
-    write per iteration and connection, what a connector at saturation wants (a forwarded
-    Prepare and the answers it relays come in batches; writing each batch's first frame
-    on its own doubled the writes, and the peer's wake-ups).
-    Server side only: it writes to the connection's public ``request.transport``, and
-    its frames are unmasked (a client's must be masked, RFC 6455 section 5.3; our
-    client links write through aiohttp's ``send_bytes``).
-    """
-
-    __slots__ = (
-        "_frames",
-        "_immediate_first",
-        "_loop",
-        "_transport",
-        "_wrote",
-        "_ws",
-        "on_dropped",
-    )
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        *,
-        immediate_first: bool = True,
-    ) -> None:
-        self._ws = ws
-        self._immediate_first = immediate_first
-        self._transport = transport
-        self._loop = asyncio.get_running_loop()
-        self._frames: list[bytes] = []
-        self._wrote = False  # a frame went out directly in this loop iteration
-        #: called with the number of queued frames dropped because the connection
-        #: closed before the end of the iteration (the session counts them undelivered)
-        self.on_dropped: Callable[[int], None] | None = None
-
-    async def send(self, data: bytes) -> None:
-        """Queue one binary message (written at the end of this loop iteration)."""
-        if self._ws.closed or self._transport.is_closing():
-            raise ConnectionResetError("Cannot write to closing transport")
-        if self._transport.get_write_buffer_size():
-            self._flush()
-            await self._ws.send_bytes(data)
-            return
-        frames = self._frames
-        frame = _binary_frame(data)
-        if not frames:
-            if self._immediate_first and not self._wrote:
-                # the iteration's first: out now (nothing queued before it)
-                self._transport.write(frame)
-                self._wrote = True
-                self._loop.call_soon(self._next_iteration)
-                return
-            self._loop.call_soon(self._flush)
-        frames.append(frame)
-
-    def _next_iteration(self) -> None:
-        self._wrote = False
-
-    def _flush(self) -> None:
-        frames = self._frames
-        if not frames:
-            return
-        self._frames = []
-        if self._ws.closed or self._transport.is_closing():
-            # the connection is going away: nobody to deliver to
-            if self.on_dropped is not None:
-                self.on_dropped(len(frames))
-            return
-        self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 class BtpConnection:
@@ -341,7 +242,8 @@ class BtpServer:
     ``authenticate`` maps credentials to an account id (None refuses); ``link_for``
     returns the :class:`BtpServerLink` of that account (creating it if the connector
     allows), and is where the connector wires the link's handler.
-    ``immediate_first_frame`` is :class:`FrameSender`'s ``immediate_first``.
+    ``immediate_first_frame`` is :class:`~ilp_receiver.links.websocket_frames.FrameSender`'s
+    ``immediate_first``.
     """
 
     def __init__(

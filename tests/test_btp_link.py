@@ -26,6 +26,7 @@ from ilp_receiver.codec.btp import (
     auth_message,
     decode_btp,
     encode_btp,
+    encode_ilp_message,
     error_message,
     find_protocol_data,
     ilp_message,
@@ -39,11 +40,14 @@ from ilp_receiver.codec.ilp import (
     decode_prepare,
     decode_reply,
     encode_packet,
+    encode_prepare,
 )
 from ilp_receiver.errors import AuthenticationError, LinkClosedError
 from ilp_receiver.links import btp_client
+from ilp_receiver.links.base import reply_channel
 from ilp_receiver.links.btp_client import BtpClientLink, ReconnectPolicy, _TransportKeepingWebSocket
 from ilp_receiver.links.btp_server import BtpServer, BtpServerLink
+from ilp_receiver.links.btp_session import BtpSession
 from ilp_receiver.links.btp_url import parse_btp_url
 from ilp_receiver.links.uplink import Uplink
 from ilp_receiver.links.websocket_frames import (
@@ -775,3 +779,42 @@ def test_the_client_websocket_keeps_only_a_real_transport() -> None:
     assert made(Writer(transport)).frame_transport is transport
     assert made(Writer("not a transport")).frame_transport is None
     assert made(object()).frame_transport is None
+
+
+async def test_a_dropped_answer_runs_its_own_callback_not_the_count() -> None:
+    """An answer queued with a ``dropped`` callback and then not written (the connection
+    closed before the iteration ended) calls it -- the session then undoes its credit
+    through the Prepare's ReplyChannel -- and only the frames without one are counted."""
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport, immediate_first=False)  # type: ignore[arg-type]
+    counted: list[int] = []
+    lost: list[str] = []
+    sender.on_dropped = counted.append
+    await sender.send(b"a", lambda: lost.append("a"))
+    await sender.send(b"b")
+    await sender.send(b"c", lambda: lost.append("c"))
+    transport.closing = True
+    await asyncio.sleep(0)
+    assert transport.writes == [] and lost == ["a", "c"] and counted == [1]
+
+
+async def test_the_session_undoes_the_credit_of_an_answer_dropped_after_queuing() -> None:
+    transport, ws = _FakeTransport(), _FakeWebSocket()
+    sender = FrameSender(ws, transport, immediate_first=False)  # type: ignore[arg-type]
+    undone: list[bool] = []
+
+    async def handle(prepare: IlpPrepare) -> IlpReply:
+        channel = reply_channel()
+        assert channel is not None
+        channel.on_undelivered(lambda: undone.append(True))
+        return IlpReject("F99", "test.us", "")
+
+    session = BtpSession(sender.send, handle, send_answer=sender.send)
+    sender.on_dropped = session.count_undelivered
+    prepare = IlpPrepare(1, datetime.now(UTC) + timedelta(seconds=30), bytes(32), "test.x", b"")
+    session.feed(encode_ilp_message(7, encode_prepare(prepare)))
+    await asyncio.sleep(0)  # the handler answers; the answer waits for the iteration's end
+    assert transport.writes == [] and undone == []
+    transport.closing = True  # ... and the connection closes before it
+    await asyncio.sleep(0.01)
+    assert transport.writes == [] and undone == [True] and session.undelivered == 1

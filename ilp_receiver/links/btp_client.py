@@ -279,6 +279,7 @@ class BtpClientLink(Link):
             retry_interval=self._retry_interval,
             rng=self._rng,
             handle_batch=self._handle_batch_when_up if self.handles_batches else None,
+            send_answer=None if sender is None else sender.send,
         )
         if sender is not None:
             sender.on_dropped = session.count_undelivered

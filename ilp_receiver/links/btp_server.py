@@ -289,6 +289,7 @@ class BtpServer:
             link.handle_incoming,
             local_address=lambda: link.local_address,
             idempotent=link.idempotent,
+            send_answer=None if sender is None else sender.send,
         )
         if sender is not None:
             sender.on_dropped = session.count_undelivered

@@ -48,8 +48,11 @@ class BtpSession:
     :meth:`~ilp_receiver.links.base.Link.handle_incoming`).  With ``handle_batch`` (the
     link's :meth:`~ilp_receiver.links.base.Link.handle_incoming_batch`), the Prepares
     fed in one event-loop iteration are answered together by one task instead of a
-    task each.  ``on_transfer`` records the
-    peer's BTP Transfers (they are answered with an empty Response).
+    task each.  ``send_answer(data, dropped)``, when given, writes the answers to the
+    peer's Prepares instead of ``send_bytes`` and calls ``dropped()`` if an answer it
+    accepted is not written after all (``FrameSender.send``): the answer counts as not
+    handed back, and its credit is undone.  ``on_transfer`` records the peer's BTP
+    Transfers (they are answered with an empty Response).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class BtpSession:
         on_transfer: Callable[[BtpTransfer], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
         handle_batch: IlpBatchHandler | None = None,
+        send_answer: Callable[[bytes, Callable[[], None]], Awaitable[None]] | None = None,
     ) -> None:
         #: the sans-I/O state this driver feeds (request ids, deadlines, the cache)
         self.state = BtpSessionState(
@@ -74,6 +78,7 @@ class BtpSession:
             rng=rng,
         )
         self._send_bytes = send_bytes
+        self._send_answer = send_answer
         self._handle_prepare = handle_prepare
         self._handle_batch = handle_batch
         # Prepares read in this loop iteration, for the batch task already spawned
@@ -315,10 +320,17 @@ class BtpSession:
             return
         if self._closed is None:
             try:
-                await self._send_bytes(answer)
+                if self._send_answer is None:
+                    await self._send_bytes(answer)
+                else:
+                    await self._send_answer(answer, lambda: self._lost(channel))
                 return
             except Exception as exc:  # the connection went away: nobody to answer
                 log.debug("could not hand an answer back: %s", exc)
+        self._lost(channel)
+
+    def _lost(self, channel: ReplyChannel) -> None:
+        """An answer could not be handed back (its credit is undone)."""
         self.undelivered += 1
         channel.undelivered()
 

@@ -109,6 +109,7 @@ class FrameSender:
     """
 
     __slots__ = (
+        "_dropped",
         "_immediate_first",
         "_loop",
         "_masked",
@@ -133,13 +134,19 @@ class FrameSender:
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] = []  # payloads, framed when the iteration ends
+        self._dropped: list[Callable[[], object] | None] = []  # each one's drop callback
         self._wrote = False  # a frame went out directly in this loop iteration
-        #: called with the number of queued frames dropped because the connection
-        #: closed before the end of the iteration (the session counts them undelivered)
+        #: called with the number of queued frames without a ``dropped`` callback of
+        #: their own that were dropped because the connection closed before the end of
+        #: the iteration (the session counts them undelivered)
         self.on_dropped: Callable[[int], None] | None = None
 
-    async def send(self, data: bytes) -> None:
-        """Queue one binary message (written at the end of this loop iteration)."""
+    async def send(self, data: bytes, dropped: Callable[[], object] | None = None) -> None:
+        """Queue one binary message (written at the end of this loop iteration).
+
+        ``dropped`` is called if the message is queued and then not written after all
+        (the connection closed before the iteration ended): an answer whose credit must
+        be undone.  A message that cannot be queued or handed on raises instead."""
         if self._ws.closed or self._transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
         if self._transport.get_write_buffer_size():
@@ -158,6 +165,7 @@ class FrameSender:
                 return
             self._loop.call_soon(self._flush)
         pending.append(data)
+        self._dropped.append(dropped)
 
     def _next_iteration(self) -> None:
         self._wrote = False
@@ -167,10 +175,17 @@ class FrameSender:
         if not pending:
             return
         self._pending = []
+        callbacks, self._dropped = self._dropped, []
         if self._ws.closed or self._transport.is_closing():
             # the connection is going away: nobody to deliver to
-            if self.on_dropped is not None:
-                self.on_dropped(len(pending))
+            uncounted = 0
+            for callback in callbacks:
+                if callback is None:
+                    uncounted += 1
+                else:
+                    callback()
+            if uncounted and self.on_dropped is not None:
+                self.on_dropped(uncounted)
             return
         if self._masked:
             data = masked_binary_frames(pending, os.urandom(4 * len(pending)))

@@ -105,7 +105,7 @@ class Callbacks(Generic[EventT]):
         for callback in list(self._callbacks):
             try:
                 result = callback(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception:
                 self._log.exception(self._failure)

@@ -245,10 +245,10 @@ class _Psk2Credit(_Credit):
         decision: Acceptance,
         iv: bytes,
     ) -> None:
-        super().__init__(receiver, account, amount, key, payment)
-        self.psk2 = psk2
-        self.decision = decision
-        self.iv = iv
+        # every slot set here (no super().__init__ call: one Prepare, one of these)
+        self.receiver, self.account, self.amount = receiver, account, amount
+        self.key, self.payment, self.channel, self.index = key, payment, None, 0
+        self.psk2, self.decision, self.iv = psk2, decision, iv
 
     def settle(self, result: AddResult | _Refusal) -> IlpReply:
         if isinstance(result, _Refusal):
@@ -258,10 +258,16 @@ class _Psk2Credit(_Credit):
         fulfill = self.psk2.fulfill(self.decision, iv=self.iv, already_credited=not result.applied)
         payment = self.payment
         if result.applied and payment is not None:
-            receiver, account, amount = self.receiver, self.account, self.amount
-            receiver._emit(PaymentEvent("received", account, amount, result.balance, payment))
+            receiver, account, amount, balance = (
+                self.receiver,
+                self.account,
+                self.amount,
+                result.balance,
+            )
+            at = datetime.now(UTC)
+            receiver._emit(PaymentEvent("received", account, amount, balance, payment, at))
             if receiver._is_complete(self.psk2, self.decision):
-                receiver._emit(PaymentEvent("completed", account, amount, result.balance, payment))
+                receiver._emit(PaymentEvent("completed", account, amount, balance, payment, at))
         return fulfill
 
     def refuse(self, verdict: _Refusal) -> IlpReply:
@@ -281,12 +287,15 @@ class _StreamCredit(_Credit):
         decision: StreamCredit,
         iv: bytes,
     ) -> None:
-        super().__init__(
-            receiver, decision.account, decision.amount, decision.idempotency_key, payment
+        # every slot set here (no super().__init__ call: one Prepare, one of these)
+        self.receiver, self.account, self.amount = receiver, decision.account, decision.amount
+        self.key, self.payment, self.channel, self.index = (
+            decision.idempotency_key,
+            payment,
+            None,
+            0,
         )
-        self.server = server
-        self.decision = decision
-        self.iv = iv
+        self.server, self.decision, self.iv = server, decision, iv
 
     def settle(self, result: AddResult | _Refusal) -> IlpReply:
         if isinstance(result, _Refusal):
@@ -853,9 +862,17 @@ class AsyncReceiver:
             return list(await asyncio.gather(*map(self._handle_on, prepares, channels)))
         replies: list[IlpReply | None] = []
         credits: list[_Credit] = []
-        stream_enabled = self.stream_enabled
+        # _is_stream_destination, with the address looked up once
+        address = self.address if self.stream_enabled else None
+        start = 0 if address is None else len(address) + 1
         for prepare, channel in zip(prepares, channels, strict=True):
-            if stream_enabled and self._is_stream_destination(prepare.destination):
+            destination = prepare.destination
+            if (
+                address is not None
+                and destination.startswith(address)
+                and destination[start - 1 : start] == "."
+                and destination.find(".", start) < 0
+            ):
                 decided: IlpReply | _Credit = self._stream_decide(prepare)
             else:
                 decided = self._psk2_decide(prepare)

@@ -201,23 +201,15 @@ class _Credit:
 
     __slots__ = ("account", "amount", "channel", "index", "key", "payment", "receiver")
 
-    def __init__(
-        self,
-        receiver: AsyncReceiver,
-        account: str,
-        amount: int,
-        key: str,
-        payment: IncomingPayment | None,
-    ) -> None:
-        self.receiver = receiver
-        self.account = account
-        self.amount = amount
-        #: the store's idempotency key of the credit
-        self.key = key
-        self.payment = payment
-        #: batches: the connection the Prepare came on, and its place in the batch
-        self.channel: ReplyChannel | None = None
-        self.index = 0
+    receiver: AsyncReceiver
+    account: str
+    amount: int
+    #: the store's idempotency key of the credit
+    key: str
+    payment: IncomingPayment | None
+    #: batches: the connection the Prepare came on, and its place in the batch
+    channel: ReplyChannel | None
+    index: int
 
     def settle(self, result: AddResult | _Refusal) -> IlpReply:
         """The answer, once the store credited the money (or refused to)."""
@@ -245,7 +237,7 @@ class _Psk2Credit(_Credit):
         decision: Acceptance,
         iv: bytes,
     ) -> None:
-        # every slot set here (no super().__init__ call: one Prepare, one of these)
+        # every slot of the class and its base set here, in one step
         self.receiver, self.account, self.amount = receiver, account, amount
         self.key, self.payment, self.channel, self.index = key, payment, None, 0
         self.psk2, self.decision, self.iv = psk2, decision, iv
@@ -287,7 +279,7 @@ class _StreamCredit(_Credit):
         decision: StreamCredit,
         iv: bytes,
     ) -> None:
-        # every slot set here (no super().__init__ call: one Prepare, one of these)
+        # every slot of the class and its base set here, in one step
         self.receiver, self.account, self.amount = receiver, decision.account, decision.amount
         self.key, self.payment, self.channel, self.index = (
             decision.idempotency_key,

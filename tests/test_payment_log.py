@@ -7,9 +7,8 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,8 @@ from ilp_receiver.commands._common import (
     log_payments,
 )
 from ilp_receiver.links.memory import MemoryLink, memory_link_pair
-from ilp_receiver.psk2.sender import build_request_prepare
 from ilp_receiver.receiver import AsyncReceiver
+from tests.test_receiver_batches import psk2
 
 SECRET = bytes(range(32))
 
@@ -79,16 +78,8 @@ def records() -> Iterator[list[logging.LogRecord]]:
 
 async def pay(parent: MemoryLink, receiver: AsyncReceiver, amounts: list[int]) -> None:
     """PSK2 draft-2 payments to the default endpoint, one after the other."""
-    destination, secret = receiver.issue("endpoint:default")
     for request_id, amount in enumerate(amounts):
-        prepare = build_request_prepare(
-            destination,
-            secret,
-            amount=amount,
-            expires_at=datetime.now(UTC) + timedelta(seconds=30),
-            iv=os.urandom(12),
-            request_id=request_id,
-        )
+        prepare = psk2(receiver, amount, request_id, "endpoint:default")
         assert isinstance(await parent.send(prepare), IlpFulfill)
 
 
@@ -211,6 +202,6 @@ def test_payment_log_rate_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert parser.parse_args([]).payment_log_rate == 10
     with pytest.raises(SystemExit):  # the CLI names the option and the value
         main(["receive", "--payment-log-rate", "-1"])
-    assert "--payment-log-rate: must be 0 or more: -1" in capsys.readouterr().err
+    assert "--payment-log-rate: must be at least 0, got -1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="lines_per_second"):
         PaymentLog(None, -1)  # type: ignore[arg-type]

@@ -59,8 +59,9 @@ async def twins(tmp_path: Path) -> AsyncIterator[tuple[AsyncReceiver, AsyncRecei
     await batched.stop()
 
 
-def psk2(receiver: AsyncReceiver, amount: int, request_id: int) -> IlpPrepare:
-    destination, secret = receiver.issue(SHOP)
+def psk2(receiver: AsyncReceiver, amount: int, request_id: int, account: str = SHOP) -> IlpPrepare:
+    """A PSK2 draft-2 request paying ``amount`` to ``account``."""
+    destination, secret = receiver.issue(account)
     return build_request_prepare(
         destination,
         secret,

@@ -40,6 +40,7 @@ __all__ = [
     "cli_invocation",
     "describe_error",
     "describe_store",
+    "int_at_least",
     "local_payment_pointer",
     "log_payments",
 ]
@@ -320,7 +321,7 @@ def add_payment_log_argument(parser: argparse.ArgumentParser) -> None:
     """``--payment-log-rate N``: at most N payment lines per second, the rest summed."""
     parser.add_argument(
         "--payment-log-rate",
-        type=_non_negative_int,
+        type=int_at_least(0),
         default=DEFAULT_PAYMENT_LINES_PER_SECOND,
         metavar="N",
         help="payment lines per second at most; the payments beyond them are summed in one "
@@ -328,14 +329,20 @@ def add_payment_log_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum`` (the error names
+    the option through argparse)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 class PaymentLog:

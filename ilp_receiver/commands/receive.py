@@ -31,6 +31,7 @@ from ._common import (
     add_uplink_argument,
     describe_error,
     describe_store,
+    int_at_least,
     local_payment_pointer,
     log_payments,
 )
@@ -300,7 +301,7 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
     )
     receive.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=int_at_least(1),
         default=1024,
         help="SPSP connections open at once; one more gets 503 and is closed",
     )
@@ -336,16 +337,6 @@ def add_arguments(receive: argparse.ArgumentParser) -> None:
     )
     add_log_format_argument(receive)
     add_payment_log_argument(receive)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:

@@ -102,7 +102,36 @@ class Callbacks(Generic[EventT]):
 
     async def emit(self, event: EventT) -> None:
         """Call every callback with ``event`` (awaiting those that return awaitables)."""
-        for callback in list(self._callbacks):
+        pending = self.deliver(event)
+        if pending is not None:
+            await pending
+
+    def deliver(self, event: EventT) -> Awaitable[None] | None:
+        """:meth:`emit` without a coroutine while the callbacks are synchronous: calls
+        them in order until one returns an awaitable, and returns what awaits it and
+        then calls the rest (None when every callback is done)."""
+        callbacks = list(self._callbacks)
+        for i, callback in enumerate(callbacks):
+            try:
+                result = callback(event)
+            except Exception:
+                self._log.exception(self._failure)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                return self._finish(result, event, callbacks[i + 1 :])
+        return None
+
+    async def _finish(
+        self,
+        pending: Awaitable[None],
+        event: EventT,
+        rest: list[Callable[[EventT], Awaitable[None] | None]],
+    ) -> None:
+        try:
+            await pending
+        except Exception:
+            self._log.exception(self._failure)
+        for callback in rest:
             try:
                 result = callback(event)
                 if result is not None and inspect.isawaitable(result):

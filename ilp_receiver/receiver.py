@@ -1498,8 +1498,9 @@ class AsyncReceiver:
             for queue in list(self._subscribers):
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(event)
-            if self._callbacks:
-                await self._callbacks.emit(event)
+            pending = self._callbacks.deliver(event)
+            if pending is not None:
+                await pending
 
     async def events(self, maxsize: int = 1000) -> AsyncGenerator[PaymentEvent, None]:
         """Iterate over payment events as they happen (``async for event in receiver.events()``)."""

@@ -78,6 +78,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from saturation_common import (
     CLK_TCK,
+    TimedRun,
     cpu_ticks,
     free_port,
     length_prefix,
@@ -487,34 +488,21 @@ def ours_config(work: Path, name: str, store: str) -> Path:
 
 
 @dataclass
-class RunResult:
+class RunResult(TimedRun):
     """One timed feed through one connector."""
 
-    packets: int
     fulfilled: int
     forwarded: int
     forwarded_amount: int
     unknown: int
     rejects: dict[str, int]
-    seconds: float
     connector_cpu_ms: float
-    driver_cpu_ms: float
     expected_amount: int
-
-    @property
-    def packets_per_s(self) -> float:
-        """Answers per second over the window."""
-        return self.packets / self.seconds
 
     @property
     def connector_ms_per_packet(self) -> float:
         """Connector CPU per packet (ms)."""
         return self.connector_cpu_ms / self.packets
-
-    @property
-    def driver_ms_per_packet(self) -> float:
-        """Driver CPU per packet (ms)."""
-        return self.driver_cpu_ms / self.packets
 
     @property
     def exact(self) -> bool:

@@ -87,6 +87,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from saturation_common import (
     CLK_TCK,
+    TimedRun,
     cpu_ticks,
     free_port,
     length_prefix,
@@ -479,32 +480,19 @@ def stream_prepares(
 
 
 @dataclass
-class RunResult:
+class RunResult(TimedRun):
     """One timed feed of one receiver."""
 
-    packets: int
     fulfilled: int
     rejects: dict[str, int]
-    seconds: float
     receiver_cpu_ms: float
-    driver_cpu_ms: float
     balance_delta: int
     expected_delta: int
-
-    @property
-    def packets_per_s(self) -> float:
-        """Answers per second over the window."""
-        return self.packets / self.seconds
 
     @property
     def receiver_ms_per_packet(self) -> float:
         """Receiver CPU per packet (ms)."""
         return self.receiver_cpu_ms / self.packets
-
-    @property
-    def driver_ms_per_packet(self) -> float:
-        """Driver CPU per packet (ms)."""
-        return self.driver_cpu_ms / self.packets
 
     @property
     def exact(self) -> bool:

@@ -16,8 +16,9 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -113,20 +114,33 @@ def ratios(pairs: Iterable[tuple[float, float]]) -> list[float]:
     return [a / b for a, b in pairs if b]
 
 
-class Measured(Protocol):
-    """What a run's result offers the report (both drivers' ``RunResult``)."""
+@dataclass
+class TimedRun:
+    """What both drivers measure of a run (their ``RunResult`` adds the measured
+    process's CPU and the checks): ``packets`` answered in ``seconds``, and the driver's
+    own CPU over the window."""
+
+    packets: int
+    seconds: float
+    driver_cpu_ms: float
 
     @property
-    def packets_per_s(self) -> float: ...
+    def packets_per_s(self) -> float:
+        """Answers per second over the window."""
+        return self.packets / self.seconds
 
     @property
-    def driver_ms_per_packet(self) -> float: ...
+    def driver_ms_per_packet(self) -> float:
+        """Driver CPU per packet (ms)."""
+        return self.driver_cpu_ms / self.packets
 
     @property
-    def exact(self) -> bool: ...
+    def exact(self) -> bool:
+        """Whether every packet came back as it should (each driver says what that is)."""
+        raise NotImplementedError
 
 
-R = TypeVar("R", bound=Measured)
+R = TypeVar("R", bound=TimedRun)
 
 
 def markdown_report(

@@ -110,7 +110,14 @@ class Callbacks(Generic[EventT]):
         """:meth:`emit` without a coroutine while the callbacks are synchronous: calls
         them in order until one returns an awaitable, and returns what awaits it and
         then calls the rest (None when every callback is done)."""
-        callbacks = list(self._callbacks)
+        pending, rest = self._call_until_async(list(self._callbacks), event)
+        return None if pending is None else self._finish(pending, event, rest)
+
+    def _call_until_async(
+        self, callbacks: list[Callable[[EventT], Awaitable[None] | None]], event: EventT
+    ) -> tuple[Awaitable[None] | None, list[Callable[[EventT], Awaitable[None] | None]]]:
+        """Call ``callbacks`` in order until one returns an awaitable: it and the
+        callbacks after it (None and [] when all are done)."""
         for i, callback in enumerate(callbacks):
             try:
                 result = callback(event)
@@ -118,23 +125,18 @@ class Callbacks(Generic[EventT]):
                 self._log.exception(self._failure)
                 continue
             if result is not None and inspect.isawaitable(result):
-                return self._finish(result, event, callbacks[i + 1 :])
-        return None
+                return result, callbacks[i + 1 :]
+        return None, []
 
     async def _finish(
         self,
-        pending: Awaitable[None],
+        pending: Awaitable[None] | None,
         event: EventT,
         rest: list[Callable[[EventT], Awaitable[None] | None]],
     ) -> None:
-        try:
-            await pending
-        except Exception:
-            self._log.exception(self._failure)
-        for callback in rest:
+        while pending is not None:
             try:
-                result = callback(event)
-                if result is not None and inspect.isawaitable(result):
-                    await result
+                await pending
             except Exception:
                 self._log.exception(self._failure)
+            pending, rest = self._call_until_async(rest, event)

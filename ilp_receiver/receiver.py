@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Literal, cast
 from .codec.ilp import IlpPrepare, IlpReject, IlpReply
 from .errors import ConfigError, IlpError, UplinkUnavailableError
 from .events import Callbacks
-from .links.base import Link, ReplyChannel, reply_channel, set_reply_channel
+from .links.base import Link, ReplyChannel, handle_on, reply_channel
 from .links.factory import open_link
 from .links.uplink import PeerConfig, Uplink
 from .portal import BlockingPortal, default_portal
@@ -312,6 +312,17 @@ class _StreamCredit(_Credit):
 
     def cancelled(self) -> None:
         self.server.refuse(self.decision, iv=self.iv, code="T00")  # settle it
+
+
+def _is_stream_destination(destination: str, address: str) -> bool:
+    """STREAM destinations are <address>.<token>: one segment after our address; PSK2
+    ones have at least two (<receiverId>.<token>)."""
+    start = len(address) + 1
+    return (
+        destination.startswith(address)
+        and destination[start - 1 : start] == "."
+        and destination.find(".", start) < 0
+    )
 
 
 def _connection_payment_id(connection_id: str) -> bytes:
@@ -834,7 +845,7 @@ class AsyncReceiver:
 
     async def handle_prepare(self, prepare: IlpPrepare) -> IlpReply:
         """Answer one incoming Prepare: Fulfill (after crediting) or Reject."""
-        if self.stream_enabled and self._is_stream_destination(prepare.destination):
+        if self.stream_enabled and _is_stream_destination(prepare.destination, self.address):
             return await self._handle_stream(prepare)
         return await self._handle_psk2(prepare)
 
@@ -851,20 +862,17 @@ class AsyncReceiver:
         per packet, each Prepare is handled on its own, concurrently.
         """
         if self._hook is not None or self.webhooks is not None:
-            return list(await asyncio.gather(*map(self._handle_on, prepares, channels)))
+            handle = self.handle_prepare
+            return list(
+                await asyncio.gather(
+                    *(handle_on(handle, p, c) for p, c in zip(prepares, channels, strict=True))
+                )
+            )
         replies: list[IlpReply | None] = []
         credits: list[_Credit] = []
-        # _is_stream_destination, with the address looked up once
-        address = self.address if self.stream_enabled else None
-        start = 0 if address is None else len(address) + 1
+        address = self.address if self.stream_enabled else None  # looked up once
         for prepare, channel in zip(prepares, channels, strict=True):
-            destination = prepare.destination
-            if (
-                address is not None
-                and destination.startswith(address)
-                and destination[start - 1 : start] == "."
-                and destination.find(".", start) < 0
-            ):
+            if address is not None and _is_stream_destination(prepare.destination, address):
                 decided: IlpReply | _Credit = self._stream_decide(prepare)
             else:
                 decided = self._psk2_decide(prepare)
@@ -890,22 +898,6 @@ class AsyncReceiver:
             if stream is not None:
                 self._stream_events(stream.events())
         return cast("list[IlpReply]", replies)
-
-    async def _handle_on(self, prepare: IlpPrepare, channel: ReplyChannel | None) -> IlpReply:
-        """:meth:`handle_prepare` in a task of its own that sees ``channel``."""
-        set_reply_channel(channel)
-        return await self.handle_prepare(prepare)
-
-    def _is_stream_destination(self, destination: str) -> bool:
-        """STREAM destinations are <address>.<token>: one segment after our address;
-        PSK2 ones have at least two (<receiverId>.<token>)."""
-        address = self.address
-        start = len(address) + 1
-        return (
-            destination.startswith(address)
-            and destination[start - 1 : start] == "."
-            and destination.find(".", start) < 0
-        )
 
     def _psk2_decide(self, prepare: IlpPrepare) -> IlpReply | _Psk2Credit:
         """The PSK2 decision on ``prepare``: its answer, or the credit it asks for."""

@@ -34,6 +34,7 @@ __all__ = [
     "IlpHandler",
     "Link",
     "ReplyChannel",
+    "handle_on",
     "reject_from_error",
     "reply_channel",
 ]
@@ -105,6 +106,15 @@ def set_reply_channel(channel: ReplyChannel | None) -> None:
     """Make ``channel`` the :func:`reply_channel` of the current task (transports call
     this in the task that runs the handler)."""
     _reply_channel.set(channel)
+
+
+async def handle_on(
+    handler: IlpHandler, prepare: IlpPrepare, channel: ReplyChannel | None
+) -> IlpReply:
+    """``handler(prepare)`` with ``channel`` as its :func:`reply_channel`: for a task of
+    its own (``asyncio.gather``, ``create_task``), whose context the channel stays in."""
+    set_reply_channel(channel)
+    return await handler(prepare)
 
 
 def reject_from_error(exc: BaseException, triggered_by: str) -> IlpReject:
@@ -182,17 +192,18 @@ class Link(abc.ABC):
         a task of its own that sees its channel as :func:`reply_channel`."""
         batch = self._batch_handler
         if batch is None:
-            return list(await asyncio.gather(*map(self._handle_on, prepares, channels)))
+            handle = self.handle_incoming
+            return list(
+                await asyncio.gather(
+                    *(handle_on(handle, p, c) for p, c in zip(prepares, channels, strict=True))
+                )
+            )
         try:
             return await batch(prepares, channels)
         except Exception as exc:
             if not isinstance(exc, IlpError):
                 log.exception("handler failed on %d Prepares", len(prepares))
             return [reject_from_error(exc, self.local_address)] * len(prepares)
-
-    async def _handle_on(self, prepare: IlpPrepare, channel: ReplyChannel | None) -> IlpReply:
-        set_reply_channel(channel)
-        return await self.handle_incoming(prepare)
 
     @property
     @abc.abstractmethod

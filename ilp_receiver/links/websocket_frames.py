@@ -189,8 +189,6 @@ class FrameSender:
             return
         if self._masked:
             data = masked_binary_frames(pending, os.urandom(4 * len(pending)))
-        elif len(pending) == 1:
-            data = binary_frame(pending[0])
         else:
-            data = b"".join([_header(len(p), 0) + p for p in pending])
+            data = b"".join(map(binary_frame, pending))
         self._transport.write(data)

@@ -142,6 +142,15 @@ def check_add_args(
             raise ValueError("idempotency_key must not be empty")
 
 
+def add_outcomes(outcomes: Sequence[AddResult | BaseException]) -> list[AddResult | Exception]:
+    """The outcomes of several adds as :meth:`BalanceStore.add_each` returns them; a
+    ``BaseException`` that is no ``Exception`` among them (a cancellation) is raised."""
+    for outcome in outcomes:
+        if not isinstance(outcome, AddResult | Exception):
+            raise outcome
+    return cast("list[AddResult | Exception]", outcomes)
+
+
 def check_retention(retention: float) -> float:
     """Validate a retention period in seconds (must be positive)."""
     if not isinstance(retention, int | float) or isinstance(retention, bool):
@@ -253,10 +262,7 @@ class BalanceStore(abc.ABC):
         outcomes = await asyncio.gather(
             *(self._add(*change, ()) for change in changes), return_exceptions=True
         )
-        for outcome in outcomes:
-            if not isinstance(outcome, AddResult | Exception):
-                raise outcome  # cancelled
-        return cast("list[AddResult | Exception]", outcomes)
+        return add_outcomes(outcomes)
 
     @abc.abstractmethod
     async def balance(self, key: str) -> int:

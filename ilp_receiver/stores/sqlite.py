@@ -85,7 +85,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from ..errors import ConfigError
 from .base import (
@@ -97,6 +97,7 @@ from .base import (
     Clock,
     StoreClosedError,
     StoreError,
+    add_outcomes,
     check_add_args,
     check_debit_amount,
 )
@@ -764,11 +765,7 @@ class SqliteStore(BalanceStore):
     async def _add_each(self, changes: Sequence[Change]) -> list[AddResult | Exception]:
         """All ``changes`` into the next group commit, with one future; returns after
         COMMIT with one outcome per change."""
-        outcomes = await self._submit([(*change, ()) for change in changes])
-        for outcome in outcomes:
-            if not isinstance(outcome, AddResult | Exception):
-                raise outcome
-        return cast("list[AddResult | Exception]", outcomes)
+        return add_outcomes(await self._submit([(*change, ()) for change in changes]))
 
     async def _submit(self, items: list[_Item]) -> list[_Outcome]:
         """Put ``items`` into the loop iteration's group commit (or the writer thread's
